@@ -1,0 +1,57 @@
+"""Typed configuration: one ``ModelConfig`` per registered model carries its priors,
+preprocessing and training defaults, so no caller needs to know per-model magic keys."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MEAN_BGR = (104.0, 117.0, 123.0)
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """Anchor layout: one entry of ``min_sizes`` (in input pixels) per detection level."""
+
+    min_sizes: tuple[tuple[float, ...], ...]
+    steps: tuple[int, ...]
+    variances: tuple[float, float] = (0.1, 0.2)
+
+    def __post_init__(self):
+        if len(self.min_sizes) != len(self.steps):
+            raise ValueError("min_sizes and steps need one entry per detection level")
+
+    @property
+    def priors_per_cell(self) -> tuple[int, ...]:
+        return tuple(len(m) for m in self.min_sizes)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Per-model training defaults; every field can be overridden from ``blazeface train``."""
+
+    input_size: int = 320
+    batch_size: int = 32
+    epochs: int = 250
+    optimizer: str = "sgd"  # sgd | rmsprop | adamw
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    cls_loss: str = "ohem"  # ohem (hard-negative mining) | focal
+    neg_pos_ratio: int = 7
+    loc_weight: float = 2.0
+    cls_weight: float = 1.0
+    landm_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    description: str
+    priors: PriorConfig
+    mean_bgr: tuple[float, float, float] = MEAN_BGR
+    # Input height and width are padded (bottom/right) up to this multiple before the forward pass.
+    size_multiple: int = 1
+    long_side: int = 640
+    # File name of the weights shipped in ``blazeface/weights`` (None until this project trains them).
+    weights_file: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,0 +1,91 @@
+"""BlazeFace (zineos/Blazeface layout): 5x5 BlazeBlocks, two detection levels at strides 8 and 16."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig, PriorConfig, TrainConfig
+from .blocks import conv_bn_relu, depthwise_head, separable
+from .detector import FaceDetectorNet
+from .registry import register_model
+
+
+class BlazeBlock(nn.Module):
+    """ReLU(branch(x) + shortcut(x)).
+
+    Single block: depthwise 5x5 -> pointwise. Double block (``mid_ch`` given): that, ReLU, then a full
+    5x5 conv -> pointwise, ReLU. At stride 2 the shortcut is MaxPool -> 1x1 conv -> BN -> ReLU.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, mid_ch: int | None = None, stride: int = 1, kernel: int = 5):
+        super().__init__()
+        if mid_ch is None:
+            self.conv = nn.Sequential(separable(in_ch, out_ch, kernel, stride, final_relu=False))
+        else:
+            self.conv = nn.Sequential(
+                separable(in_ch, mid_ch, kernel, stride, final_relu=False),
+                nn.ReLU(inplace=True),
+                separable(mid_ch, out_ch, kernel, 1, depthwise=False, final_relu=False),
+                nn.ReLU(inplace=True),
+            )
+        if stride != 1:
+            self.shortcut = nn.Sequential(
+                nn.MaxPool2d(stride, stride),
+                nn.Conv2d(in_ch, out_ch, 1),
+                nn.BatchNorm2d(out_ch),
+                nn.ReLU(inplace=True),
+            )
+        elif in_ch != out_ch:
+            raise ValueError("a stride-1 BlazeBlock keeps its channel count")
+        else:
+            self.shortcut = nn.Identity()
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x) + self.shortcut(x))
+
+
+class Blaze(FaceDetectorNet):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.conv1 = conv_bn_relu(3, 24, 3, stride=2)
+        self.conv2 = BlazeBlock(24, 24)
+        self.conv3 = BlazeBlock(24, 24)
+        self.conv4 = BlazeBlock(24, 48, stride=2)
+        self.conv5 = BlazeBlock(48, 48)
+        self.conv6 = BlazeBlock(48, 48)
+        self.conv7 = BlazeBlock(48, 96, mid_ch=24, stride=2)
+        self.conv8 = BlazeBlock(96, 96, mid_ch=24)
+        self.conv9 = BlazeBlock(96, 96, mid_ch=24)
+        self.conv10 = BlazeBlock(96, 96, mid_ch=24, stride=2)
+        self.conv11 = BlazeBlock(96, 96, mid_ch=24)
+        self.conv12 = BlazeBlock(96, 96, mid_ch=24)
+        anchors = config.priors.priors_per_cell
+        self.loc = nn.Sequential(*[depthwise_head(96, a * 4) for a in anchors])
+        self.conf = nn.Sequential(*[depthwise_head(96, a * 2) for a in anchors])
+        self.landm = nn.Sequential(*[depthwise_head(96, a * 10) for a in anchors])
+
+    def head_outputs(self, x):
+        x = self.conv1(x)
+        for block in (self.conv2, self.conv3, self.conv4, self.conv5, self.conv6, self.conv7, self.conv8):
+            x = block(x)
+        stride8 = self.conv9(x)
+        stride16 = self.conv12(self.conv11(self.conv10(stride8)))
+        feats = (stride8, stride16)
+        return ([h(f) for h, f in zip(self.loc, feats)],
+                [h(f) for h, f in zip(self.conf, feats)],
+                [h(f) for h, f in zip(self.landm, feats)])
+
+
+@register_model(ModelConfig(
+    name="blaze",
+    description="BlazeFace: 5x5 BlazeBlocks, strides 8/16 (zineos/Blazeface layout)",
+    priors=PriorConfig(min_sizes=((8, 11), (14, 19, 26, 38, 64, 149)), steps=(8, 16)),
+    # Four stride-2 stages with floor-rounding max-pool shortcuts: H and W must be multiples of 16.
+    size_multiple=16,
+    weights_file="blaze.pth",
+    train=TrainConfig(optimizer="adamw", lr=2e-3, weight_decay=5e-4, batch_size=32, epochs=200,
+                      cls_loss="ohem", loc_weight=2.0),
+))
+def blaze(config: ModelConfig) -> nn.Module:
+    return Blaze(config)
