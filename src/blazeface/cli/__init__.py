@@ -1,0 +1,63 @@
+"""The ``blazeface`` command: a thin argparse layer over the library.
+
+Each sub-command lives in its own module exposing ``add_parser(subparsers)`` (which sets
+``func=run`` on its parser) and ``run(args) -> int``. A ``BlazefaceError`` anywhere becomes one line on
+stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import BlazefaceError
+
+COMMANDS = ("detect", "evaluate", "train", "export", "profile", "bench", "web", "blur", "align")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="blazeface", description="Tiny, fast face detectors with five landmarks.")
+    parser.add_argument("--version", action="version", version=f"blazeface {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}_cmd")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}_cmd":
+                raise
+            continue  # command not built yet
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BlazefaceError as exc:
+        print(f"blazeface {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"blazeface {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'320x240' -> (320, 240): WIDTHxHEIGHT."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 320x240, not {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, not {text!r}")
+    return w, h
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """--model / --weights, shared by every command that runs a detector."""
+    parser.add_argument("--model", default="blaze", help="blaze | slim | rfb | mnet (default: blaze)")
+    parser.add_argument("--weights", default=None,
+                        help="checkpoint to load (default: the weights shipped in the package)")
