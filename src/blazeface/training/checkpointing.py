@@ -1,0 +1,66 @@
+"""Training checkpoints: written atomically, read back with ``weights_only=True``."""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import BlazefaceError
+
+
+def save_atomic(obj, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``: a crash at any
+    moment leaves either the old or the new checkpoint, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise BlazefaceError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BlazefaceError(f"{path}: not a readable checkpoint ({first})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "position" not in ckpt:
+        raise BlazefaceError(f"{path}: not a blazeface training checkpoint (no model/position)")
+    return ckpt
+
+
+def rng_state() -> dict:
+    """Every RNG the training loop touches, in a form ``weights_only`` loading accepts."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuplify(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+
+
+def _tuplify(obj):
+    """random.setstate needs tuples; a checkpoint round trip may give lists."""
+    return tuple(_tuplify(v) for v in obj) if isinstance(obj, (list, tuple)) else obj
