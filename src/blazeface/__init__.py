@@ -1,8 +1,9 @@
 """blazeface: tiny, fast face detectors with five facial landmarks."""
 from .config import ModelConfig, PriorConfig, TrainConfig
 from .errors import BlazefaceError
+from .inference import Face, FaceDetector
 from .models import create_model, get_config, list_models
 
 __version__ = "0.1.0"
-__all__ = ["BlazefaceError", "ModelConfig", "PriorConfig", "TrainConfig", "create_model", "get_config",
+__all__ = ["BlazefaceError", "Face", "FaceDetector", "ModelConfig", "PriorConfig", "TrainConfig", "create_model", "get_config",
            "list_models"]
