@@ -34,10 +34,3 @@ class ModelEMA:
                 value.mul_(d).add_(src, alpha=1 - d)
             else:
                 value.copy_(src)
-
-    def state_dict(self) -> dict:
-        return {"module": self.module.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["module"])
-        self.updates = int(state["updates"])

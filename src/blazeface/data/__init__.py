@@ -1,0 +1,1 @@
+"""Training data: label readers, augmentation, the training dataset and its source mixer."""

@@ -1,0 +1,315 @@
+"""The training loop behind ``blazeface train``: resumable, EMA, warm-up + cosine, torchrun-ready.
+
+Position is counted in optimiser steps over fixed-size global batches; epoch ``e`` is the mixer's seeded
+order of items, so (seed, step) pins down exactly which images and crops come next. That is what makes
+``--resume`` continue where a run stopped, bit for bit, and what lets N processes split every global
+batch between them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..config import ModelConfig
+from ..data.dataset import build_training_data, collate, worker_init
+from ..errors import BlazefaceError
+from ..models import create_model, get_config
+from .checkpointing import load_checkpoint, rng_state, save_atomic, set_rng_state
+from .distributed import World, all_reduce_sum, barrier, cleanup, init_distributed
+from .ema import ModelEMA
+from .loss import MultiBoxLoss
+from .optim import build_optimizer, warmup_cosine
+
+
+@dataclass
+class TrainOptions:
+    model: str
+    data: list[str]
+    out: Path = Path("runs/train")
+    # Overrides of the model's TrainConfig (None: the model's default).
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    input_size: int | None = None
+    optimizer: str | None = None
+    weight_decay: float | None = None
+    cls_loss: str | None = None
+    warmup_epochs: float | None = None
+    epoch_size: int | None = None  # items per epoch (default: the sum of the sources' sizes)
+    resume: Path | None = None
+    init_weights: Path | None = None  # start from these weights (fine-tuning), not from scratch
+    seed: int = 0
+    workers: int = 1
+    threads: int | None = None
+    device: str = "cpu"
+    channels_last: bool = True
+    bf16: bool = False
+    # Keep BatchNorm statistics fixed (eval mode): fine-tuning with tiny per-process batches on CPUs,
+    # where SyncBatchNorm is unavailable. On GPUs, several processes use SyncBatchNorm instead.
+    freeze_bn: bool = False
+    ema_decay: float = 0.9998
+    checkpoint_minutes: float = 5.0
+    eval_every: int = 5  # epochs between dev evaluations (0: never)
+    val_images: Path | None = None
+    val_gt: Path | None = None
+    val_list: Path | None = None
+    val_long_side: int = 320
+    max_steps: int | None = None  # stop (with a checkpoint) after this global step: smoke runs, tests
+    log_every: int = 10
+    progress: bool = True
+
+    def train_config(self, base: ModelConfig):
+        overrides = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "input_size", "optimizer",
+                                                      "weight_decay", "cls_loss", "warmup_epochs")
+                     if getattr(self, k) is not None}
+        return replace(base.train, **overrides)
+
+    def to_json(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class StopFlag:
+    """Set by SIGINT/SIGTERM: the loop finishes the current step, checkpoints and exits."""
+
+    requested: bool = False
+    signal_name: str = ""
+    _previous: dict = field(default_factory=dict)
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+
+class RankBatches:
+    """Batch sampler over one epoch: global batch ``b`` is items ``[b*B, (b+1)*B)`` of the mixer's order;
+    this rank takes its contiguous share of it. Starts at global batch ``start``; drops the last partial
+    batch."""
+
+    def __init__(self, indices: np.ndarray, seeds: np.ndarray, global_batch: int, world: World, start: int):
+        self.items = list(zip(indices.tolist(), seeds.tolist()))
+        self.global_batch = global_batch
+        self.local = global_batch // world.size
+        self.rank = world.rank
+        self.start = start
+
+    def __len__(self) -> int:
+        return max(0, len(self.items) // self.global_batch - self.start)
+
+    def __iter__(self):
+        for b in range(self.start, len(self.items) // self.global_batch):
+            first = b * self.global_batch + self.rank * self.local
+            yield self.items[first:first + self.local]
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+class Trainer:
+    def __init__(self, options: TrainOptions, evaluate_fn: Callable | None = None):
+        self.opt = options
+        self.world = init_distributed(options.device)
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        base = get_config(options.model)
+        self.train_cfg = options.train_config(base)
+        if self.train_cfg.batch_size % self.world.size:
+            raise BlazefaceError(f"batch size {self.train_cfg.batch_size} does not split over {self.world.size} "
+                                 "processes")
+        self.model_cfg = replace(base, train=self.train_cfg)
+        self.dataset, self.mixer = build_training_data(options.data, self.model_cfg, self.train_cfg.input_size,
+                                                       seed=options.seed, epoch_size=options.epoch_size)
+        self.steps_per_epoch = self.mixer.epoch_size // self.train_cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise BlazefaceError(f"an epoch of {self.mixer.epoch_size} images is smaller than one batch of "
+                                 f"{self.train_cfg.batch_size}")
+        self.total_steps = self.steps_per_epoch * self.train_cfg.epochs
+
+        torch.manual_seed(options.seed)  # same initial weights on every rank and every run
+        model = create_model(options.model, weights=options.init_weights, train=self.train_cfg)
+        self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
+        model = model.to(options.device, memory_format=self.memory_format)
+        self.ema = ModelEMA(model, decay=options.ema_decay)
+        self.optimizer = build_optimizer(model, self.train_cfg)
+        warmup = round(self.train_cfg.warmup_epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(self.total_steps, warmup))
+        if self.world.distributed:
+            if options.device.startswith("cuda") and not options.freeze_bn:
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = torch.nn.parallel.DistributedDataParallel(model)
+        self.model = model
+        self.loss_fn = MultiBoxLoss(self.train_cfg)
+        self.step = 0
+        self.evaluate_fn = evaluate_fn
+        self.out = Path(options.out)
+        self.metrics_path = self.out / "metrics.jsonl"
+        if options.resume:
+            self._resume(Path(options.resume))
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict:
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "ema": self.ema.module.state_dict(),
+            "ema_updates": self.ema.updates,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "position": {"step": self.step, "epoch": self.step // self.steps_per_epoch,
+                         "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps},
+            "model_name": self.opt.model,
+            "options": json.dumps(self.opt.to_json()),
+        }
+
+    def save(self, name: str = "last.pth") -> Path:
+        path = self.out / name
+        if self.world.is_main:
+            save_atomic(self.checkpoint_state(), path)
+            # The shippable artefact: EMA weights only, a few hundred KB.
+            save_atomic(self.ema.module.state_dict(), self.out / "weights.pth")
+        barrier(self.world)
+        return path
+
+    def _resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt.get("model_name") != self.opt.model:
+            raise BlazefaceError(f"{path}: checkpoint is for model {ckpt.get('model_name')!r}, not {self.opt.model!r}")
+        pos = ckpt["position"]
+        if pos["steps_per_epoch"] != self.steps_per_epoch:
+            raise BlazefaceError(f"{path}: checkpoint has {pos['steps_per_epoch']} steps per epoch, this run "
+                                 f"{self.steps_per_epoch}: same data and batch size are needed to resume")
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        self.ema.module.load_state_dict(ckpt["ema"])
+        self.ema.updates = int(ckpt["ema_updates"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        self.step = int(pos["step"])
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def loader(self, epoch: int, start_batch: int) -> DataLoader:
+        indices, seeds = self.mixer.epoch_items(epoch)
+        batches = RankBatches(indices, seeds, self.train_cfg.batch_size, self.world, start_batch)
+        return DataLoader(self.dataset, batch_sampler=batches, collate_fn=collate, num_workers=self.opt.workers,
+                          worker_init_fn=worker_init if self.opt.workers else None,
+                          persistent_workers=False, prefetch_factor=4 if self.opt.workers else None)
+
+    def train_step(self, images: torch.Tensor, targets: dict) -> dict[str, float]:
+        images = images.to(self.opt.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        targets = {k: v.to(self.opt.device, non_blocking=True) for k, v in targets.items()}
+        # Normalise by the counts of the GLOBAL batch, so N processes compute the same gradient as one.
+        counts = {k: all_reduce_sum(v, self.world) / self.world.size for k, v in self.loss_fn.counts(targets).items()}
+        with torch.autocast(self.opt.device.split(":")[0], dtype=torch.bfloat16, enabled=self.opt.bf16):
+            loc, conf, landm = self.model(images)
+        parts = self.loss_fn(loc.float(), conf.float(), landm.float(), targets, normalizers=counts)
+        loss = sum(parts.values())
+        if not torch.isfinite(loss):
+            raise BlazefaceError(f"loss is not finite at step {self.step}: "
+                                 + ", ".join(f"{k}={v.item():.4g}" for k, v in parts.items()))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.update(unwrap(self.model))
+        return {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
+
+    def log(self, record: dict) -> None:
+        if self.world.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.metrics_path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def run(self) -> Path:
+        stop = StopFlag()
+        stop.install()
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.world.is_main:
+            (self.out / "options.json").write_text(json.dumps(self.opt.to_json(), indent=2))
+        last_save = time.monotonic()
+        end = self.total_steps if self.opt.max_steps is None else min(self.total_steps, self.opt.max_steps)
+        self.set_train_mode()
+        bar = tqdm(total=end, initial=self.step, unit="step", disable=not (self.opt.progress and self.world.is_main),
+                   dynamic_ncols=True)
+        window: list[dict] = []
+        tick, seen = time.monotonic(), 0
+        try:
+            while self.step < end and not stop.requested:
+                epoch, inner = divmod(self.step, self.steps_per_epoch)
+                for images, targets in self.loader(epoch, inner):
+                    parts = self.train_step(images, targets)
+                    self.step += 1
+                    seen += images.shape[0] * self.world.size
+                    window.append(parts)
+                    if self.step % self.opt.log_every == 0 or self.step == end:
+                        elapsed = time.monotonic() - tick
+                        mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                        rate = seen / max(elapsed, 1e-9)
+                        self.log({"step": self.step, "epoch": self.step / self.steps_per_epoch,
+                                  "lr": self.scheduler.get_last_lr()[0], "img_per_s": rate, **mean,
+                                  "time": time.time()})
+                        bar.set_postfix(loss=f"{mean['loss']:.3f}", img_s=f"{rate:.1f}", epoch=epoch)
+                        window, tick, seen = [], time.monotonic(), 0
+                    bar.update(1)
+                    if time.monotonic() - last_save > self.opt.checkpoint_minutes * 60:
+                        self.save()
+                        last_save = time.monotonic()
+                    if self.step >= end or stop.requested:
+                        break
+                else:  # finished an epoch
+                    self.save()
+                    last_save = time.monotonic()
+                    self.plot()
+                    done_epochs = self.step // self.steps_per_epoch
+                    if self.evaluate_fn and self.opt.eval_every and done_epochs % self.opt.eval_every == 0:
+                        self.evaluate(done_epochs)
+            path = self.save()
+            self.plot()
+            if stop.requested and self.world.is_main:
+                print(f"blazeface train: {stop.signal_name} at step {self.step}; checkpoint {path}; continue with "
+                      f"--resume {path}", file=sys.stderr)
+            return path
+        finally:
+            bar.close()
+            stop.restore()
+            cleanup(self.world)
+
+    def set_train_mode(self) -> None:
+        self.model.train()
+        if self.opt.freeze_bn:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    def evaluate(self, epoch: int) -> None:
+        if self.world.is_main:
+            result = self.evaluate_fn(self.ema.module)
+            self.log({"step": self.step, "epoch": epoch, "eval": result, "time": time.time()})
+            tqdm.write(f"epoch {epoch}: dev " + " ".join(f"{k} {v:.4f}" for k, v in result.items()
+                                                         if isinstance(v, float)))
+        barrier(self.world)
+
+    def plot(self) -> None:
+        if self.world.is_main and self.metrics_path.is_file():
+            from .plots import plot_metrics
+
+            plot_metrics(self.metrics_path, self.out / "loss.png")

@@ -1,0 +1,126 @@
+"""The trainer: exact resume, data-parallel gradient averaging, checkpoints, CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from blazeface import BlazefaceError
+from blazeface.training.checkpointing import load_checkpoint, save_atomic
+from blazeface.training.trainer import Trainer, TrainOptions
+from conftest import REPO
+
+
+def make_dataset(root, images=16, size=96, seed=0):
+    """RetinaFace-format folder of synthetic 'faces': bright boxes with five landmark dots inside."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    lines = []
+    for k in range(images):
+        image = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
+        lines.append(f"# img{k}.jpg")
+        for _ in range(rng.integers(1, 3)):
+            w = h = float(rng.uniform(16, 40))
+            x, y = rng.uniform(0, size - w, 2)
+            cv2.rectangle(image, (int(x), int(y)), (int(x + w), int(y + h)), (200, 180, 160), -1)
+            pts = [(x + w * fx, y + h * fy) for fx, fy in ((.3, .35), (.7, .35), (.5, .55), (.35, .75), (.65, .75))]
+            for px, py in pts:
+                cv2.circle(image, (int(px), int(py)), 1, (20, 20, 20), -1)
+            lm = " ".join(f"{px:.2f} {py:.2f} 0.0" for px, py in pts)
+            lines.append(f"{x:.2f} {y:.2f} {w:.2f} {h:.2f} {lm} 1.0")
+        cv2.imwrite(str(root / "images" / f"img{k}.jpg"), image)
+    (root / "label.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("faces"))
+
+
+def options(data, out, **kw):
+    base = dict(model="slim", data=[str(data)], out=out, epochs=2, batch_size=4, input_size=64, workers=0,
+                eval_every=0, progress=False, log_every=1, checkpoint_minutes=60.0)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def test_resume_continues_exactly(data, tmp_path):
+    straight = Trainer(options(data, tmp_path / "a", max_steps=6))
+    straight.run()
+    first = Trainer(options(data, tmp_path / "b", max_steps=3))  # stops mid-epoch (4 steps per epoch)
+    first.run()
+    ckpt = load_checkpoint(tmp_path / "b" / "last.pth")
+    assert ckpt["position"]["step"] == 3
+    resumed = Trainer(options(data, tmp_path / "b", max_steps=6, resume=tmp_path / "b" / "last.pth"))
+    resumed.run()
+    a = straight.model.state_dict()
+    b = resumed.model.state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    for key, value in straight.ema.module.state_dict().items():
+        assert torch.equal(value, resumed.ema.module.state_dict()[key]), key
+    logged = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4, 5, 6]
+    assert (tmp_path / "b" / "weights.pth").is_file() and (tmp_path / "b" / "loss.png").is_file()
+
+
+def test_resume_refuses_other_model_or_batch(data, tmp_path):
+    Trainer(options(data, tmp_path / "a", max_steps=1)).run()
+    with pytest.raises(BlazefaceError, match="for model 'slim', not 'rfb'"):
+        Trainer(options(data, tmp_path / "a", model="rfb", resume=tmp_path / "a" / "last.pth"))
+    with pytest.raises(BlazefaceError, match="steps per epoch"):
+        Trainer(options(data, tmp_path / "a", batch_size=8, resume=tmp_path / "a" / "last.pth"))
+
+
+def test_atomic_save_keeps_old_checkpoint_on_failure(tmp_path):
+    path = tmp_path / "last.pth"
+    save_atomic({"model": {}, "position": {"step": 1}}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        save_atomic({"model": Unpicklable(), "position": {}}, path)
+    assert load_checkpoint(path)["position"]["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no temp file left behind
+    path.write_bytes(b"torn")
+    with pytest.raises(BlazefaceError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_two_processes_equal_one(data, tmp_path):
+    """torchrun with 2 processes x batch 2 reaches the weights of 1 process x batch 4 (same data order)."""
+    common = ["--model", "slim", "--data", str(data), "--epochs", "1", "--batch-size", "4", "--input-size", "64",
+              "--workers", "0", "--eval-every", "0", "--max-steps", "3", "--freeze-bn", "--threads", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
+    one = subprocess.run([sys.executable, "-m", "blazeface", "train", *common, "--out", str(tmp_path / "one")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "blazeface", "train", *common, "--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a = load_checkpoint(tmp_path / "one" / "last.pth")["model"]
+    b = load_checkpoint(tmp_path / "two" / "last.pth")["model"]
+    start = Trainer(options(data, tmp_path / "init", max_steps=0)).model.state_dict()
+    moved = max((a[k] - start[k]).abs().max().item() for k in a if a[k].is_floating_point())
+    assert moved > 1e-4  # training really changed the weights
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
+
+
+def test_cli_train_bad_data(tmp_path, capsys):
+    from blazeface.cli import main
+
+    bad = tmp_path / "bad"
+    (bad / "images").mkdir(parents=True)
+    (bad / "label.txt").write_text("# a.jpg\n1 2 3\n")
+    rc = main(["train", "--model", "slim", "--data", str(bad), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "label.txt:2" in err and err.count("\n") == 1
