@@ -3,7 +3,9 @@ from .config import ModelConfig, PriorConfig, TrainConfig
 from .errors import BlazefaceError
 from .inference import Face, FaceDetector
 from .models import create_model, get_config, list_models
+from .privacy import anonymize
+from .alignment import align_face
 
 __version__ = "0.1.0"
 __all__ = ["BlazefaceError", "Face", "FaceDetector", "ModelConfig", "PriorConfig", "TrainConfig", "create_model", "get_config",
-           "list_models"]
+           "list_models", "anonymize", "align_face"]

@@ -52,6 +52,9 @@ class ModelConfig:
     # Input height and width are padded (bottom/right) up to this multiple before the forward pass.
     size_multiple: int = 1
     long_side: int = 640
+    # CPU inference in channels-last memory format: ~1.5x faster for the depthwise-heavy models, slower for
+    # mnet's dense 3x3 FPN/SSH convolutions (measured with benchmarks/bench_peers.py, torch backend).
+    channels_last: bool = True
     # File name of the weights shipped in ``blazeface/weights`` (None until this project trains them).
     weights_file: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)

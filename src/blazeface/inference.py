@@ -11,15 +11,14 @@ from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
-import torch
 
 from .config import ModelConfig
 from .errors import BlazefaceError
 from .io import as_bgr
-from .models import create_model
-from .models.registry import SHIPPED
+from .models import get_config
 from .postprocess import Detections, PostprocessConfig, postprocess
 from .priors import prior_boxes
+from .runtime.torch_runner import TorchRunner  # noqa: F401  (re-exported: its old home)
 
 
 @dataclass
@@ -65,12 +64,13 @@ def preprocess(image: np.ndarray, box: Letterbox, mean_bgr: Sequence[float], out
         image = cv2.resize(image, box.resized_size, interpolation=cv2.INTER_LINEAR)
     w, h = box.input_size
     if out is None:
-        out = np.zeros((3, h, w), np.float32)
-    else:
-        out[...] = 0
+        out = np.empty((3, h, w), np.float32)
     rw, rh = box.resized_size
-    # Subtract in HWC (contiguous), then one transposed copy into the padded CHW buffer.
-    out[:, :rh, :rw] = (image.astype(np.float32) - np.asarray(mean_bgr, np.float32)).transpose(2, 0, 1)
+    # One channel at a time straight into the CHW buffer: ~5x faster than a float HWC copy + transpose.
+    for c in range(3):
+        np.subtract(image[:, :, c], np.float32(mean_bgr[c]), out=out[c, :rh, :rw], dtype=np.float32)
+    out[:, rh:, :] = 0
+    out[:, :rh, rw:] = 0
     return out
 
 
@@ -86,21 +86,6 @@ def to_faces(dets: Detections, box: Letterbox) -> list[Face]:
     return [Face(boxes[k], float(dets.scores[k]), points[k]) for k in range(len(dets))]
 
 
-class TorchRunner:
-    """PyTorch backend: (N, 3, H, W) float32 numpy batch -> (loc, conf, landm) numpy arrays."""
-
-    name = "torch"
-
-    def __init__(self, model: torch.nn.Module, device: str = "cpu"):
-        self.model = model.eval().to(device)
-        self.device = device
-
-    @torch.inference_mode()
-    def __call__(self, batch: np.ndarray):
-        loc, conf, landm = self.model(torch.from_numpy(batch).to(self.device))
-        return loc.cpu().numpy(), conf.cpu().numpy(), landm.cpu().numpy()
-
-
 class FaceDetector:
     """Detect faces and five landmarks.
 
@@ -109,17 +94,18 @@ class FaceDetector:
     >>> faces[0].box, faces[0].score, faces[0].landmarks
     """
 
-    def __init__(self, model: str = "blaze", weights: str | Path | None = None, *, long_side: int | None = None,
-                 conf: float = 0.5, nms: float = 0.4, top_k: int = 5000, keep_top_k: int = 750,
-                 device: str = "cpu", runner=None):
+    def __init__(self, model: str = "blaze", weights: str | Path | None = None, *, backend: str = "torch",
+                 long_side: int | None = None, conf: float = 0.5, nms: float = 0.4, top_k: int = 5000,
+                 keep_top_k: int = 750, device: str = "cpu", runner=None, threads: int | None = None):
+        """``backend``: "torch" (``weights`` a checkpoint), "onnx" (an exported ``.onnx``) or "ncnn" (a
+        ``.param``, its ``.bin`` beside it); for onnx and ncnn, None (the shipped weights) or a checkpoint
+        is exported on first use and cached. ``threads``: the backend's thread count (None: its default).
+        ``runner``: any callable batch -> (loc, conf, landm), used instead of building one."""
+        self.config: ModelConfig = get_config(model)
         if runner is None:
-            net = create_model(model, weights=SHIPPED if weights is None else weights)
-            runner = TorchRunner(net, device)
-            self.config: ModelConfig = net.config
-        else:
-            from .models import get_config
+            from .runtime import make_runner
 
-            self.config = get_config(model)
+            runner = make_runner(backend, model, weights, threads=threads, device=device)
         self.runner = runner
         self.long_side = self.config.long_side if long_side is None else long_side
         self.postprocess_config = PostprocessConfig(conf=conf, nms=nms, top_k=top_k, keep_top_k=keep_top_k)

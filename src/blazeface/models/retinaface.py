@@ -98,6 +98,7 @@ class RetinaFace(FaceDetectorNet):
     description="RetinaFace-MobileNet-0.25: FPN + SSH over strides 8/16/32 (Face-Detector-1MB variant, ReLU)",
     priors=PriorConfig(min_sizes=((10, 20), (32, 64), (128, 256)), steps=(8, 16, 32)),
     weights_file="mnet.pth",
+    channels_last=False,
     train=TrainConfig(optimizer="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4, batch_size=32,
                       epochs=250, input_size=320, cls_loss="ohem", loc_weight=2.0),
 ))

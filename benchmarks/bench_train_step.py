@@ -1,0 +1,68 @@
+"""Training throughput: images/s of the WHOLE training step (loading, augmentation, matching, forward,
+backward, optimiser, EMA) per model and setting, through the real Trainer on the real training data.
+
+    python benchmarks/bench_train_step.py --models blaze slim --steps 12 --threads 2
+
+Each setting runs ``--steps`` steps; the first ``--warmup`` are dropped (worker start-up, allocator).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+SETTINGS = {
+    "fp32": dict(channels_last=False, bf16=False),
+    "fp32-channels-last": dict(channels_last=True, bf16=False),
+    "bf16-channels-last": dict(channels_last=True, bf16=True),
+}
+
+
+def measure(model: str, setting: str, steps: int, warmup: int, threads: int, workers: int, batch: int) -> float:
+    from blazeface.training.trainer import Trainer, TrainOptions
+
+    with tempfile.TemporaryDirectory() as out:
+        opts = TrainOptions(model=model, data=[str(DATA / "widerface" / "train"), str(DATA / "facemask")],
+                            out=Path(out), batch_size=batch, workers=workers, threads=threads, eval_every=0,
+                            max_steps=steps, log_every=1, progress=False, checkpoint_minutes=1e9,
+                            **SETTINGS[setting])
+        Trainer(opts).run()
+        rates = [json.loads(line)["img_per_s"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    timed = rates[warmup:]
+    # Harmonic mean of per-step rates = total images / total time.
+    return len(timed) / sum(1 / r for r in timed)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["blaze", "slim", "rfb", "mnet"])
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    if not DATA.is_dir():
+        print(f"skipped: {DATA} not found", file=sys.stderr)
+        return 0
+    results = {}
+    for model in args.models:
+        for setting in args.settings:
+            rate = measure(model, setting, args.steps, args.warmup, args.threads, args.workers, args.batch_size)
+            results[f"{model}/{setting}"] = rate
+            if not args.json:
+                print(f"{model:6s} {setting:20s} {rate:7.1f} img/s", flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""PyTorch model -> one self-contained, simplified ONNX file with dynamic batch, height and width.
+
+The graph comes from the TorchScript-based exporter (``dynamo=False``): ``torch.export`` cannot express
+blaze's floor-rounding max-pool shortcuts for a symbolic height and width (it raises a constraint
+violation), and takes 15-20 s per model where this takes about one. The graph is then simplified with
+onnxslim, subnormal weights are flushed to zero (see :mod:`blazeface.export.denormals`), the outputs
+named ``loc``, ``conf``, ``landm`` and the prior configuration written into the metadata (see
+:mod:`blazeface.export.metadata`).
+"""
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import BlazefaceError
+from .denormals import flush_module, flush_onnx
+from .metadata import INPUT_NAME, OUTPUT_NAMES, model_metadata, state_dict_sha256
+
+OPSET = 17
+# The trace input; any size works since every spatial dimension is exported as symbolic.
+TRACE_SIZE = (320, 240)
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency, or fail in one line naming the extra that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise BlazefaceError(f"this needs the optional package {module!r}: pip install 'blazeface[{extra}]'") from None
+
+
+def trace_input(model: torch.nn.Module, size: tuple[int, int] = TRACE_SIZE, batch: int = 1) -> torch.Tensor:
+    """A (batch, 3, H, W) input of about ``size`` (width, height), padded to the model's size multiple."""
+    multiple = getattr(getattr(model, "config", None), "size_multiple", 1) or 1
+    w, h = (-(-v // multiple) * multiple for v in size)
+    return torch.zeros(batch, 3, h, w)
+
+
+def to_onnx_model(model: torch.nn.Module, *, opset: int = OPSET, simplify: bool = True,
+                  weights_sha256: str | None = None):
+    """The ``onnx.ModelProto`` of a detector (in eval mode, so ``conf`` is the softmax)."""
+    onnx = require("onnx", "onnx")
+    config = getattr(model, "config", None)
+    if config is None:
+        raise BlazefaceError("export needs a model built by blazeface.create_model (it carries its configuration)")
+    net = copy.deepcopy(model).cpu().eval()
+    flush_module(net)
+    dynamic = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+    dynamic.update({name: {0: "batch", 1: "priors"} for name in OUTPUT_NAMES})
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(net, (trace_input(net),), buffer, dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic,
+                          do_constant_folding=True)
+    proto = onnx.load_from_string(buffer.getvalue())
+    if simplify:
+        onnxslim = require("onnxslim", "onnx")
+        proto = onnxslim.slim(proto)
+        if proto is None:
+            raise BlazefaceError("onnxslim failed to simplify the exported graph")
+    flush_onnx(proto)  # folding BatchNorm into convolutions can make new subnormals
+    outputs = [o.name for o in proto.graph.output]
+    if outputs != list(OUTPUT_NAMES) or [i.name for i in proto.graph.input] != [INPUT_NAME]:
+        raise BlazefaceError(f"exported graph lost its input/output names (outputs: {outputs})")
+    meta = model_metadata(config, weights_sha256 or state_dict_sha256(net))
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "blazeface"
+    proto.doc_string = f"blazeface {config.name}: {config.description}"
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def export_onnx(model: torch.nn.Module, path: str | Path, *, opset: int = OPSET, simplify: bool = True,
+                weights_sha256: str | None = None) -> Path:
+    """Write ``model`` to ``path`` as one ONNX file (weights inside, no external data)."""
+    onnx = require("onnx", "onnx")
+    proto = to_onnx_model(model, opset=opset, simplify=simplify, weights_sha256=weights_sha256)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+    return path

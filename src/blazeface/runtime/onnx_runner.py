@@ -1,0 +1,53 @@
+"""ONNX Runtime backend (CPU execution provider)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ModelConfig
+from ..errors import BlazefaceError
+from ..export.metadata import OUTPUT_NAMES, check_metadata
+from ..export.onnx import require
+
+
+class OnnxRunner:
+    """(N, 3, H, W) float32 batch -> (loc, conf, landm) through an exported ``.onnx``.
+
+    ``threads``: ONNX Runtime's intra-op threads (None: its default, one per core).
+    ``config``: when given, the file's metadata must describe this model (name, priors, mean).
+    """
+
+    name = "onnx"
+
+    def __init__(self, path: str | Path, threads: int | None = None, config: ModelConfig | None = None):
+        ort = require("onnxruntime", "onnx")
+        path = Path(path)
+        if not path.is_file():
+            raise BlazefaceError(f"{path}: no such ONNX file")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BlazefaceError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        if config is not None:
+            check_metadata(self.metadata, config, path)
+        inputs = self.session.get_inputs()
+        outputs = [o.name for o in self.session.get_outputs()]
+        if len(inputs) != 1 or len(outputs) != 3:
+            raise BlazefaceError(f"{path}: expected one input and three outputs (loc, conf, landm), "
+                                 f"found {len(inputs)} and {len(outputs)}")
+        self.input_name = inputs[0].name
+        # Named outputs when the file has them, else positional (loc, conf, landm).
+        self.output_names = list(OUTPUT_NAMES) if set(OUTPUT_NAMES) <= set(outputs) else outputs
+        self.path = path
+
+    def __call__(self, batch: np.ndarray):
+        loc, conf, landm = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch, np.float32)})
+        return loc, conf, landm

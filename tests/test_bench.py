@@ -1,0 +1,84 @@
+"""``blazeface bench`` and the timing library: shape of the results, never their values."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from blazeface import create_model
+from blazeface.benchmarking import STAGES, BenchSession, bench, bench_image, bench_many, format_table
+from blazeface.cli import main
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A random-init slim checkpoint: timing does not care about the weights."""
+    path = tmp_path_factory.mktemp("bench") / "slim.pth"
+    torch.manual_seed(0)
+    torch.save(create_model("slim", weights=None).state_dict(), path)
+    return path
+
+
+def test_bench_image_has_the_requested_size():
+    assert bench_image((160, 120)).shape == (120, 160, 3)
+
+
+def test_bench_reports_stage_medians(checkpoint):
+    result = bench("slim", checkpoint, "torch", size=(160, 120), threads=1, repeats=3, warmup=1)
+    medians = result.medians()
+    assert set(medians) == set(STAGES)
+    assert all(v > 0 for v in medians.values())
+    assert result.repeats == 3 and all(len(v) == 3 for v in result.samples.values())
+    # total is one interval around the three stages of the same run
+    for k in range(3):
+        parts = sum(result.samples[s][k] for s in ("preprocess", "inference", "postprocess"))
+        assert result.samples["total"][k] >= parts * 0.999
+
+
+def test_bench_many_interleaves_to_the_same_count(checkpoint):
+    sessions = [BenchSession("slim", checkpoint, "torch", (96, 64), 1) for _ in range(2)]
+    results = bench_many(sessions, repeats=4, warmup=0, per_round=3)
+    assert [r.repeats for r in results] == [4, 4]
+    assert format_table(results).splitlines()[0].split()[:2] == ["model", "backend"]
+
+
+def test_bench_command_json_has_the_contract_keys(checkpoint, capsys):
+    assert main(["bench", "--model", "slim", "--weights", str(checkpoint), "--size", "160x120", "--repeats", "2",
+                 "--warmup", "0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"preprocess", "inference", "postprocess", "total"}
+
+
+def test_bench_command_onnx_backend_table(checkpoint, capsys, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra")
+    pytest.importorskip("onnxslim", reason="needs the 'onnx' extra")
+    monkeypatch.setenv("BLAZEFACE_CACHE", str(tmp_path))  # the checkpoint is exported into this cache
+    assert main(["bench", "--model", "slim", "--weights", str(checkpoint), "--backend", "onnx", "--size", "160x120",
+                 "--repeats", "2", "--warmup", "0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:3] == ["model", "backend", "size"]
+    assert lines[1].split()[:3] == ["slim", "onnx", "160x120"]
+    assert list((tmp_path / "exports").glob("slim-*.onnx"))
+
+
+def test_bench_command_errors_are_one_line(checkpoint, capsys):
+    assert main(["bench", "--model", "slim", "--backend", "tensorrt"]) == 2
+    assert main(["bench", "--model", "all", "--weights", str(checkpoint)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("blazeface bench: error:") for line in err)
+
+
+def test_peer_benchmark_script_runs_our_driver(checkpoint, tmp_path):
+    """benchmarks/bench_peers.py end to end with no peers: its driver protocol and report."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "bench_peers.py"), "--peers", "none", "--models", "slim",
+           "--backends", "torch", "--weights", f"slim={checkpoint}", "--size", "96x64", "--rounds", "2",
+           "--per-round", "1", "--warmup", "0", "--json", str(out), "--markdown"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    (row,) = data["results"]
+    assert row["name"] == "slim-torch" and row["runs"] == 2 and set(STAGES) <= set(row)
+    assert "| blazeface slim | PyTorch | 96x64 |" in result.stdout
