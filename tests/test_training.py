@@ -97,7 +97,7 @@ def test_atomic_save_keeps_old_checkpoint_on_failure(tmp_path):
 def test_two_processes_equal_one(data, tmp_path):
     """torchrun with 2 processes x batch 2 reaches the weights of 1 process x batch 4 (same data order)."""
     common = ["--model", "slim", "--data", str(data), "--epochs", "1", "--batch-size", "4", "--input-size", "64",
-              "--workers", "0", "--eval-every", "0", "--max-steps", "3", "--freeze-bn", "--threads", "1"]
+              "--workers", "0", "--eval-every", "0", "--max-steps", "3", "--freeze-bn", "--no-bf16", "--threads", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
     one = subprocess.run([sys.executable, "-m", "blazeface", "train", *common, "--out", str(tmp_path / "one")],
                          env=env, capture_output=True, text=True, timeout=600)

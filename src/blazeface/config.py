@@ -41,6 +41,9 @@ class TrainConfig:
     loc_weight: float = 2.0
     cls_weight: float = 1.0
     landm_weight: float = 1.0
+    # bfloat16 autocast: faster for slim/rfb/mnet on CPUs with AVX-512 BF16, slower for blaze (its 5x5
+    # depthwise kernels): measured with benchmarks/bench_train_step.py.
+    bf16: bool = False
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch compute threads per process")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast (default: the model's; on for slim/rfb/mnet, off for blaze)")
     p.add_argument("--freeze-bn", action="store_true",
                    help="keep BatchNorm statistics fixed (fine-tuning with small per-process batches on CPUs)")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)

@@ -100,7 +100,7 @@ class RetinaFace(FaceDetectorNet):
     weights_file="mnet.pth",
     channels_last=False,
     train=TrainConfig(optimizer="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4, batch_size=32,
-                      epochs=250, input_size=320, cls_loss="ohem", loc_weight=2.0),
+                      epochs=250, input_size=320, cls_loss="ohem", loc_weight=2.0, bf16=True),
 ))
 def mnet(config: ModelConfig) -> nn.Module:
     return RetinaFace(config)

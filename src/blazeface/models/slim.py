@@ -101,7 +101,7 @@ class Slim(FaceDetectorNet):
 
 _SLIM_PRIORS = PriorConfig(min_sizes=((10, 16, 24), (32, 48), (64, 96), (128, 192, 256)), steps=(8, 16, 32, 64))
 _SLIM_TRAIN = TrainConfig(optimizer="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4, batch_size=32,
-                          epochs=250, input_size=320, cls_loss="ohem", loc_weight=2.0)
+                          epochs=250, input_size=320, cls_loss="ohem", loc_weight=2.0, bf16=True)
 
 
 @register_model(ModelConfig(

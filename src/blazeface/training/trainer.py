@@ -54,7 +54,7 @@ class TrainOptions:
     threads: int | None = None
     device: str = "cpu"
     channels_last: bool = True
-    bf16: bool = False
+    bf16: bool | None = None  # None: the model's TrainConfig default
     # Keep BatchNorm statistics fixed (eval mode): fine-tuning with tiny per-process batches on CPUs,
     # where SyncBatchNorm is unavailable. On GPUs, several processes use SyncBatchNorm instead.
     freeze_bn: bool = False
@@ -71,7 +71,7 @@ class TrainOptions:
 
     def train_config(self, base: ModelConfig):
         overrides = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "input_size", "optimizer",
-                                                      "weight_decay", "cls_loss", "warmup_epochs")
+                                                      "weight_decay", "cls_loss", "warmup_epochs", "bf16")
                      if getattr(self, k) is not None}
         return replace(base.train, **overrides)
 
@@ -219,7 +219,7 @@ class Trainer:
         targets = {k: v.to(self.opt.device, non_blocking=True) for k, v in targets.items()}
         # Normalise by the counts of the GLOBAL batch, so N processes compute the same gradient as one.
         counts = {k: all_reduce_sum(v, self.world) / self.world.size for k, v in self.loss_fn.counts(targets).items()}
-        with torch.autocast(self.opt.device.split(":")[0], dtype=torch.bfloat16, enabled=self.opt.bf16):
+        with torch.autocast(self.opt.device.split(":")[0], dtype=torch.bfloat16, enabled=self.train_cfg.bf16):
             loc, conf, landm = self.model(images)
         parts = self.loss_fn(loc.float(), conf.float(), landm.float(), targets, normalizers=counts)
         loss = sum(parts.values())
