@@ -151,10 +151,10 @@ def prepare_models(pairs: list[tuple[str, str | None]]) -> list[ServedModel]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "DemoServer"
+    server: DemoServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format, *args):  # noqa: A002  (the base class's name)
+    def log_message(self, format, *args):
         if self.server.verbose:
             super().log_message(format, *args)
 
@@ -211,10 +211,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         super().end_headers()
 
-    def do_GET(self):  # noqa: N802  (http.server's naming)
+    def do_GET(self):
         self._respond(head_only=False)
 
-    def do_HEAD(self):  # noqa: N802
+    def do_HEAD(self):
         self._respond(head_only=True)
 
 
@@ -265,7 +265,7 @@ class DemoServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
-    def start(self) -> "DemoServer":
+    def start(self) -> DemoServer:
         """Serve in a background thread (for tests and embedding); ``serve_forever()`` blocks instead."""
         self._thread = threading.Thread(target=self.serve_forever, name="blazeface-web", daemon=True)
         self._thread.start()
@@ -278,7 +278,7 @@ class DemoServer(ThreadingHTTPServer):
             self._thread = None
         self.server_close()
 
-    def __enter__(self) -> "DemoServer":
+    def __enter__(self) -> DemoServer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,0 +1,239 @@
+"""`blazeface web`: the demo server (files, headers, errors) and the page end to end in headless Chromium.
+
+The end-to-end test needs Debian's chromium, Node.js and `npm ci --prefix web` (onnxruntime-web and
+playwright-core); it skips with the reason when one is missing. It serves the shipped blaze (and slim)
+weights, or until they exist the original Blaze_Final_640.pth (and slim_Final.pth) from ../shared.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from blazeface import BlazefaceError, FaceDetector, list_models
+from blazeface.cli import main
+from blazeface.models import get_config, shipped_weights
+from blazeface.webserver import ORT_FILES, DemoServer, ServedModel, check_web_files, ort_dir, resolve_models
+from conftest import DATA, REPO, SAMPLE
+
+WEB = REPO / "web"
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+NODE = shutil.which("node")
+ISOLATION = {"cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp"}
+
+
+@pytest.fixture
+def fake_web(tmp_path):
+    """A page folder with placeholder files where web/ and onnxruntime-web's dist/ would be."""
+    root = tmp_path / "web"
+    (root / "src").mkdir(parents=True)
+    (root / "index.html").write_text("<!doctype html><title>demo</title>")
+    (root / "src" / "app.js").write_text("export {};\n")
+    (root / "package.json").write_text("{}")
+    dist = ort_dir(root)
+    dist.mkdir(parents=True)
+    for name in ORT_FILES:
+        (dist / name).write_bytes(b"\0asm" if name.endswith(".wasm") else b"export {};\n")
+    (root / "node_modules" / "secret.js").write_text("no")
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not really onnx, but served as is")
+    return root, ServedModel("blaze-x", "blaze", "blaze (x.pth)", model)
+
+
+def fetch(url: str, method: str = "GET"):
+    """(status, headers with lower-case names, body)."""
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+
+
+def test_server_files_and_isolation_headers(fake_web):
+    root, model = fake_web
+    with DemoServer([model], port=0, root=root).start() as server:
+        status, headers, body = fetch(server.url)
+        assert status == 200 and b"<title>demo" in body and headers["content-type"].startswith("text/html")
+        assert {k: headers[k] for k in ISOLATION} == ISOLATION
+        status, headers, body = fetch(server.url + "models.json")
+        assert status == 200 and json.loads(body) == [
+            {"id": "blaze-x", "model": "blaze", "label": "blaze (x.pth)", "url": "models/blaze-x.onnx"}]
+        status, _, body = fetch(server.url + "models/blaze-x.onnx")
+        assert status == 200 and body == model.path.read_bytes()
+        status, headers, _ = fetch(server.url + "ort/ort.wasm.min.mjs")
+        assert status == 200 and headers["content-type"] == "text/javascript"
+        status, headers, _ = fetch(server.url + "ort/ort-wasm-simd-threaded.wasm")
+        assert status == 200 and headers["content-type"] == "application/wasm"
+        assert fetch(server.url + "src/app.js")[0] == 200
+        status, headers, body = fetch(server.url + "src/app.js", method="HEAD")
+        assert status == 200 and body == b"" and headers["content-length"] == str(len("export {};\n"))
+        assert fetch(server.url + "sample.jpg")[2] == SAMPLE.read_bytes()
+        # Nothing outside the page's files: node_modules only through /ort/, no package files, no escapes.
+        for path in ("node_modules/secret.js", "package.json", "../m.onnx", "%2e%2e/m.onnx", "ort/../../package.json",
+                     "models/other.onnx", "nothing.html"):
+            status, headers, _ = fetch(server.url + path)
+            assert status == 404, path
+            assert {k: headers.get(k) for k in ISOLATION} == ISOLATION  # error pages too
+
+
+def test_port_taken_is_one_clear_error(fake_web):
+    root, model = fake_web
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(BlazefaceError, match=f"port {port} .* already in use.*--port"):
+            DemoServer([model], port=port, root=root)
+
+
+def test_cli_errors(fake_web, tmp_path, monkeypatch, capsys):
+    root, _ = fake_web
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "index.html").write_text("<!doctype html>")
+    monkeypatch.setenv("BLAZEFACE_WEB_DIR", str(bare))
+    assert main(["web", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "npm ci --prefix" in err
+    monkeypatch.setenv("BLAZEFACE_WEB_DIR", str(root))
+    assert main(["web", "--model", "blaze,slim", "--weights", "a.pth", "--port", "0"]) == 2
+    assert "one --weights per --model" in capsys.readouterr().err
+    assert main(["web", "--model", "nope", "--port", "0"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        # The port is checked before any model is exported (a.pth does not even exist).
+        assert main(["web", "--model", "blaze", "--weights", "a.pth", "--port", str(port)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "already in use" in err
+
+
+@pytest.mark.skipif(any(shipped_weights(m) for m in list_models()), reason="shipped weights exist: it would serve")
+def test_cli_without_shipped_weights_says_so(fake_web, monkeypatch, capsys):
+    monkeypatch.setenv("BLAZEFACE_WEB_DIR", str(fake_web[0]))
+    assert main(["web", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no trained weights are shipped" in err and "--weights" in err
+
+
+def test_resolve_models(tmp_path):
+    assert resolve_models(["blaze", "slim"], ["a.pth", "b.pth"]) == [("blaze", "a.pth"), ("slim", "b.pth")]
+    with pytest.raises(BlazefaceError, match="one --weights per --model"):
+        resolve_models(["blaze"], ["a.pth", "b.pth"])
+    onnx = pytest.importorskip("onnx", reason="needs the 'onnx' extra")
+    from onnx import helper
+
+    from blazeface.export.metadata import model_metadata
+
+    model = helper.make_model(helper.make_graph([], "g", [], []))
+    helper.set_model_props(model, model_metadata(get_config("slim")))
+    onnx.save(model, tmp_path / "exported.onnx")
+    # An exported file names its own model.
+    assert resolve_models([], [str(tmp_path / "exported.onnx")]) == [("slim", str(tmp_path / "exported.onnx"))]
+
+
+# --- the page in a real browser ------------------------------------------------------------------------
+
+
+ORIGINALS = {"blaze": "Blaze_Final_640.pth", "slim": "slim_Final.pth"}
+
+
+def demo_models():
+    """[(model, weights)] to serve: blaze first, then slim (to switch to) where it has weights. The shipped
+    weights (None) when they exist, else the original checkpoints; or a skip reason."""
+    pairs = []
+    for name, original in ORIGINALS.items():
+        if shipped_weights(name) is not None:
+            pairs.append((name, None))
+        elif (DATA / "reference_weights" / original).is_file():
+            pairs.append((name, DATA / "reference_weights" / original))
+    if not pairs or pairs[0][0] != "blaze":
+        return None, "no shipped blaze weights and ../shared/data is not present"
+    return pairs, None
+
+
+def browser_skip_reason() -> str | None:
+    if CHROMIUM is None:
+        return "needs Chromium (Debian: apt-get install chromium)"
+    if NODE is None:
+        return "needs Node.js (node)"
+    if not (WEB / "node_modules" / "playwright-core").is_dir():
+        return "needs the page's npm packages: npm ci --prefix web"
+    try:
+        check_web_files(WEB)
+    except BlazefaceError as exc:
+        return str(exc)
+    for module in ("onnx", "onnxslim", "onnxruntime"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"needs the 'onnx' extra ({module})"
+    return demo_models()[1]
+
+
+def iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.skipif(browser_skip_reason() is not None, reason=browser_skip_reason() or "")
+def test_page_in_headless_chromium(tmp_path, monkeypatch):
+    """Serve the page, open the CC0 sample through the file input in headless Chromium, and compare the
+    detections with the Python API's; then run the webcam mode on Chromium's fake camera."""
+    from blazeface.webserver import prepare_models
+
+    monkeypatch.setenv("BLAZEFACE_CACHE", str(tmp_path / "cache"))  # a fresh export, not a stale cached one
+    pairs, _ = demo_models()
+    models = prepare_models([(name, None if w is None else str(w)) for name, w in pairs])
+    weights = pairs[0][1]
+    screenshot = os.environ.get("BLAZEFACE_WEB_SCREENSHOT") or str(tmp_path / "web_demo.png")
+    long_side = get_config("blaze").long_side
+    with DemoServer(models, port=0, root=WEB).start() as server:
+        options = {"url": server.url, "image": str(SAMPLE), "screenshot": screenshot, "webcam": True,
+                   "threshold": 0.9, "switchTo": models[1].id if len(models) > 1 else None,
+                   "chromium": CHROMIUM, "timeoutMs": 60000,
+                   # One wasm thread: CI machines are small (the page itself uses up to 4).
+                   "query": f"threads=1&conf=0.5&long={long_side}"}
+        done = subprocess.run([NODE, str(WEB / "tests" / "e2e.mjs"), json.dumps(options)], capture_output=True,
+                              text=True, timeout=180, cwd=WEB, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result.get("error") is None, result
+    assert result["crossOriginIsolated"] is True  # the server's COOP/COEP headers work
+    assert result["foreignRequests"] == [] and result["pageErrors"] == [] and result["console"] == [], result
+    photo = result["photo"]
+    assert (photo["source"], photo["width"], photo["height"]) == ("sample.jpg", 400, 210)
+
+    # Every face the Python API finds above 0.7 is found in the browser (its resize differs a little, so
+    # only borderline faces may differ), with box IoU >= 0.9 and the five landmarks in the same places.
+    python_faces = FaceDetector("blaze", weights=weights, conf=0.7).detect(str(SAMPLE))
+    assert len(python_faces) >= 10
+    browser = photo["faces"]
+    for face in python_faces:
+        best = max(browser, key=lambda b: iou(face.box, b["box"]))
+        assert iou(face.box, best["box"]) >= 0.9, (face.to_dict(), best)
+        size = face.box[2] - face.box[0]
+        assert np.abs(np.array(best["landmarks"]) - face.landmarks).max() < 0.05 * size, (face.to_dict(), best)
+        assert abs(best["score"] - face.score) < 0.1
+    assert os.path.getsize(screenshot) > 10_000
+
+    # The threshold slider re-runs only the post-processing: the same detections, cut at 0.9.
+    assert result["thresholded"]["faces"] == [f for f in browser if f["score"] > 0.9]
+    if len(models) > 1:  # switching models runs the other network on the same photo
+        switched = result["switched"]
+        assert switched["model"] == models[1].id and switched["source"] == "sample.jpg"
+        assert len(switched["faces"]) >= 5
+
+    webcam = result["webcam"]
+    assert webcam["error"] is None and webcam["frames"] >= 3
+    assert webcam["last"]["source"] == "webcam" and webcam["last"]["width"] > 0

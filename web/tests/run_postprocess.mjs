@@ -1,0 +1,57 @@
+// Runs the page's JavaScript modules (priors, post-processing, letterbox, ONNX metadata) under Node on cases
+// prepared by tests/test_web_postprocess.py, which compares the answers with the Python implementation.
+//
+//   node web/tests/run_postprocess.mjs cases.json   ->  one JSON array of results on stdout
+//
+// Raw arrays are little-endian float32 files (numpy's tofile).
+import { readFileSync, writeFileSync } from 'node:fs';
+
+import { letterboxSize, toFaces } from '../src/letterbox.js';
+import { modelConfig, onnxMetadata } from '../src/onnxmeta.js';
+import { nms, postprocess } from '../src/postprocess.js';
+import { priorBoxes } from '../src/priors.js';
+
+const f32 = (path) => {
+  const buf = readFileSync(path);
+  return new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
+};
+
+const cases = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+const results = cases.map((c) => {
+  switch (c.kind) {
+    case 'priors': {
+      const priors = priorBoxes(c.minSizes, c.steps, c.width, c.height);
+      writeFileSync(c.out, Buffer.from(priors.buffer));
+      return { count: priors.length / 4 };
+    }
+    case 'postprocess': {
+      const priors = priorBoxes(c.minSizes, c.steps, c.width, c.height);
+      const dets = postprocess(f32(c.loc), f32(c.conf), f32(c.landm), priors, [c.width, c.height], c.config,
+                               c.variances);
+      const out = { boxes: Array.from(dets.boxes), scores: Array.from(dets.scores),
+                    landmarks: Array.from(dets.landmarks), indices: dets.indices };
+      if (c.letterbox) out.faces = toFaces(dets, c.letterbox);
+      return out;
+    }
+    case 'nms': {
+      const boxes = f32(c.boxes), scores = f32(c.scores);
+      const order = Array.from(scores.keys()).sort((a, b) => scores[b] - scores[a]); // stable: ties by index
+      return nms(boxes, order, c.threshold);
+    }
+    case 'letterbox':
+      return c.sizes.map(([w, h, longSide, multiple]) => letterboxSize(w, h, longSide, multiple));
+    case 'metadata': {
+      const meta = onnxMetadata(readFileSync(c.onnx));
+      let config = null, error = null;
+      try {
+        config = modelConfig(meta);
+      } catch (err) {
+        error = err.message;
+      }
+      return { meta, config, error };
+    }
+    default:
+      throw new Error(`unknown case kind ${c.kind}`);
+  }
+});
+console.log(JSON.stringify(results));
