@@ -29,23 +29,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 
-
-def reference_nms(boxes: np.ndarray, scores: np.ndarray, thresh: float) -> np.ndarray:
-    """The classic greedy loop of the original repositories (float32, +1 pixel convention)."""
-    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[:, k], dtype=np.float32) for k in range(4))
-    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = np.lexsort((np.arange(len(scores)), -scores))
-    keep = []
-    while order.size > 0:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
-        inter = w * h
-        ovr = inter / (areas[i] + areas[rest] - inter)
-        order = rest[ovr <= thresh]
-    return np.array(keep, np.int64)
+from blazeface.postprocess import greedy_nms as reference_nms  # noqa: E402  (the seed's loop: the baseline)
 
 
 def timed(fn, repeats: int, warmup: int = 3) -> dict:
@@ -67,22 +51,11 @@ def raw_outputs(model, image: np.ndarray, long_side: int):
 
     from blazeface.priors import prior_boxes
 
-    try:  # the library's own letterbox and preprocessing, where present
-        from blazeface.inference import letterbox_size, preprocess
+    from blazeface.inference import letterbox_size, preprocess
 
-        box = letterbox_size(image.shape[1], image.shape[0], long_side, model.config.size_multiple)
-        net_input = preprocess(image, box, model.config.mean_bgr)
-        width, height = box.input_size
-    except ImportError:
-        import cv2
-
-        ratio = long_side / max(image.shape[:2])
-        resized = cv2.resize(image, (round(image.shape[1] * ratio), round(image.shape[0] * ratio)),
-                             interpolation=cv2.INTER_LINEAR)
-        height, width = (-(-v // 16) * 16 for v in resized.shape[:2])
-        padded = np.zeros((height, width, 3), np.float32)
-        padded[: resized.shape[0], : resized.shape[1]] = resized - np.asarray(model.config.mean_bgr, np.float32)
-        net_input = padded.transpose(2, 0, 1).copy()
+    box = letterbox_size(image.shape[1], image.shape[0], long_side, model.config.size_multiple)
+    net_input = preprocess(image, box, model.config.mean_bgr)
+    width, height = box.input_size
     with torch.inference_mode():
         loc, conf, landm = (t[0].numpy() for t in model(torch.from_numpy(net_input)[None]))
     priors = prior_boxes(model.config.priors, height, width)

@@ -84,6 +84,13 @@ def _greedy_loop(x1, y1, x2, y2, order: np.ndarray, threshold) -> np.ndarray:
     return np.array(keep, np.int64)
 
 
+def greedy_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """The original repositories' greedy NMS loop (float32, +1 pixel convention): the definition
+    :func:`nms` reproduces, and the baseline the post-processing benchmark compares with."""
+    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[:, k], dtype=np.float32) for k in range(4))
+    return _greedy_loop(x1, y1, x2, y2, np.lexsort((np.arange(len(scores)), -scores)), threshold)
+
+
 def _prunable(x1, y1, x2, y2, threshold) -> tuple[float, float] | None:
     """(threshold, smallest side) where pair pruning is sound, else None.
 

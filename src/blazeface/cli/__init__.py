@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
 
 from ..errors import BlazefaceError
 
@@ -61,3 +65,25 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="blaze", help="blaze | slim | rfb | mnet (default: blaze)")
     parser.add_argument("--weights", default=None,
                         help="checkpoint to load (default: the weights shipped in the package)")
+
+
+@contextmanager
+def jsonl_writer(target: str | None) -> Iterator[Callable[[dict], None]]:
+    """``emit(record)`` writing JSON Lines to ``target``: a path, ``"-"`` (stdout) or None (nowhere)."""
+    if not target:
+        yield lambda record: None
+        return
+    stream = sys.stdout if target == "-" else open(target, "w")
+    try:
+        yield lambda record: stream.write(json.dumps(record) + "\n")
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+
+
+def split_videos(files: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """(images, videos) of ``[(path, relative path)]`` by file suffix."""
+    from ..io import VIDEO_SUFFIXES
+
+    videos = [(p, r) for p, r in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    return [(p, r) for p, r in files if p.suffix.lower() not in VIDEO_SUFFIXES], videos

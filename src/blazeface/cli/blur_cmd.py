@@ -2,18 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 from tqdm import tqdm
 
-from . import add_model_args
+from . import add_model_args, jsonl_writer, split_videos
 from .detect_cmd import expand_inputs
 from ..errors import BlazefaceError
 from ..inference import FaceDetector
-from ..io import VIDEO_SUFFIXES
 from ..privacy import (DEFAULT_BLUR_CONF, DEFAULT_HOLD_FRAMES, DEFAULT_SCALE, METHODS, SHAPES, BlurSettings,
                        anonymize_image_file, anonymize_video)
 
@@ -92,17 +89,10 @@ def run(args: argparse.Namespace) -> int:
         errors += bad
     for line in errors:
         print(f"blazeface blur: error: {line}", file=sys.stderr)
-    to_stdout = args.json == "-"
-    report = sys.stderr if to_stdout else sys.stdout  # keep stdout pure JSON with --json -
-    sink = (nullcontext(sys.stdout) if to_stdout else open(args.json, "w")) if args.json else nullcontext(None)
+    report = sys.stderr if args.json == "-" else sys.stdout  # keep stdout pure JSON with --json -
     failed = len(errors)
-    with sink as jsonl:
-        def emit(record: dict) -> None:
-            if jsonl is not None:
-                jsonl.write(json.dumps(record) + "\n")
-
-        images = [(p, r) for p, r in files if p.suffix.lower() not in VIDEO_SUFFIXES]
-        videos = [(p, r) for p, r in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    with jsonl_writer(args.json) as emit:
+        images, videos = split_videos(files)
         for path, rel in tqdm(images, unit="img", disable=len(images) < 2, file=sys.stderr, leave=False):
             target = output_path(path, rel, args.out)
             try:

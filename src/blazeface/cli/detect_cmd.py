@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
 from tqdm import tqdm
 
-from . import add_model_args
+from . import add_model_args, jsonl_writer, split_videos
 from ..draw import draw_faces
 from ..errors import BlazefaceError
 from ..inference import FaceDetector
@@ -65,16 +63,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"blazeface detect: error: {line}", file=sys.stderr)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-    to_stdout = args.json == "-"
-    sink = (nullcontext(sys.stdout) if to_stdout else open(args.json, "w")) if args.json else nullcontext(None)
     failed = len(errors)
-    with sink as jsonl:
-        def emit(record: dict) -> None:
-            if jsonl is not None:
-                jsonl.write(json.dumps(record) + "\n")
-
-        images = [(p, r) for p, r in files if p.suffix.lower() not in VIDEO_SUFFIXES]
-        videos = [(p, r) for p, r in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    with jsonl_writer(args.json) as emit:
+        images, videos = split_videos(files)
         bar = tqdm(total=len(images), unit="img", disable=len(images) < 2, file=sys.stderr)
         for start in range(0, len(images), args.batch_size):
             batch, arrays = [], []

@@ -8,7 +8,6 @@ batch between them.
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 import time
