@@ -124,3 +124,30 @@ def test_cli_train_bad_data(tmp_path, capsys):
     rc = main(["train", "--model", "slim", "--data", str(bad), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2 and "label.txt:2" in err and err.count("\n") == 1
+
+
+WORKERS_AFTER_EVAL = """
+import sys, cv2, numpy as np
+from pathlib import Path
+from blazeface.training.trainer import Trainer, TrainOptions
+
+def evaluate(module):  # like the dev evaluation: OpenCV's thread pool busy in this process
+    cv2.setNumThreads(2)
+    for _ in range(20):
+        cv2.resize(np.zeros((1200, 1600, 3), np.uint8), (800, 600))
+    return {"easy": 0.0}
+
+opts = TrainOptions(model="slim", data=[sys.argv[1]], out=Path(sys.argv[2]), epochs=3, batch_size=8, input_size=64,
+                    workers=1, eval_every=1, progress=False, bf16=False)
+Trainer(opts, evaluate).run()
+"""
+
+
+def test_data_workers_start_after_evaluation(data, tmp_path):
+    """Epochs after a dev evaluation start new data workers; they must not inherit locked thread pools."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
+    done = subprocess.run([sys.executable, "-c", WORKERS_AFTER_EVAL, str(data), str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    evals = [line for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert len(evals) == 3

@@ -209,9 +209,13 @@ class Trainer:
     def loader(self, epoch: int, start_batch: int) -> DataLoader:
         indices, seeds = self.mixer.epoch_items(epoch)
         batches = RankBatches(indices, seeds, self.train_cfg.batch_size, self.world, start_batch)
-        return DataLoader(self.dataset, batch_sampler=batches, collate_fn=collate, num_workers=self.opt.workers,
-                          worker_init_fn=worker_init if self.opt.workers else None,
-                          persistent_workers=False, prefetch_factor=4 if self.opt.workers else None)
+        # Workers come from a fork server, not a fork of this process: after the dev evaluation this process
+        # holds live OpenCV/OpenMP thread pools, and a child forked from it deadlocks on their locks.
+        workers = self.opt.workers
+        return DataLoader(self.dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers,
+                          worker_init_fn=worker_init if workers else None,
+                          multiprocessing_context="forkserver" if workers else None,
+                          persistent_workers=False, prefetch_factor=4 if workers else None)
 
     def train_step(self, images: torch.Tensor, targets: dict) -> dict[str, float]:
         images = images.to(self.opt.device, non_blocking=True).contiguous(memory_format=self.memory_format)
@@ -269,18 +273,14 @@ class Trainer:
                         bar.set_postfix(loss=f"{mean['loss']:.3f}", img_s=f"{rate:.1f}", epoch=epoch)
                         window, tick, seen = [], time.monotonic(), 0
                     bar.update(1)
-                    if time.monotonic() - last_save > self.opt.checkpoint_minutes * 60:
+                    if self.step % self.steps_per_epoch == 0:
+                        self.end_epoch(self.step // self.steps_per_epoch)
+                        last_save = time.monotonic()
+                    elif time.monotonic() - last_save > self.opt.checkpoint_minutes * 60:
                         self.save()
                         last_save = time.monotonic()
                     if self.step >= end or stop.requested:
                         break
-                else:  # finished an epoch
-                    self.save()
-                    last_save = time.monotonic()
-                    self.plot()
-                    done_epochs = self.step // self.steps_per_epoch
-                    if self.evaluate_fn and self.opt.eval_every and done_epochs % self.opt.eval_every == 0:
-                        self.evaluate(done_epochs)
             path = self.save()
             self.plot()
             if stop.requested and self.world.is_main:
@@ -291,6 +291,14 @@ class Trainer:
             bar.close()
             stop.restore()
             cleanup(self.world)
+
+    def end_epoch(self, epoch: int) -> None:
+        """Checkpoint, plot and (every ``eval_every`` epochs) evaluate after ``epoch`` epochs."""
+        self.save()
+        self.plot()
+        if self.evaluate_fn and self.opt.eval_every and epoch % self.opt.eval_every == 0:
+            self.evaluate(epoch)
+            self.set_train_mode()
 
     def set_train_mode(self) -> None:
         self.model.train()
