@@ -159,3 +159,21 @@ def test_cli_detect_video(tmp_path, capsys):
     assert all(len(r["faces"]) >= 15 for r in records)
     cap = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+
+
+def test_shipped_weights_find_the_sample_faces(capsys):
+    """`blazeface detect` with no --weights on the bundled photo (18 faces found by the original code)."""
+    from blazeface.models import shipped_weights
+
+    if shipped_weights("blaze") is None:
+        pytest.skip("no weights shipped for blaze yet")
+    assert main(["detect", "--json", "-", str(SAMPLE)]) == 0
+    record = json.loads(capsys.readouterr().out)
+    faces = record["faces"]
+    assert len(faces) >= 10
+    for face in faces:
+        x1, y1, x2, y2 = face["box"]
+        (lx, ly), (rx, ry) = face["landmarks"][:2]
+        assert x1 - 3 <= min(lx, rx) and max(lx, rx) <= x2 + 3 and y1 - 3 <= min(ly, ry) <= y2 + 3
+        if face["score"] > 0.9:
+            assert lx < rx  # the left eye has the smaller x
