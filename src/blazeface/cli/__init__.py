@@ -60,11 +60,16 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """--model / --weights, shared by every command that runs a detector."""
+def add_model_args(parser: argparse.ArgumentParser, backend: bool = True) -> None:
+    """--model / --weights (and --backend), shared by every command that runs a detector."""
     parser.add_argument("--model", default="blaze", help="blaze | slim | rfb | mnet (default: blaze)")
     parser.add_argument("--weights", default=None,
-                        help="checkpoint to load (default: the weights shipped in the package)")
+                        help="checkpoint to load, or with --backend onnx/ncnn an exported .onnx / .param "
+                             "(default: the weights shipped in the package)")
+    if backend:
+        parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "ncnn"],
+                            help="inference backend (default: torch); onnx and ncnn export the checkpoint on "
+                                 "first use and cache it; onnx is about twice as fast on one CPU core")
 
 
 @contextmanager

@@ -27,9 +27,6 @@ def add_parser(sub) -> None:
                                    "(source, box, score, landmarks, transform per crop).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
     add_model_args(p)
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "ncnn"],
-                   help="inference backend: torch (--weights a checkpoint), onnx (an exported .onnx) or ncnn "
-                        "(a .param); onnx is about twice as fast on one CPU core")
     p.add_argument("--out", type=Path, default=Path("aligned"), help="folder for the crops and faces.jsonl "
                                                                      "(default: ./aligned)")
     p.add_argument("--size", type=int, default=ARCFACE_SIZE, help="crop side in pixels (default 112)")

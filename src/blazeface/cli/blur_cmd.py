@@ -24,9 +24,6 @@ def add_parser(sub) -> None:
                                    "(lossless formats keep them exactly; see --jpeg-quality for JPEG).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or videos")
     add_model_args(p)
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "ncnn"],
-                   help="inference backend: torch (--weights a checkpoint), onnx (an exported .onnx) or ncnn "
-                        "(a .param); onnx is about twice as fast on one CPU core")
     p.add_argument("--out", type=Path, default=None,
                    help=f"folder for the anonymised copies, under their input names (default: beside each input "
                         f"as <name>{SUFFIX}.<ext>)")

@@ -22,10 +22,6 @@ def add_parser(sub) -> None:
                                    "JSON Lines (--json); without either, prints a line per input.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or videos")
     add_model_args(p)
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "ncnn"],
-                   help="inference backend: torch (--weights a checkpoint), onnx (an exported .onnx) or ncnn "
-                        "(a .param, its .bin beside it); without --weights the shipped model, exported on first "
-                        "use and cached")
     p.add_argument("--long-side", type=int, default=640, help="resize the long side to this (0: original size)")
     p.add_argument("--conf", type=float, default=0.5, help="score threshold")
     p.add_argument("--nms", type=float, default=0.4, help="NMS IoU threshold")

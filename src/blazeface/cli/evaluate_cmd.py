@@ -133,8 +133,8 @@ def run_widerface(args: argparse.Namespace) -> int:
                                  + " (--allow-missing counts missing images as no detections)")
         from ..inference import FaceDetector
 
-        detector = FaceDetector(args.model or "blaze", weights=args.weights, long_side=args.long_side,
-                                conf=args.conf, nms=args.nms, top_k=args.top_k, keep_top_k=args.keep_top_k)
+        detector = FaceDetector(args.model or "blaze", weights=args.weights, backend=args.backend,
+                                long_side=args.long_side, conf=args.conf, nms=args.nms, top_k=args.top_k, keep_top_k=args.keep_top_k)
         absent = set(missing)
         found = wf.predict_folder(detector, args.images, [k for k in keys if k not in absent],
                                   batch_size=args.batch_size, progress=True)
@@ -189,7 +189,8 @@ def run_landmarks(args: argparse.Namespace) -> int:
     from ..inference import FaceDetector
 
     # Keep every detection the matching rule can use (score >= 0.5); the rule itself filters exactly.
-    detector = FaceDetector(args.model, weights=args.weights, long_side=args.long_side, conf=MIN_SCORE - 1e-3)
+    detector = FaceDetector(args.model, weights=args.weights, backend=args.backend, long_side=args.long_side,
+                            conf=MIN_SCORE - 1e-3)
     result = evaluate_landmarks(detector, args.data, batch_size=args.batch_size, progress=True)
     if args.json:
         print(json.dumps(result.to_dict()))

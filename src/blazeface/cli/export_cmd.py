@@ -14,7 +14,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "and width, simplified, outputs named loc/conf/landm and the prior configuration, mean and "
                     "model name in its metadata. ncnn: PATH.param and PATH.bin (through pnnx, dynamic input "
                     "size) plus PATH.json with the same metadata.")
-    add_model_args(p)
+    add_model_args(p, backend=False)
     p.add_argument("--format", required=True, choices=["onnx", "ncnn"], help="onnx | ncnn")
     p.add_argument("--out", required=True, type=Path, metavar="PATH",
                    help="output file: model.onnx, or model.param for ncnn (model.bin is written beside it)")
