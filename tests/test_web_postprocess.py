@@ -18,7 +18,7 @@ from blazeface.inference import Letterbox, letterbox_size, to_faces
 from blazeface.models import get_config
 from blazeface.postprocess import PostprocessConfig, nms, postprocess
 from blazeface.priors import prior_boxes
-from conftest import DATA, REPO
+from conftest import DATA, REPO, SAMPLE
 
 NODE = shutil.which("node")
 RUNNER = REPO / "web" / "tests" / "run_postprocess.mjs"
@@ -220,3 +220,24 @@ def test_onnx_metadata_reader(tmp_path):
         assert tuple(c["steps"]) == priors.steps and tuple(c["variances"]) == priors.variances
         assert tuple(c["meanBgr"]) == tuple(config.mean_bgr) and c["sizeMultiple"] == config.size_multiple
     assert results[-1]["meta"] == {} and "min_sizes" in results[-1]["error"]
+
+
+def test_resize_matches_opencv(tmp_path):
+    """The page resizes in JavaScript with cv2.INTER_LINEAR's geometry: at most one level off (cv2 rounds its
+    fixed-point weights), on photos and on noise, up and down."""
+    import cv2
+
+    photo = cv2.imread(str(SAMPLE))  # 400x210
+    noise = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    cases, expected = [], []
+    for k, (image, size) in enumerate([(photo, (640, 336)), (photo, (161, 85)), (noise, (120, 80)), (noise, (20, 11))]):
+        rgba = cv2.cvtColor(image, cv2.COLOR_BGR2RGBA)
+        (tmp_path / f"in{k}.raw").write_bytes(rgba.tobytes())
+        cases.append({"kind": "resize", "rgba": str(tmp_path / f"in{k}.raw"), "width": image.shape[1],
+                      "height": image.shape[0], "dstWidth": size[0], "dstHeight": size[1],
+                      "out": str(tmp_path / f"out{k}.raw")})
+        expected.append(cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGBA))
+    run_node(cases, tmp_path)
+    for k, want in enumerate(expected):
+        got = np.frombuffer((tmp_path / f"out{k}.raw").read_bytes(), np.uint8).reshape(want.shape)
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, k

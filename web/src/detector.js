@@ -2,7 +2,7 @@
 // the letterbox, decoding and NMS done in JavaScript (letterbox.js, priors.js, postprocess.js).
 import * as ort from 'onnxruntime-web';
 
-import { letterboxSize, toFaces, toInput } from './letterbox.js';
+import { letterboxSize, resizeBilinear, toFaces, toInput } from './letterbox.js';
 import { modelConfig, onnxMetadata } from './onnxmeta.js';
 import { postprocess } from './postprocess.js';
 import { cachedPriorBoxes } from './priors.js';
@@ -51,15 +51,14 @@ export class Detector {
     const box = letterboxSize(width, height, longSide, this.config.sizeMultiple);
     const [rw, rh] = box.resizedSize;
     const [w, h] = box.inputSize;
-    if (this.canvas.width !== rw || this.canvas.height !== rh) {
-      this.canvas.width = rw;
-      this.canvas.height = rh;
+    if (this.canvas.width !== width || this.canvas.height !== height) {
+      this.canvas.width = width;
+      this.canvas.height = height;
     }
-    // Bilinear resize ('low' quality), the closest match to the Python side's cv2.INTER_LINEAR.
-    this.ctx.imageSmoothingEnabled = true;
-    this.ctx.imageSmoothingQuality = 'low';
-    this.ctx.drawImage(source, 0, 0, rw, rh);
-    const pixels = this.ctx.getImageData(0, 0, rw, rh).data;
+    // Pixels at the source's own size, then our resize: the same geometry as the Python side's cv2.resize.
+    this.ctx.drawImage(source, 0, 0, width, height);
+    const native = this.ctx.getImageData(0, 0, width, height).data;
+    const pixels = rw === width && rh === height ? native : resizeBilinear(native, width, height, rw, rh);
     const input = toInput(pixels, box.resizedSize, box.inputSize, this.config.meanBgr);
     const t1 = performance.now();
     const feeds = { [this.inputName]: new ort.Tensor('float32', input, [1, 3, h, w]) };

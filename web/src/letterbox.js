@@ -23,6 +23,45 @@ export function letterboxSize(width, height, longSide, multiple) {
 }
 
 /**
+ * Bilinear resize of RGBA pixels (srcW x srcH) to dstW x dstH with OpenCV's INTER_LINEAR geometry (pixel
+ * centres aligned, edges clamped), so the network sees what the Python side's cv2.resize gives it (canvas
+ * scaling differs by browser and moved weak detections by several pixels). Values are rounded to integers
+ * like cv2's uint8 output; its fixed-point weights can still differ by one level.
+ */
+export function resizeBilinear(rgba, srcW, srcH, dstW, dstH) {
+  const axis = (src, dst) => {
+    const index = new Int32Array(dst), weight = new Float32Array(dst);
+    const scale = src / dst;
+    for (let d = 0; d < dst; d++) {
+      const f = (d + 0.5) * scale - 0.5;
+      let i = Math.floor(f), a = f - i;
+      if (i < 0) { i = 0; a = 0; }
+      if (i >= src - 1) { i = src - 1; a = 0; }
+      index[d] = i;
+      weight[d] = a;
+    }
+    return [index, weight];
+  };
+  const [xi, xa] = axis(srcW, dstW);
+  const [yi, ya] = axis(srcH, dstH);
+  const out = new Uint8ClampedArray(dstW * dstH * 4);
+  for (let y = 0; y < dstH; y++) {
+    const r0 = yi[y] * srcW * 4, r1 = Math.min(yi[y] + 1, srcH - 1) * srcW * 4, b = ya[y];
+    for (let x = 0; x < dstW; x++) {
+      const c0 = xi[x] * 4, c1 = Math.min(xi[x] + 1, srcW - 1) * 4, a = xa[x];
+      const o = (y * dstW + x) * 4;
+      for (let k = 0; k < 3; k++) {
+        const top = rgba[r0 + c0 + k] * (1 - a) + rgba[r0 + c1 + k] * a;
+        const bottom = rgba[r1 + c0 + k] * (1 - a) + rgba[r1 + c1 + k] * a;
+        out[o + k] = Math.round(top * (1 - b) + bottom * b);
+      }
+      out[o + 3] = 255;
+    }
+  }
+  return out;
+}
+
+/**
  * RGBA pixels of the resized image (e.g. ImageData.data, rw x rh) -> Float32Array (3 * H * W) network input:
  * B, G, R planes minus meanBgr, zero padding right and below.
  */

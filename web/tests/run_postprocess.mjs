@@ -6,7 +6,7 @@
 // Raw arrays are little-endian float32 files (numpy's tofile).
 import { readFileSync, writeFileSync } from 'node:fs';
 
-import { letterboxSize, toFaces } from '../src/letterbox.js';
+import { letterboxSize, resizeBilinear, toFaces } from '../src/letterbox.js';
 import { modelConfig, onnxMetadata } from '../src/onnxmeta.js';
 import { nms, postprocess } from '../src/postprocess.js';
 import { priorBoxes } from '../src/priors.js';
@@ -37,6 +37,13 @@ const results = cases.map((c) => {
       const boxes = f32(c.boxes), scores = f32(c.scores);
       const order = Array.from(scores.keys()).sort((a, b) => scores[b] - scores[a]); // stable: ties by index
       return nms(boxes, order, c.threshold);
+    }
+    case 'resize': {
+      const buf = readFileSync(c.rgba);
+      const out = resizeBilinear(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), c.width, c.height,
+                                 c.dstWidth, c.dstHeight);
+      writeFileSync(c.out, Buffer.from(out.buffer));
+      return { bytes: out.length };
     }
     case 'letterbox':
       return c.sizes.map(([w, h, longSide, multiple]) => letterboxSize(w, h, longSide, multiple));
