@@ -45,3 +45,13 @@ def test_decode_matches_design_formula():
     cx, cy = 0.5 + 1.0 * 0.1 * 0.1, 0.5 - 1.0 * 0.1 * 0.2
     w, h = 0.1, 0.4
     assert np.allclose(decode_boxes(loc, priors), [[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]], atol=1e-6)
+
+
+def test_box_iou_continuous():
+    from blazeface.box_coding import box_iou
+
+    a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], np.float32)
+    b = np.array([[5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
+    iou = box_iou(a, b)
+    assert iou.shape == (2, 2)
+    assert iou[0, 0] == 50 / 150 and iou[0, 1] == 0 and iou[1, 0] == 0  # empty box: 0, not NaN

@@ -135,31 +135,6 @@ def write_image_like(path: str | Path, image: np.ndarray, source: str | Path | N
 # --------------------------------------------------------------------------------------------------
 # Videos
 
-# OpenCV encoders per container (those its bundled FFmpeg can write); anything else gets mp4v.
-FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "XVID", ".webm": "VP80"}
-
-
-class VideoFileWriter:
-    """OpenCV video writer choosing the codec for the container its suffix names."""
-
-    def __init__(self, path: str | Path, fps: float, size: tuple[int, int]):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fourcc = FOURCC.get(self.path.suffix.lower(), "mp4v")
-        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
-        if not self.writer.isOpened():
-            raise BlazefaceError(f"{self.path}: cannot open for writing ({fourcc} in {self.path.suffix or 'no'} "
-                                 f"container)")
-        self.frames = 0
-
-    def write(self, frame: np.ndarray) -> None:
-        self.writer.write(frame)
-        self.frames += 1
-
-    def close(self) -> None:
-        self.writer.release()
-
-
 def ffmpeg_exe() -> str:
     """The ffmpeg binary of ``imageio-ffmpeg`` (a system ``ffmpeg`` when that package is missing)."""
     try:

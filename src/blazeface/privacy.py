@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from .box_coding import box_iou
 from .errors import BlazefaceError
 
 # Recall-first default score threshold of ``blazeface blur`` (a missed face is a privacy leak, a blurred
@@ -179,19 +180,6 @@ def anonymize(image, faces, method: str = "blur", shape: str = "ellipse", scale:
 # Video: keep faces masked through short detection gaps
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(A, B) IoU of x1 y1 x2 y2 boxes."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.nan_to_num(inter / (area_a[:, None] + area_b[None, :] - inter))
-
-
 class MaskHold:
     """Keep a face masked for ``hold`` frames after it was last detected.
 
@@ -213,7 +201,7 @@ class MaskHold:
         kept = []
         if self._tracks:
             previous = face_boxes([f for f, _ in self._tracks])
-            overlap = _iou(previous, current)
+            overlap = box_iou(previous, current)
             for k, (face, age) in enumerate(self._tracks):
                 if (overlap.shape[1] == 0 or overlap[k].max() < self.iou) and age + 1 <= self.hold:
                     kept.append((face, age + 1))
@@ -274,8 +262,8 @@ def anonymize_video(detector, src: str | Path, dst: str | Path, settings: BlurSe
     -> a summary ``{"frames", "faces", "audio"}``."""
     from tqdm import tqdm
 
-    from .media import VideoFileWriter, has_audio, mux_audio
-    from .video import VideoReader
+    from .media import has_audio, mux_audio
+    from .video import VideoReader, VideoWriter
 
     src, dst = Path(src), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -294,7 +282,7 @@ def anonymize_video(detector, src: str | Path, dst: str | Path, settings: BlurSe
                             h, w = frame.shape[:2]
                             records = mask_records(masked, held, w, h, settings.scale)
                             if writer is None:  # sized by the decoded frames (rotated videos come upright)
-                                writer = VideoFileWriter(tmp, reader.fps, (w, h))
+                                writer = VideoWriter(tmp, reader.fps, (w, h))
                             writer.write(anonymize(frame, records, settings.method, settings.shape, settings.scale,
                                                    copy=False))
                             if on_frame is not None:

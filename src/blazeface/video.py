@@ -52,13 +52,21 @@ class VideoReader:
             yield first, chunk
 
 
+# OpenCV encoders per container (those its bundled FFmpeg can write); anything else gets mp4v.
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "XVID", ".webm": "VP80"}
+
+
 class VideoWriter:
+    """OpenCV video writer choosing the codec for the container its suffix names."""
+
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int]):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        fourcc = FOURCC.get(self.path.suffix.lower(), "mp4v")
+        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
         if not self.writer.isOpened():
-            raise BlazefaceError(f"{self.path}: cannot open for writing")
+            raise BlazefaceError(f"{self.path}: cannot open for writing ({fourcc} in {self.path.suffix or 'no'} "
+                                 "container)")
 
     def write(self, frame: np.ndarray) -> None:
         self.writer.write(frame)

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..box_coding import box_iou
 from ..errors import BlazefaceError
 
 MIN_SCORE = 0.5
@@ -60,24 +61,13 @@ def read_faces(data_dir: str | Path) -> list[LabelledFace]:
     return faces
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one x1 y1 x2 y2 box with many (continuous coordinates)."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = iw * ih
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
-
-
 def match_detection(box: np.ndarray, detections: Sequence, min_score: float = MIN_SCORE,
                     min_iou: float = MIN_IOU):
     """The highest-scoring detection (``Face``) with score >= min_score and IoU >= min_iou, or None."""
     candidates = [f for f in detections if f.score >= min_score]
     if not candidates:
         return None
-    iou = box_iou(np.asarray(box, np.float64), np.array([f.box for f in candidates]))
+    iou = box_iou(box, np.array([f.box for f in candidates]))[0]
     ok = np.flatnonzero(iou >= min_iou)
     if len(ok) == 0:
         return None
