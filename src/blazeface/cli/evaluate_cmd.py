@@ -42,7 +42,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     w.add_argument("--keep-top-k", type=int, default=750, help="detections kept per image after NMS (default 750)")
     w.add_argument("--batch-size", type=int, default=1,
                    help="images per forward pass, batching same-size images only (default 1: fastest on CPU)")
-    w.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    w.add_argument("--threads", type=int, default=None, help="backend CPU threads (default: the backend's choice)")
     w.add_argument("--save-predictions", type=Path, metavar="DIR", help="also write the predictions folder here")
     w.add_argument("--plot", type=Path, metavar="PNG", help="write the three precision-recall curves here")
     w.add_argument("--allow-missing", action="store_true",
@@ -59,7 +59,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--long-side", type=int, default=0, help="resize the long side to this (default 0: original size)")
     m.add_argument("--batch-size", type=int, default=1,
                    help="images per forward pass, batching same-size images only (default 1: fastest on CPU)")
-    m.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    m.add_argument("--threads", type=int, default=None, help="backend CPU threads (default: the backend's choice)")
     m.add_argument("--json", action="store_true", help='print {"nme", "detected", "faces"}')
     m.set_defaults(func=run)
     return p
@@ -70,12 +70,8 @@ def run(args: argparse.Namespace) -> int:
         raise BlazefaceError(f"--long-side must be >= 0 (0: original size), not {args.long_side}")
     if args.batch_size < 1:
         raise BlazefaceError(f"--batch-size must be >= 1, not {args.batch_size}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise BlazefaceError(f"--threads must be >= 1, not {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise BlazefaceError(f"--threads must be >= 1, not {args.threads}")
     return run_widerface(args) if args.target == "widerface" else run_landmarks(args)
 
 
@@ -134,7 +130,8 @@ def run_widerface(args: argparse.Namespace) -> int:
         from ..inference import FaceDetector
 
         detector = FaceDetector(args.model or "blaze", weights=args.weights, backend=args.backend,
-                                long_side=args.long_side, conf=args.conf, nms=args.nms, top_k=args.top_k, keep_top_k=args.keep_top_k)
+                                threads=args.threads, long_side=args.long_side, conf=args.conf, nms=args.nms,
+                                top_k=args.top_k, keep_top_k=args.keep_top_k)
         absent = set(missing)
         found = wf.predict_folder(detector, args.images, [k for k in keys if k not in absent],
                                   batch_size=args.batch_size, progress=True)
@@ -189,8 +186,8 @@ def run_landmarks(args: argparse.Namespace) -> int:
     from ..inference import FaceDetector
 
     # Keep every detection the matching rule can use (score >= 0.5); the rule itself filters exactly.
-    detector = FaceDetector(args.model, weights=args.weights, backend=args.backend, long_side=args.long_side,
-                            conf=MIN_SCORE - 1e-3)
+    detector = FaceDetector(args.model, weights=args.weights, backend=args.backend, threads=args.threads,
+                            long_side=args.long_side, conf=MIN_SCORE - 1e-3)
     result = evaluate_landmarks(detector, args.data, batch_size=args.batch_size, progress=True)
     if args.json:
         print(json.dumps(result.to_dict()))
