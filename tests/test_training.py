@@ -77,6 +77,20 @@ def test_resume_refuses_other_model_or_batch(data, tmp_path):
         Trainer(options(data, tmp_path / "a", batch_size=8, resume=tmp_path / "a" / "last.pth"))
 
 
+def test_resume_with_other_epochs_replans_the_schedule(data, tmp_path, capsys):
+    Trainer(options(data, tmp_path / "a", epochs=4, max_steps=5)).run()
+    resumed = Trainer(options(data, tmp_path / "a", epochs=2, resume=tmp_path / "a" / "last.pth"))
+    assert "re-planned from 16 to 8 steps (2 epochs) at step 5" in capsys.readouterr().err
+    fresh = Trainer(options(data, tmp_path / "b", epochs=2))
+    # The learning rate at step 5 is the new (2-epoch) schedule's, not the old one's.
+    for _ in range(5):
+        fresh.optimizer.step()
+        fresh.scheduler.step()
+    assert resumed.scheduler.get_last_lr() == pytest.approx(fresh.scheduler.get_last_lr())
+    resumed.run()
+    assert load_checkpoint(tmp_path / "a" / "last.pth")["position"]["step"] == 8
+
+
 def test_atomic_save_keeps_old_checkpoint_on_failure(tmp_path):
     path = tmp_path / "last.pth"
     save_atomic({"model": {}, "position": {"step": 1}}, path)
