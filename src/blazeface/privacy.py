@@ -29,10 +29,10 @@ from .errors import BlazefaceError
 # Recall-first default score threshold of ``blazeface blur`` (a missed face is a privacy leak, a blurred
 # elbow is not). Chosen on ../shared/data/widerface/val (263 images) by benchmarks/blur_threshold.py:
 # the threshold minimising missed medium faces + false alarms / 20 per image (a miss weighs as much as
-# 20 false alarms). With Blaze_Final_640.pth at long side 640: recall easy 0.881 / medium 0.828 and 2.7
-# false alarms per (crowded) image, against 0.855 / 0.777 and 0.5 at detect's 0.5. Re-run the script
-# when the shipped weights change.
-DEFAULT_BLUR_CONF = 0.3
+# 20 false alarms). With the shipped blaze weights at long side 640: recall easy 0.782 / medium 0.694 and
+# 2.4 false alarms per (crowded) image, against 0.734 / 0.584 and 0.4 at detect's 0.5 (the original
+# Blaze_Final_640.pth gets 0.30 by the same rule). Re-run the script when the shipped weights change.
+DEFAULT_BLUR_CONF = 0.22
 DEFAULT_SCALE = 1.3  # mask growth, deface's --mask-scale convention (see the module docstring)
 DEFAULT_HOLD_FRAMES = 5  # video: frames a face stays masked after its last detection
 METHODS = ("blur", "mosaic", "solid", "none")
