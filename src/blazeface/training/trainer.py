@@ -204,15 +204,14 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
         self.step = int(pos["step"])
-        # A different --epochs re-plans the schedule: the cosine is recomputed for the new length from this
-        # step on (the learning rate moves once, then decays smoothly to the new end). This is how a run is
-        # shortened to fit the machine time that is left, or extended after it ended.
-        if pos["total_steps"] != self.total_steps:
-            # The loaded scheduler state holds the old schedule's current rate; set this schedule's instead.
-            for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
-                                           self.scheduler.lr_lambdas):
-                group["lr"] = base * factor(self.scheduler.last_epoch)
-            self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        # The learning rate is a function of the step: derive it from this run's schedule instead of trusting
+        # the saved one. Identical when --epochs is unchanged; with a different --epochs the cosine is
+        # re-planned from this step (the rate moves once, then decays smoothly to the new end), which is how
+        # a run is shortened to fit the machine time left, or extended after it ended.
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                       self.scheduler.lr_lambdas):
+            group["lr"] = base * factor(self.scheduler.last_epoch)
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]  # for get_last_lr()
         if pos["total_steps"] != self.total_steps and self.world.is_main:
             print(f"blazeface train: schedule re-planned from {pos['total_steps']} to {self.total_steps} steps "
                   f"({self.train_cfg.epochs} epochs) at step {self.step}", file=sys.stderr)
