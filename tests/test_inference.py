@@ -7,6 +7,7 @@ import pytest
 from blazeface import BlazefaceError
 from blazeface.cli import main
 from blazeface.inference import FaceDetector, letterbox_size
+from blazeface.models import list_models
 from conftest import DATA, SAMPLE, requires_shared
 
 BLAZE_640 = DATA / "reference_weights" / "Blaze_Final_640.pth"
@@ -161,13 +162,14 @@ def test_cli_detect_video(tmp_path, capsys):
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
 
 
-def test_shipped_weights_find_the_sample_faces(capsys):
-    """`blazeface detect` with no --weights on the bundled photo (18 faces found by the original code)."""
+@pytest.mark.parametrize("name", list_models())
+def test_shipped_weights_find_the_sample_faces(name, capsys):
+    """`blazeface detect` with no --weights on the bundled photo (18 faces found by the original blaze)."""
     from blazeface.models import shipped_weights
 
-    if shipped_weights("blaze") is None:
-        pytest.skip("no weights shipped for blaze yet")
-    assert main(["detect", "--json", "-", str(SAMPLE)]) == 0
+    if shipped_weights(name) is None:
+        pytest.skip(f"no weights shipped for {name} yet")
+    assert main(["detect", "--model", name, "--json", "-", str(SAMPLE)]) == 0
     record = json.loads(capsys.readouterr().out)
     faces = record["faces"]
     assert len(faces) >= 10
