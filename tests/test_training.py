@@ -91,6 +91,19 @@ def test_resume_with_other_epochs_replans_the_schedule(data, tmp_path, capsys):
     assert load_checkpoint(tmp_path / "a" / "last.pth")["position"]["step"] == 8
 
 
+def test_init_weights_start_model_and_ema_from_them(data, tmp_path):
+    Trainer(options(data, tmp_path / "a", max_steps=3)).run()
+    weights = tmp_path / "a" / "weights.pth"
+    tuned = Trainer(options(data, tmp_path / "b", seed=7, init_weights=weights))
+    saved = torch.load(weights, weights_only=True)
+    for key, value in saved.items():
+        assert torch.equal(tuned.model.state_dict()[key], value), key
+        assert torch.equal(tuned.ema.module.state_dict()[key], value), key
+    assert tuned.step == 0  # a fresh schedule, not a resume
+    with pytest.raises(BlazefaceError, match="does not match model 'rfb'"):
+        Trainer(options(data, tmp_path / "c", model="rfb", init_weights=weights))
+
+
 def test_atomic_save_keeps_old_checkpoint_on_failure(tmp_path):
     path = tmp_path / "last.pth"
     save_atomic({"model": {}, "position": {"step": 1}}, path)
