@@ -110,7 +110,7 @@ def test_dataset_items_batches_and_corrupt_images(tmp_path, caplog):
     assert len(batches) == 2
     images, batch = batches[0]
     assert images.shape == (3, 3, SIZE, SIZE) and batch["labels"].shape == (3, p)
-    assert set(batch) == {"loc_t", "labels", "landm_t", "landm_mask", "landm_weight"}
+    assert set(batch) == {"loc_t", "labels", "landm_t", "landm_mask", "landm_weight", "pos_weight"}
     assert (batch["labels"] == 1).any()
 
 

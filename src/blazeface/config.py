@@ -44,6 +44,18 @@ class TrainConfig:
     # bfloat16 autocast: faster for slim/rfb/mnet on CPUs with AVX-512 BF16, slower for blaze (its 5x5
     # depthwise kernels): measured with benchmarks/bench_train_step.py.
     bf16: bool = False
+    # Distillation (``blazeface train --teacher``). Dense, same-architecture teachers: the weight of each
+    # per-prior term (see training/loss.py DenseDistillationLoss) and the softmax temperature. The landmark
+    # term is ~4x the size of the others at equal weight, hence 0.1.
+    kd_cls_weight: float = 1.0
+    kd_loc_weight: float = 2.0
+    kd_landm_weight: float = 0.1
+    kd_temperature: float = 1.0
+    # Detection teachers (other architectures): how their faces enter the targets (training/teachers.py
+    # TeacherTargets): used from this score, a positive from this score when no label covers the face.
+    teacher_min_score: float = 0.5
+    teacher_positive_score: float = 0.7
+    teacher_landmark_weight: float = 0.5
 
 
 @dataclass(frozen=True)

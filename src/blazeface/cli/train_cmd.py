@@ -36,6 +36,22 @@ def add_parser(sub) -> None:
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 autocast (default: the model's; on for slim/rfb/mnet, off for blaze)")
+    p.add_argument("--teacher", dest="teachers", action="append", default=[], metavar="SPEC",
+                   help="distil from this detector (repeatable: an ensemble): MODEL:WEIGHTS for a registered "
+                        "model (same as --model: per-prior distillation; another model: its detections), "
+                        "yunet:PATH.onnx (OpenCV FaceDetectorYN) or centerface:PATH.onnx (ONNX Runtime)")
+    p.add_argument("--kd-cls-weight", type=float, default=None, help="same-architecture teacher: class KL weight")
+    p.add_argument("--kd-loc-weight", type=float, default=None, help="same-architecture teacher: box term weight")
+    p.add_argument("--kd-landm-weight", type=float, default=None,
+                   help="same-architecture teacher: landmark term weight")
+    p.add_argument("--kd-temperature", type=float, default=None, help="same-architecture teacher: softmax T")
+    p.add_argument("--teacher-min-score", type=float, default=None,
+                   help="detection teachers: faces below this score are not used")
+    p.add_argument("--teacher-positive-score", type=float, default=None,
+                   help="detection teachers: an unlabelled face at this score or more becomes a positive "
+                        "(below: never a negative)")
+    p.add_argument("--teacher-landmark-weight", type=float, default=None,
+                   help="detection teachers: weight of teacher landmarks (times the teacher's score)")
     p.add_argument("--freeze-bn", action="store_true",
                    help="keep BatchNorm statistics fixed (fine-tuning with small per-process batches on CPUs)")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)

@@ -83,7 +83,8 @@ class FaceTrainingDataset(Dataset):
                              ignore_background=not sample.exhaustive)
         tensor, target = self.transform(image, target, rng)
         targets = self.matcher(target["boxes"], target["landmarks"], target["has_landmarks"],
-                               target["landmark_weight"], target["ignore_background"])
+                               target["landmark_weight"], target["ignore_background"],
+                               face_weight=target.get("face_weight"), ignore_boxes=target.get("ignore_boxes"))
         return tensor, targets
 
     def _read_from(self, index: int) -> tuple[Sample, np.ndarray]:

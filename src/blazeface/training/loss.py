@@ -59,12 +59,19 @@ class MultiBoxLoss(nn.Module):
         counts = normalizers or self.counts(targets)
         num_pos = counts["positives"].clamp(min=1).to(loc.dtype)
 
-        loc_loss = F.smooth_l1_loss(loc[positive], targets["loc_t"][positive], reduction="sum", beta=self.beta)
+        # Positives count with their face's weight: 1 for labels, a teacher's confidence for faces only a
+        # teacher saw (``pos_weight`` from the matcher).
+        pos_weight = targets.get("pos_weight")
+        loc_per_prior = F.smooth_l1_loss(loc[positive], targets["loc_t"][positive], reduction="none",
+                                         beta=self.beta).sum(-1)
+        if pos_weight is not None:
+            loc_per_prior = loc_per_prior * pos_weight[positive]
+        loc_loss = loc_per_prior.sum()
 
         if self.cls_loss == "ohem":
-            cls_loss = self._ohem(conf, labels, positive)
+            cls_loss = self._ohem(conf, labels, positive, pos_weight)
         else:
-            cls_loss = self._focal(conf, labels)
+            cls_loss = self._focal(conf, labels, pos_weight)
 
         mask = targets["landm_mask"]
         per_prior = F.smooth_l1_loss(landm[mask], targets["landm_t"][mask], reduction="none",
@@ -82,7 +89,8 @@ class MultiBoxLoss(nn.Module):
         """The loss normalisers of a batch: positive priors, and positive priors with landmarks."""
         return {"positives": (targets["labels"] == 1).sum().float(), "landmarks": targets["landm_mask"].sum().float()}
 
-    def _ohem(self, conf: torch.Tensor, labels: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    def _ohem(self, conf: torch.Tensor, labels: torch.Tensor, positive: torch.Tensor,
+              pos_weight: torch.Tensor | None = None) -> torch.Tensor:
         ce = F.cross_entropy(conf.reshape(-1, conf.shape[-1]), labels.clamp(min=0).reshape(-1),
                              reduction="none").view(labels.shape)
         with torch.no_grad():
@@ -93,11 +101,53 @@ class MultiBoxLoss(nn.Module):
             order = mining.argsort(1, descending=True)
             rank = order.argsort(1)  # rank[b, p]: position of prior p in image b's hardest-first order
             negative = rank < num_neg[:, None]
-        return ce[positive | negative].sum()
+        if pos_weight is None:
+            return ce[positive | negative].sum()
+        return (ce[positive] * pos_weight[positive]).sum() + ce[negative].sum()
 
-    def _focal(self, conf: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _focal(self, conf: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None
+               ) -> torch.Tensor:
         valid = labels >= 0
         logits, target = conf[valid], labels[valid]
         log_p = F.log_softmax(logits, -1).gather(1, target[:, None]).squeeze(1)
         alpha = torch.where(target == 1, self.focal_alpha, 1.0 - self.focal_alpha)
+        if pos_weight is not None:
+            alpha = alpha * torch.where(target == 1, pos_weight[valid], 1.0)
         return (-alpha * (1.0 - log_p.exp()).pow(self.focal_gamma) * log_p).sum()
+
+
+class DenseDistillationLoss(nn.Module):
+    """Per-prior distillation from a teacher of the student's own architecture (same priors).
+
+    - ``kd_cls``: ``T^2 * KL(teacher || student)`` of the face/background softmax at temperature ``T``,
+      summed over every prior;
+    - ``kd_loc`` / ``kd_landm``: smooth L1 between the encoded boxes / landmarks, each prior weighted by the
+      teacher's face probability (background priors' regressions mean nothing).
+
+    Each is divided by the batch's positive-prior count (as the ground-truth parts) and multiplied by its
+    weight (``kd_cls_weight``, ``kd_loc_weight``, ``kd_landm_weight`` of :class:`TrainConfig`). All three are
+    exactly 0 when the student's outputs are the teacher's."""
+
+    def __init__(self, train_config: TrainConfig, smooth_l1_beta: float = 1.0):
+        super().__init__()
+        self.cls_weight = train_config.kd_cls_weight
+        self.loc_weight = train_config.kd_loc_weight
+        self.landm_weight = train_config.kd_landm_weight
+        self.temperature = train_config.kd_temperature
+        if self.temperature <= 0:
+            raise BlazefaceError(f"kd_temperature must be > 0, not {self.temperature}")
+        self.beta = smooth_l1_beta
+
+    def forward(self, student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...],
+                num_pos: torch.Tensor) -> dict[str, torch.Tensor]:
+        (loc, conf, landm), (t_loc, t_conf, t_landm) = student, teacher
+        t = self.temperature
+        num_pos = num_pos.clamp(min=1).to(loc.dtype)
+        t_log_p = F.log_softmax(t_conf / t, -1)
+        kl = (t_log_p.exp() * (t_log_p - F.log_softmax(conf / t, -1))).sum()
+        face_p = F.softmax(t_conf, -1)[..., 1]
+        loc_d = (F.smooth_l1_loss(loc, t_loc, reduction="none", beta=self.beta).sum(-1) * face_p).sum()
+        landm_d = (F.smooth_l1_loss(landm, t_landm, reduction="none", beta=self.beta).sum(-1) * face_p).sum()
+        return {"kd_cls": self.cls_weight * t * t * kl / num_pos,
+                "kd_loc": self.loc_weight * loc_d / num_pos,
+                "kd_landm": self.landm_weight * landm_d / num_pos}

@@ -16,6 +16,9 @@ Rules:
 - ``ignore_background`` (non-exhaustive photos, e.g. MTFL): only priors near a labelled face may be
   negatives: centre inside the face box grown by ``background_margin`` of its size on every side;
   everything else is ignored, so no negative is mined on a face nobody labelled.
+- ``ignore_boxes`` (e.g. faces only a teacher saw): background priors centred inside one are ignored.
+- ``face_weight`` (per face, default 1): the weight of that face's positive priors in the box and class
+  losses (``pos_weight``), e.g. a teacher's confidence in a face no label covers.
 
 Labels: 1 face, 0 background, -1 ignore.
 """
@@ -68,17 +71,20 @@ class PriorMatcher:
         self.variances = tuple(variances)
 
     def __call__(self, boxes, landmarks, has_landmarks, landmark_weight=None,
-                 ignore_background: bool = False) -> dict[str, torch.Tensor]:
+                 ignore_background: bool = False, face_weight=None, ignore_boxes=None) -> dict[str, torch.Tensor]:
         num_priors = self.priors.shape[0]
         boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
         n = boxes.shape[0]
         loc_t = torch.zeros(num_priors, 4)
         landm_t = torch.zeros(num_priors, 10)
         landm_weight = torch.zeros(num_priors)
+        pos_weight = torch.zeros(num_priors)
         if n == 0:
             labels = torch.full((num_priors,), -1 if ignore_background else 0, dtype=torch.int64)
+            self._ignore_regions(labels, ignore_boxes)
             return {"loc_t": loc_t, "labels": labels, "landm_t": landm_t,
-                    "landm_mask": torch.zeros(num_priors, dtype=torch.bool), "landm_weight": landm_weight}
+                    "landm_mask": torch.zeros(num_priors, dtype=torch.bool), "landm_weight": landm_weight,
+                    "pos_weight": pos_weight}
         landmarks = torch.as_tensor(landmarks, dtype=torch.float32).reshape(-1, 10)
         has_landmarks = torch.as_tensor(has_landmarks, dtype=torch.bool).reshape(-1)
         weight = (torch.ones(n) if landmark_weight is None
@@ -117,6 +123,7 @@ class PriorMatcher:
             near = ((self.cx >= bx1 - gw) & (self.cx < bx2 + gw)
                     & (self.cy >= by1 - gh) & (self.cy < by2 + gh)).any(0)
             labels.masked_fill_(negative & ~near, -1)
+        self._ignore_regions(labels, ignore_boxes)
 
         # Encode only where a target is used: positives are a few dozen of thousands of priors.
         pos_idx = torch.nonzero(positive).squeeze(1)
@@ -129,8 +136,19 @@ class PriorMatcher:
         landm_t[pos_idx[with_points]] = encode_landmarks(landmarks[faces[with_points]], pos_priors[with_points],
                                                          self.variances)
         landm_weight[pos_idx[with_points]] = weight[faces[with_points]]
+        pos_weight[pos_idx] = (1.0 if face_weight is None
+                               else torch.as_tensor(face_weight, dtype=torch.float32).reshape(-1)[faces])
         return {"loc_t": loc_t, "labels": labels, "landm_t": landm_t, "landm_mask": landm_mask,
-                "landm_weight": landm_weight}
+                "landm_weight": landm_weight, "pos_weight": pos_weight}
+
+    def _ignore_regions(self, labels: torch.Tensor, ignore_boxes) -> None:
+        """Background priors centred inside an ignore region (e.g. a face only a teacher saw) become -1."""
+        if ignore_boxes is None or len(ignore_boxes) == 0:
+            return
+        regions = torch.as_tensor(ignore_boxes, dtype=torch.float32).reshape(-1, 4)
+        x1, y1, x2, y2 = (c[:, None] for c in regions.unbind(1))
+        inside = ((self.cx >= x1) & (self.cx < x2) & (self.cy >= y1) & (self.cy < y2)).any(0)
+        labels.masked_fill_((labels == 0) & inside, -1)
 
 
 def match(priors: torch.Tensor, boxes: torch.Tensor, landmarks: torch.Tensor, has_landmarks: torch.Tensor,
@@ -146,7 +164,8 @@ def match(priors: torch.Tensor, boxes: torch.Tensor, landmarks: torch.Tensor, ha
 
     Returns ``loc_t`` (P, 4) float32, ``labels`` (P,) int64 (1 face, 0 background, -1 ignore),
     ``landm_t`` (P, 10) float32, ``landm_mask`` (P,) bool (positive and labelled) and ``landm_weight``
-    (P,) float32 (the matched face's landmark weight where ``landm_mask``, else 0). Targets outside their
+    (P,) float32 (the matched face's landmark weight where ``landm_mask``, else 0), ``pos_weight`` (P,)
+    float32 (the matched face's weight where positive, else 0). Targets outside their
     mask are 0. For many images against the same priors, build one :class:`PriorMatcher` instead.
     """
     matcher = PriorMatcher(priors, pos_iou=pos_iou, forced_min_iou=forced_min_iou, ignore_iou=ignore_iou,

@@ -22,13 +22,19 @@ from tqdm import tqdm
 
 from ..config import ModelConfig
 from ..data.dataset import build_training_data, collate, worker_init
+from ..data.transforms import build_preset
 from ..errors import BlazefaceError
 from ..models import create_model, get_config
 from .checkpointing import load_checkpoint, rng_state, save_atomic, set_rng_state
 from .distributed import World, all_reduce_sum, barrier, cleanup, init_distributed
 from .ema import ModelEMA
-from .loss import MultiBoxLoss
+from .loss import DenseDistillationLoss, MultiBoxLoss
+from .teachers import TeacherLabelling, TeacherTargets, is_dense, load_teacher
 from .optim import build_optimizer, warmup_cosine
+
+
+TEACHER_FIELDS = ("kd_cls_weight", "kd_loc_weight", "kd_landm_weight", "kd_temperature", "teacher_min_score",
+                  "teacher_positive_score", "teacher_landmark_weight")
 
 
 @dataclass
@@ -45,6 +51,15 @@ class TrainOptions:
     weight_decay: float | None = None
     cls_loss: str | None = None
     warmup_epochs: float | None = None
+    kd_cls_weight: float | None = None
+    kd_loc_weight: float | None = None
+    kd_landm_weight: float | None = None
+    kd_temperature: float | None = None
+    teacher_min_score: float | None = None
+    teacher_positive_score: float | None = None
+    teacher_landmark_weight: float | None = None
+    # Distillation teachers, ``KIND:PATH`` each (see training/teachers.py); empty: ground truth only.
+    teachers: list[str] = field(default_factory=list)
     epoch_size: int | None = None  # items per epoch (default: the sum of the sources' sizes)
     resume: Path | None = None
     init_weights: Path | None = None  # start from these weights (fine-tuning), not from scratch
@@ -70,7 +85,8 @@ class TrainOptions:
 
     def train_config(self, base: ModelConfig):
         overrides = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "input_size", "optimizer",
-                                                      "weight_decay", "cls_loss", "warmup_epochs", "bf16")
+                                                      "weight_decay", "cls_loss", "warmup_epochs", "bf16",
+                                                      *TEACHER_FIELDS)
                      if getattr(self, k) is not None}
         return replace(base.train, **overrides)
 
@@ -136,8 +152,21 @@ class Trainer:
             raise BlazefaceError(f"batch size {self.train_cfg.batch_size} does not split over {self.world.size} "
                                  "processes")
         self.model_cfg = replace(base, train=self.train_cfg)
+        # Teachers load before anything else is built, so a broken teacher file fails in a second.
+        teachers = [load_teacher(spec, options.model) for spec in options.teachers]
+        self._check_not_teacher_weights(teachers)
+        self.dense_teachers = [t for t in teachers if is_dense(t, options.model)]
+        detection_teachers = [t for t in teachers if not is_dense(t, options.model)]
+        preset = "small-faces"
+        if detection_teachers:
+            size = self.train_cfg.input_size
+            preset = TeacherLabelling(build_preset("small-faces", size, self.model_cfg.mean_bgr), detection_teachers,
+                                      TeacherTargets(min_score=self.train_cfg.teacher_min_score,
+                                                     positive_score=self.train_cfg.teacher_positive_score,
+                                                     landmark_weight=self.train_cfg.teacher_landmark_weight))
         self.dataset, self.mixer = build_training_data(options.data, self.model_cfg, self.train_cfg.input_size,
-                                                       seed=options.seed, epoch_size=options.epoch_size)
+                                                       preset=preset, seed=options.seed,
+                                                       epoch_size=options.epoch_size)
         self.steps_per_epoch = self.mixer.epoch_size // self.train_cfg.batch_size
         if self.steps_per_epoch == 0:
             raise BlazefaceError(f"an epoch of {self.mixer.epoch_size} images is smaller than one batch of "
@@ -158,12 +187,25 @@ class Trainer:
             model = torch.nn.parallel.DistributedDataParallel(model)
         self.model = model
         self.loss_fn = MultiBoxLoss(self.train_cfg)
+        self.kd_loss_fn = DenseDistillationLoss(self.train_cfg)
+        for teacher in self.dense_teachers:
+            teacher.model().to(options.device, memory_format=self.memory_format)
         self.step = 0
         self.evaluate_fn = evaluate_fn
         self.out = Path(options.out)
         self.metrics_path = self.out / "metrics.jsonl"
         if options.resume:
             self._resume(Path(options.resume))
+
+    def _check_not_teacher_weights(self, teachers: list) -> None:
+        """A student never starts from a teacher's weights."""
+        init = self.opt.init_weights
+        if init is None:
+            return
+        for teacher in teachers:
+            if Path(init).resolve() == Path(teacher.path).resolve():
+                raise BlazefaceError(f"--init-weights {init} is a teacher's file: a student starts from this "
+                                     "project's own weights or from scratch")
 
     # -- checkpoints -------------------------------------------------------------------------------
     def checkpoint_state(self) -> dict:
@@ -235,7 +277,10 @@ class Trainer:
         counts = {k: all_reduce_sum(v, self.world) / self.world.size for k, v in self.loss_fn.counts(targets).items()}
         with torch.autocast(self.opt.device.split(":")[0], dtype=torch.bfloat16, enabled=self.train_cfg.bf16):
             loc, conf, landm = self.model(images)
+            teacher = self.dense_teacher_outputs(images)
         parts = self.loss_fn(loc.float(), conf.float(), landm.float(), targets, normalizers=counts)
+        if teacher is not None:
+            parts.update(self.kd_loss_fn((loc.float(), conf.float(), landm.float()), teacher, counts["positives"]))
         loss = sum(parts.values())
         if not torch.isfinite(loss):
             raise BlazefaceError(f"loss is not finite at step {self.step}: "
@@ -246,6 +291,15 @@ class Trainer:
         self.scheduler.step()
         self.ema.update(unwrap(self.model))
         return {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
+
+    def dense_teacher_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """The mean raw outputs of the same-architecture teachers on exactly this batch (None without)."""
+        if not self.dense_teachers:
+            return None
+        outputs = [teacher.dense(images) for teacher in self.dense_teachers]
+        if len(outputs) == 1:
+            return outputs[0]
+        return tuple(torch.stack(parts).mean(0) for parts in zip(*outputs))
 
     def log(self, record: dict) -> None:
         if self.world.is_main:

@@ -1,0 +1,361 @@
+"""Teachers for distillation: frozen detectors that label exactly the augmented view the student trains on.
+
+A teacher is named by a spec (``blazeface train --teacher SPEC``, repeatable):
+
+- ``MODEL:WEIGHTS`` for any registered model (``mnet:.../mobilenet0.25_Final.pth``). When MODEL is the
+  student's own architecture the teacher is *dense*: it runs on the batch in the training process and its
+  per-prior outputs are matched prior for prior (:class:`~blazeface.training.loss.DenseDistillationLoss`).
+  Otherwise it is a *detection* teacher like the two below.
+- ``yunet:PATH.onnx``: YuNet through OpenCV's ``cv2.FaceDetectorYN``.
+- ``centerface:PATH.onnx``: CenterFace through ONNX Runtime.
+
+Detection teachers run in the data workers on the augmented uint8 crop (:class:`TeacherLabelling`), their
+detections of several teachers are fused (:func:`fuse_detections`, weighted box fusion) and merged into the
+crop's ground truth as soft, never-negative targets (:func:`merge_teacher_faces`). Their heavy runtimes are
+created lazily in the process that first uses them, so a teacher pickles into a worker as its spec alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..box_coding import box_iou
+from ..errors import BlazefaceError
+from ..models import create_model, list_models
+
+DETECTION_KINDS = ("yunet", "centerface")
+
+
+class TeacherFaces(NamedTuple):
+    """Detections in image pixels: ``boxes`` (N, 4) ``x1 y1 x2 y2``, ``landmarks`` (N, 5, 2) in this
+    project's order (image-left eye, image-right eye, nose, image-left / image-right mouth corner),
+    ``scores`` (N,)."""
+
+    boxes: np.ndarray
+    landmarks: np.ndarray
+    scores: np.ndarray
+
+    @staticmethod
+    def empty() -> "TeacherFaces":
+        return TeacherFaces(np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32))
+
+    def __len__(self) -> int:  # NamedTuple's len would count its fields
+        return int(self.scores.shape[0])
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    kind: str  # "yunet", "centerface" or a registered model name
+    path: Path
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.path}"
+
+
+def parse_teacher_spec(spec: str) -> TeacherSpec:
+    """``KIND:PATH``; a missing file or unknown kind is a one-line error (before any training starts)."""
+    kind, sep, path = str(spec).partition(":")
+    if not sep or not path:
+        raise BlazefaceError(f"--teacher {spec}: expected KIND:PATH, e.g. yunet:yunet_n_dynamic.onnx or "
+                             "mnet:mobilenet0.25_Final.pth")
+    if kind not in DETECTION_KINDS and kind not in list_models():
+        raise BlazefaceError(f"--teacher {spec}: unknown teacher {kind!r}; choose one of: "
+                             f"{', '.join(DETECTION_KINDS + tuple(list_models()))}")
+    if not Path(path).is_file():
+        raise BlazefaceError(f"--teacher {spec}: {path}: file not found")
+    return TeacherSpec(kind, Path(path))
+
+
+# -- detection teachers ----------------------------------------------------------------------------------
+
+class YuNetTeacher:
+    """YuNet (``cv2.FaceDetectorYN``) on BGR uint8 images of any size."""
+
+    def __init__(self, path: Path, score_threshold: float = 0.3, nms: float = 0.45, top_k: int = 1000):
+        self.path, self.score_threshold, self.nms, self.top_k = Path(path), score_threshold, nms, top_k
+        self._net = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_net": None}
+
+    def load(self) -> "YuNetTeacher":
+        if self._net is None:
+            try:
+                self._net = cv2.FaceDetectorYN.create(str(self.path), "", (320, 320), self.score_threshold,
+                                                      self.nms, self.top_k)
+            except cv2.error as exc:
+                raise BlazefaceError(f"{self.path}: OpenCV cannot load this YuNet model "
+                                     f"({str(exc).strip().splitlines()[-1]})") from None
+        return self
+
+    def detect(self, image: np.ndarray) -> TeacherFaces:
+        net = self.load()._net
+        h, w = image.shape[:2]
+        net.setInputSize((w, h))
+        _, rows = net.detect(image)
+        if rows is None or len(rows) == 0:
+            return TeacherFaces.empty()
+        rows = rows.astype(np.float32)
+        boxes = np.concatenate([rows[:, :2], rows[:, :2] + rows[:, 2:4]], 1)
+        return TeacherFaces(boxes, rows[:, 4:14].reshape(-1, 5, 2), rows[:, 14])
+
+
+class CenterFaceTeacher:
+    """CenterFace (ONNX Runtime): RGB input at a multiple of 32, outputs heatmap, log-scale, offset and
+    landmarks at stride 4; decoded as its reference implementation does, then NMS."""
+
+    STRIDE = 4
+
+    def __init__(self, path: Path, score_threshold: float = 0.3, nms: float = 0.3):
+        self.path, self.score_threshold, self.nms = Path(path), score_threshold, nms
+        self._session = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_session": None}
+
+    def load(self) -> "CenterFaceTeacher":
+        if self._session is None:
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                raise BlazefaceError("the centerface teacher needs onnxruntime: pip install 'blazeface[onnx]'") from None
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.log_severity_level = 3
+            try:
+                self._session = ort.InferenceSession(self._dynamic_model(), options,
+                                                     providers=["CPUExecutionProvider"])
+            except Exception as exc:
+                raise BlazefaceError(f"{self.path}: ONNX Runtime cannot load this CenterFace model "
+                                     f"({str(exc).strip().splitlines()[0]})") from None
+        return self
+
+    def _dynamic_model(self) -> bytes:
+        """The file declares a fixed 10x3x32x32 input: give batch, height and width symbolic sizes (the
+        network is fully convolutional), as its reference runtime does."""
+        import onnx
+
+        model = onnx.load(str(self.path))
+        for value in [*model.graph.input[:1], *model.graph.output]:
+            dims = value.type.tensor_type.shape.dim
+            for index, name in ((0, "batch"), (2, "height"), (3, "width")):
+                dims[index].ClearField("dim_value")
+                dims[index].dim_param = name
+        return model.SerializeToString()
+
+    def detect(self, image: np.ndarray) -> TeacherFaces:
+        session = self.load()._session
+        h, w = image.shape[:2]
+        H, W = -(-h // 32) * 32, -(-w // 32) * 32
+        padded = np.zeros((H, W, 3), np.uint8)
+        padded[:h, :w] = image[:, :, ::-1]
+        blob = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32)
+        heatmap, scale, offset, points = session.run(None, {session.get_inputs()[0].name: blob})
+        heat = heatmap[0, 0]
+        ys, xs = np.nonzero(heat > self.score_threshold)
+        if ys.size == 0:
+            return TeacherFaces.empty()
+        s = self.STRIDE
+        bh, bw = np.exp(scale[0, 0, ys, xs]) * s, np.exp(scale[0, 1, ys, xs]) * s
+        x1 = np.clip((xs + offset[0, 1, ys, xs] + 0.5) * s - bw / 2, 0, W)
+        y1 = np.clip((ys + offset[0, 0, ys, xs] + 0.5) * s - bh / 2, 0, H)
+        boxes = np.stack([x1, y1, np.minimum(x1 + bw, W), np.minimum(y1 + bh, H)], 1).astype(np.float32)
+        lm = points[0][:, ys, xs].T.reshape(-1, 5, 2)  # (y, x) pairs relative to the box, in box units
+        landmarks = np.stack([lm[..., 1] * bw[:, None] + x1[:, None], lm[..., 0] * bh[:, None] + y1[:, None]], -1)
+        scores = heat[ys, xs].astype(np.float32)
+        keep = cv2.dnn.NMSBoxes([[float(a), float(b), float(c - a), float(d - b)] for a, b, c, d in boxes],
+                                scores.tolist(), self.score_threshold, self.nms)
+        keep = np.asarray(keep, np.int64).reshape(-1)
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        return TeacherFaces(boxes[keep], landmarks[keep].astype(np.float32), scores[keep])
+
+
+class ModelTeacher:
+    """Any registered model with its weights (torch, eval mode, no gradients).
+
+    As a dense teacher (same architecture as the student) it maps a batch to raw ``(loc, conf, landm)``; as
+    a detection teacher it runs the package's own inference pipeline on one image."""
+
+    def __init__(self, name: str, path: Path, score_threshold: float = 0.3):
+        self.name, self.path, self.score_threshold = name, Path(path), score_threshold
+        self._model = None
+        self._detector = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_model": None, "_detector": None}
+
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            model = create_model(self.name, weights=self.path)  # a mismatched file is a one-line error
+            model.eval().requires_grad_(False)
+            self._model = model
+        return self._model
+
+    @torch.no_grad()
+    def dense(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loc, conf, landm = self.model()(images)
+        return loc.float(), conf.float(), landm.float()
+
+    def detect(self, image: np.ndarray) -> TeacherFaces:
+        if self._detector is None:
+            from ..inference import FaceDetector
+
+            self._detector = FaceDetector(self.name, weights=self.path, conf=self.score_threshold, long_side=0)
+        faces = list(self._detector.detect(image))
+        if not faces:
+            return TeacherFaces.empty()
+        return TeacherFaces(np.stack([f.box for f in faces]).astype(np.float32),
+                            np.stack([f.landmarks for f in faces]).astype(np.float32),
+                            np.array([f.score for f in faces], np.float32))
+
+
+def load_teacher(spec: str | TeacherSpec, student: str):
+    """Build the teacher of ``spec`` and load it once here, so a broken file fails before training starts."""
+    spec = spec if isinstance(spec, TeacherSpec) else parse_teacher_spec(spec)
+    if spec.kind == "yunet":
+        return YuNetTeacher(spec.path).load()
+    if spec.kind == "centerface":
+        return CenterFaceTeacher(spec.path).load()
+    teacher = ModelTeacher(spec.kind, spec.path)
+    teacher.model()
+    return teacher
+
+
+def is_dense(teacher, student: str) -> bool:
+    """A teacher of the student's own architecture shares its priors: distil per prior."""
+    return isinstance(teacher, ModelTeacher) and teacher.name == student
+
+
+# -- fusion and merging ----------------------------------------------------------------------------------
+
+def fuse_detections(per_teacher: Sequence[TeacherFaces], iou: float = 0.55) -> TeacherFaces:
+    """Weighted box fusion over teachers: detections are clustered greedily by descending score (IoU >=
+    ``iou`` with the cluster's fused box); each cluster's box and landmarks are the score-weighted means and
+    its score the sum of its members' scores over the number of teachers, so a face only one of two
+    teachers sees keeps half its confidence. One teacher: returned unchanged."""
+    per_teacher = [t for t in per_teacher]
+    if len(per_teacher) == 1:
+        return per_teacher[0]
+    n_teachers = len(per_teacher)
+    boxes = np.concatenate([t.boxes for t in per_teacher]).astype(np.float64)
+    if boxes.shape[0] == 0:
+        return TeacherFaces.empty()
+    points = np.concatenate([t.landmarks for t in per_teacher]).reshape(-1, 10).astype(np.float64)
+    scores = np.concatenate([t.scores for t in per_teacher]).astype(np.float64)
+    order = np.argsort(-scores, kind="stable")
+    fused_boxes: list[np.ndarray] = []
+    members: list[list[int]] = []
+    for i in order:
+        if fused_boxes:
+            overlap = box_iou(boxes[i], np.stack(fused_boxes))[0]
+            best = int(np.argmax(overlap))
+            if overlap[best] >= iou:
+                members[best].append(int(i))
+                w = scores[members[best]]
+                fused_boxes[best] = (boxes[members[best]] * w[:, None]).sum(0) / w.sum()
+                continue
+        fused_boxes.append(boxes[i].copy())
+        members.append([int(i)])
+    out_boxes, out_points, out_scores = [], [], []
+    for group in members:
+        w = scores[group]
+        out_boxes.append((boxes[group] * w[:, None]).sum(0) / w.sum())
+        out_points.append((points[group] * w[:, None]).sum(0) / w.sum())
+        out_scores.append(w.sum() / n_teachers)
+    return TeacherFaces(np.array(out_boxes, np.float32), np.array(out_points, np.float32).reshape(-1, 5, 2),
+                        np.minimum(np.array(out_scores, np.float32), 1.0))
+
+
+@dataclass(frozen=True)
+class TeacherTargets:
+    """How a detection teacher's faces enter a crop's targets (defaults live in the model's TrainConfig)."""
+
+    min_score: float = 0.5  # below: the teacher's detection is not used at all
+    positive_score: float = 0.7  # at or above, and no label covers it: a positive weighted by its score
+    covered_iou: float = 0.5  # a label and a teacher face at this IoU or more are the same face
+    landmark_weight: float = 0.5  # teacher landmarks filling a face without landmark labels: x score x this
+    min_landmark_size: float = 8.0  # pixels: smaller teacher faces give no landmarks
+    supervise_background: bool = True  # non-exhaustive photos (MTFL): the teacher vouches for the background
+
+
+def merge_teacher_faces(target: dict, faces: TeacherFaces, cfg: TeacherTargets) -> dict:
+    """Merge a teacher's detections (crop pixels) into a crop's ground truth (crop pixels).
+
+    - Labels stay hard: every labelled face keeps its box; one without landmarks takes the covering teacher
+      face's landmarks, weighted by ``score * landmark_weight``.
+    - A teacher face no label covers with ``score >= positive_score`` becomes a face (positive priors
+      weighted by its score); one with ``min_score <= score < positive_score`` or partly covered becomes an
+      ignore region: never mined as a negative.
+    - A non-exhaustive photo (unlabelled faces possible) becomes exhaustive: the teacher's faces and ignore
+      regions stand for the faces nobody labelled.
+
+    Adds ``face_weight`` (N,) and ``ignore_boxes`` (M, 4) to the target."""
+    out = dict(target)
+    n = out["boxes"].shape[0]
+    out.setdefault("face_weight", np.ones(n, np.float32))
+    ignore = [out.get("ignore_boxes", np.zeros((0, 4), np.float32)).reshape(-1, 4)]
+    keep = faces.scores >= cfg.min_score
+    faces = TeacherFaces(faces.boxes[keep], faces.landmarks[keep], faces.scores[keep])
+    if cfg.supervise_background:
+        out["ignore_background"] = False
+    if len(faces) == 0:
+        out["ignore_boxes"] = np.concatenate(ignore).astype(np.float32)
+        return out
+    overlap = box_iou(faces.boxes, out["boxes"]) if n else np.zeros((len(faces), 0))
+    best_label = overlap.argmax(1) if n else np.full(len(faces), -1)
+    best_iou = overlap.max(1) if n else np.zeros(len(faces))
+    sizes = np.minimum(faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1])
+
+    has_landmarks = out["has_landmarks"].copy()
+    landmarks = out["landmarks"].copy()
+    landmark_weight = out["landmark_weight"].copy()
+    for i in np.nonzero(best_iou >= cfg.covered_iou)[0]:
+        j = best_label[i]
+        if not has_landmarks[j] and sizes[i] >= cfg.min_landmark_size:
+            has_landmarks[j] = True
+            landmarks[j] = faces.landmarks[i]
+            landmark_weight[j] = faces.scores[i] * cfg.landmark_weight
+
+    uncovered = best_iou < cfg.covered_iou
+    new = uncovered & (best_iou < 0.5 * cfg.covered_iou) & (faces.scores >= cfg.positive_score)
+    ignore.append(faces.boxes[uncovered & ~new])
+    with_points = sizes[new] >= cfg.min_landmark_size
+    out["boxes"] = np.concatenate([out["boxes"], faces.boxes[new]]).astype(np.float32)
+    out["landmarks"] = np.concatenate([landmarks, faces.landmarks[new]]).astype(np.float32)
+    out["has_landmarks"] = np.concatenate([has_landmarks, with_points])
+    out["landmark_weight"] = np.concatenate([landmark_weight,
+                                             faces.scores[new] * cfg.landmark_weight]).astype(np.float32)
+    out["face_weight"] = np.concatenate([out["face_weight"], faces.scores[new]]).astype(np.float32)
+    out["ignore_boxes"] = np.concatenate(ignore).astype(np.float32)
+    return out
+
+
+@dataclass
+class TeacherLabelling:
+    """An augmentation preset with detection teachers in the loop, for :class:`FaceTrainingDataset`:
+    every geometric and photometric step, then the teachers on the resulting uint8 crop, the merge, and
+    finally the preset's own ``ToTensor``. The teachers see exactly the view the student trains on."""
+
+    preset: object  # a transforms.Compose ending in ToTensor
+    teachers: list = field(default_factory=list)
+    targets: TeacherTargets = field(default_factory=TeacherTargets)
+
+    def __call__(self, image, target, rng=None):
+        *augment, to_tensor = self.preset.transforms
+        for step in augment:
+            image, target = step(image, target, rng)
+        faces = fuse_detections([t.detect(image) for t in self.teachers])
+        target = merge_teacher_faces(target, faces, self.targets)
+        h, w = image.shape[:2]
+        tensor, target = to_tensor(image, target, rng)
+        scale = np.array([1.0 / w, 1.0 / h, 1.0 / w, 1.0 / h], np.float32)
+        target["ignore_boxes"] = torch.from_numpy(target["ignore_boxes"] * scale)
+        target["face_weight"] = torch.from_numpy(target["face_weight"])
+        return tensor, target
+

@@ -1,0 +1,205 @@
+"""Distillation: the dense loss, detection-teacher targets, fusion, teacher specs, and training with teachers."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from blazeface import BlazefaceError
+from blazeface.config import TrainConfig
+from blazeface.data.transforms import make_target
+from blazeface.models import create_model, shipped_weights
+from blazeface.training.checkpointing import load_checkpoint
+from blazeface.training.loss import DenseDistillationLoss
+from blazeface.training.matching import PriorMatcher
+from blazeface.training.teachers import (TeacherFaces, TeacherTargets, fuse_detections, load_teacher,
+                                         merge_teacher_faces, parse_teacher_spec)
+from blazeface.training.trainer import Trainer
+from conftest import REPO, requires_shared, DATA
+from test_training import make_dataset, options
+
+SLIM = shipped_weights("slim")
+MNET = shipped_weights("mnet")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("faces"))
+
+
+def outputs(model, images):
+    with torch.no_grad():
+        return tuple(t.float() for t in model(images))
+
+
+def test_dense_loss_is_zero_for_the_teacher_itself_and_positive_otherwise():
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 64, 64)
+    teacher = create_model("slim").eval()
+    other = create_model("slim", weights=None).eval()
+    loss = DenseDistillationLoss(TrainConfig(kd_temperature=2.0))
+    same = loss(outputs(teacher, images), outputs(teacher, images), torch.tensor(4.0))
+    assert all(v.item() == pytest.approx(0.0, abs=1e-6) for v in same.values())
+    differ = loss(outputs(other, images), outputs(teacher, images), torch.tensor(4.0))
+    assert all(v.item() > 0 for v in differ.values())
+
+
+def test_dense_loss_falls_when_a_student_learns_from_it():
+    torch.manual_seed(0)
+    images = torch.randn(4, 3, 64, 64)
+    teacher = outputs(create_model("slim").eval(), images)
+    student = create_model("slim", weights=None).train()
+    loss_fn = DenseDistillationLoss(TrainConfig())
+    optimizer = torch.optim.AdamW(student.parameters(), lr=3e-3)
+    totals = []
+    for _ in range(12):
+        total = sum(loss_fn(student(images), teacher, torch.tensor(8.0)).values())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        totals.append(total.item())
+    assert totals[-1] < 0.5 * totals[0]
+
+
+def test_merge_teacher_faces_on_a_hand_made_crop():
+    """One labelled face without landmarks, covered by a teacher face; one confident face nobody labelled;
+    one doubtful face nobody labelled; one teacher detection under the minimum score."""
+    target = make_target([[10, 10, 50, 50]], ignore_background=True)
+    points = np.tile(np.array([[0.3, 0.35], [0.7, 0.35], [0.5, 0.55], [0.35, 0.75], [0.65, 0.75]], np.float32),
+                     (4, 1, 1))
+    boxes = np.array([[11, 10, 51, 50], [100, 100, 140, 140], [200, 20, 230, 50], [60, 200, 90, 230]], np.float32)
+    landmarks = boxes[:, None, :2] + points * (boxes[:, None, 2:] - boxes[:, None, :2])
+    faces = TeacherFaces(boxes, landmarks, np.array([0.9, 0.8, 0.6, 0.3], np.float32))
+    merged = merge_teacher_faces(target, faces, TeacherTargets(min_score=0.5, positive_score=0.7,
+                                                               landmark_weight=0.5))
+    # The label keeps its box and takes the teacher's landmarks at score x weight.
+    np.testing.assert_array_equal(merged["boxes"][0], [10, 10, 50, 50])
+    assert merged["has_landmarks"].tolist() == [True, True]
+    np.testing.assert_allclose(merged["landmarks"][0], landmarks[0])
+    np.testing.assert_allclose(merged["landmark_weight"], [0.45, 0.4])
+    # The confident unlabelled face is a positive weighted by its score; the doubtful one is ignored.
+    np.testing.assert_array_equal(merged["boxes"][1], boxes[1])
+    np.testing.assert_allclose(merged["face_weight"], [1.0, 0.8])
+    np.testing.assert_array_equal(merged["ignore_boxes"], boxes[2:3])
+    assert merged["ignore_background"] is False  # the teacher vouches for the rest of the photo
+    # The input target is untouched.
+    assert target["boxes"].shape == (1, 4) and not target["has_landmarks"][0]
+
+
+def test_matcher_applies_face_weights_and_ignore_regions():
+    from blazeface.priors import prior_boxes
+    from blazeface.models import get_config
+
+    priors = torch.from_numpy(prior_boxes(get_config("slim").priors, 128, 128).copy())
+    matcher = PriorMatcher(priors)
+    boxes = np.array([[0.1, 0.1, 0.4, 0.4], [0.6, 0.6, 0.9, 0.9]], np.float32)
+    plain = matcher(boxes, np.zeros((2, 10)), [False, False])
+    assert set(plain["pos_weight"][plain["labels"] == 1].tolist()) == {1.0}
+    weighted = matcher(boxes, np.zeros((2, 10)), [False, False], face_weight=[1.0, 0.25],
+                       ignore_boxes=np.array([[0.0, 0.6, 0.3, 0.9]]))
+    assert set(weighted["pos_weight"][weighted["labels"] == 1].tolist()) == {1.0, 0.25}
+    centre_inside = ((priors[:, 0] < 0.3) & (priors[:, 1] >= 0.6) & (priors[:, 1] < 0.9))
+    assert (weighted["labels"][centre_inside] == -1).all() and (plain["labels"][centre_inside] == 0).all()
+    assert torch.equal(weighted["labels"] == 1, plain["labels"] == 1)
+
+
+def test_fusion_averages_agreeing_teachers_and_halves_a_lone_face():
+    a = TeacherFaces(np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float32), np.zeros((2, 5, 2), np.float32),
+                     np.array([0.9, 0.8], np.float32))
+    b = TeacherFaces(np.array([[1, 1, 11, 11]], np.float32), np.ones((1, 5, 2), np.float32),
+                     np.array([0.3], np.float32))
+    fused = fuse_detections([a, b])
+    assert len(fused) == 2
+    order = np.argsort(fused.boxes[:, 0])
+    np.testing.assert_allclose(fused.boxes[order[0]], [0.25, 0.25, 10.25, 10.25], atol=1e-5)
+    np.testing.assert_allclose(fused.scores[order], [0.6, 0.4], atol=1e-6)
+    np.testing.assert_allclose(fused.landmarks[order[0]], 0.25, atol=1e-6)
+    assert fuse_detections([a]) is a
+
+
+def test_teacher_specs_fail_in_one_line(tmp_path):
+    with pytest.raises(BlazefaceError, match="expected KIND:PATH"):
+        parse_teacher_spec("yunet")
+    with pytest.raises(BlazefaceError, match="unknown teacher 'resnet'"):
+        parse_teacher_spec(f"resnet:{SLIM}")
+    with pytest.raises(BlazefaceError, match="file not found"):
+        parse_teacher_spec(f"yunet:{tmp_path / 'missing.onnx'}")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(os.urandom(256))
+    with pytest.raises(BlazefaceError, match="junk.onnx: OpenCV cannot load"):
+        load_teacher(f"yunet:{junk}", "blaze")
+    with pytest.raises(BlazefaceError, match="does not match model 'rfb'"):
+        load_teacher(f"rfb:{SLIM}", "slim")
+
+
+def test_cli_bad_teacher_is_one_line_before_training(data, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    run = subprocess.run([sys.executable, "-m", "blazeface", "train", "--model", "slim", "--data", str(data),
+                          "--teacher", f"yunet:{tmp_path / 'nope.onnx'}", "--out", str(tmp_path / "out")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert run.stderr.strip().count("\n") == 0 and "nope.onnx: file not found" in run.stderr
+    assert not (tmp_path / "out" / "last.pth").exists()
+
+
+def test_student_never_starts_from_a_teacher(data, tmp_path):
+    with pytest.raises(BlazefaceError, match="is a teacher's file"):
+        Trainer(options(data, tmp_path / "a", init_weights=SLIM, teachers=[f"slim:{SLIM}"]))
+
+
+@pytest.mark.parametrize("teacher", [f"slim:{SLIM}", f"mnet:{MNET}"], ids=["dense", "detections"])
+def test_resume_with_a_teacher_continues_exactly(data, tmp_path, teacher):
+    kw = dict(teachers=[teacher], model="slim")
+    straight = Trainer(options(data, tmp_path / "a", max_steps=4, **kw))
+    straight.run()
+    Trainer(options(data, tmp_path / "b", max_steps=2, **kw)).run()
+    resumed = Trainer(options(data, tmp_path / "b", max_steps=4, resume=tmp_path / "b" / "last.pth", **kw))
+    resumed.run()
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    logged = (tmp_path / "a" / "metrics.jsonl").read_text()
+    if teacher.startswith("slim"):
+        assert '"kd_cls"' in logged and '"kd_landm"' in logged
+
+
+def test_two_processes_equal_one_with_a_dense_teacher(data, tmp_path):
+    common = ["--model", "slim", "--data", str(data), "--epochs", "1", "--batch-size", "4", "--input-size", "64",
+              "--workers", "0", "--eval-every", "0", "--max-steps", "2", "--freeze-bn", "--no-bf16", "--threads", "1",
+              "--teacher", f"slim:{SLIM}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
+    one = subprocess.run([sys.executable, "-m", "blazeface", "train", *common, "--out", str(tmp_path / "one")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "blazeface", "train", *common, "--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a = load_checkpoint(tmp_path / "one" / "last.pth")["model"]
+    b = load_checkpoint(tmp_path / "two" / "last.pth")["model"]
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
+
+
+@requires_shared
+def test_yunet_and_centerface_teachers_find_the_faces_of_a_crowd_photo():
+    import cv2
+
+    image = cv2.imread(str(DATA / "facemask" / "images" / "maksssksksss209.jpg"))
+    yunet = load_teacher(f"yunet:{DATA / 'teachers' / 'yunet_n_dynamic.onnx'}", "blaze").detect(image)
+    centerface = load_teacher(f"centerface:{DATA / 'teachers' / 'centerface.onnx'}", "blaze").detect(image)
+    confident = [f for f in (yunet, centerface)]
+    assert all((f.scores >= 0.5).sum() >= 10 for f in confident)
+    # The two agree on most confident faces, landmarks included (same order: image-left eye first).
+    from blazeface.box_coding import box_iou
+
+    a = yunet.scores >= 0.5
+    b = centerface.scores >= 0.5
+    overlap = box_iou(yunet.boxes[a], centerface.boxes[b])
+    pairs = np.argwhere(overlap >= 0.5)
+    assert len(pairs) >= 10
+    for i, j in pairs:
+        size = yunet.boxes[a][i, 2] - yunet.boxes[a][i, 0]
+        assert np.abs(yunet.landmarks[a][i] - centerface.landmarks[b][j]).max() < 0.25 * size
+        assert yunet.landmarks[a][i][0, 0] < yunet.landmarks[a][i][1, 0]
