@@ -2,8 +2,12 @@
 backward, optimiser, EMA) per model and setting, through the real Trainer on the real training data.
 
     python benchmarks/bench_train_step.py --models blaze slim --steps 12 --threads 2
+    python benchmarks/bench_train_step.py --models blaze --settings fp32-channels-last \
+        --teacher yunet:../shared/data/teachers/yunet_n_dynamic.onnx        # the cost of a teacher
 
-Each setting runs ``--steps`` steps; the first ``--warmup`` are dropped (worker start-up, allocator).
+Each setting runs ``--steps`` steps; the first ``--warmup`` are dropped (worker start-up, allocator). With
+``--teacher`` (repeatable: an ensemble) every setting runs twice, without and with the teachers, interleaved
+``--rounds`` times, and the with/without ratio of the whole step's images/s is printed.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -23,14 +29,15 @@ SETTINGS = {
 }
 
 
-def measure(model: str, setting: str, steps: int, warmup: int, threads: int, workers: int, batch: int) -> float:
+def measure(model: str, setting: str, steps: int, warmup: int, threads: int, workers: int, batch: int,
+            teachers: list[str] | None = None) -> float:
     from blazeface.training.trainer import Trainer, TrainOptions
 
     with tempfile.TemporaryDirectory() as out:
         opts = TrainOptions(model=model, data=[str(DATA / "widerface" / "train"), str(DATA / "facemask")],
                             out=Path(out), batch_size=batch, workers=workers, threads=threads, eval_every=0,
                             max_steps=steps, log_every=1, progress=False, checkpoint_minutes=1e9,
-                            **SETTINGS[setting])
+                            teachers=list(teachers or []), **SETTINGS[setting])
         Trainer(opts).run()
         rates = [json.loads(line)["img_per_s"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     timed = rates[warmup:]
@@ -47,6 +54,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--teacher", action="append", default=[], metavar="SPEC",
+                   help="also measure with this teacher (as blazeface train --teacher)")
+    p.add_argument("--rounds", type=int, default=2, help="with --teacher: interleaved repetitions")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     if not DATA.is_dir():
@@ -55,10 +65,25 @@ def main() -> int:
     results = {}
     for model in args.models:
         for setting in args.settings:
-            rate = measure(model, setting, args.steps, args.warmup, args.threads, args.workers, args.batch_size)
-            results[f"{model}/{setting}"] = rate
+            if not args.teacher:
+                rate = measure(model, setting, args.steps, args.warmup, args.threads, args.workers, args.batch_size)
+                results[f"{model}/{setting}"] = rate
+                if not args.json:
+                    print(f"{model:6s} {setting:20s} {rate:7.1f} img/s", flush=True)
+                continue
+            # Interleaved, so a busy machine slows both arms alike; the ratio is what to read.
+            rates = {"plain": [], "teacher": []}
+            for _ in range(args.rounds):
+                for arm, teachers in (("plain", []), ("teacher", args.teacher)):
+                    rates[arm].append(measure(model, setting, args.steps, args.warmup, args.threads, args.workers,
+                                              args.batch_size, teachers))
+            plain, taught = (float(np.median(rates[k])) for k in ("plain", "teacher"))
+            results[f"{model}/{setting}"] = plain
+            results[f"{model}/{setting}+teacher"] = taught
+            results[f"{model}/{setting}/teacher_ratio"] = taught / plain
             if not args.json:
-                print(f"{model:6s} {setting:20s} {rate:7.1f} img/s", flush=True)
+                print(f"{model:6s} {setting:20s} {plain:7.1f} img/s, with {'+'.join(args.teacher)} {taught:7.1f} "
+                      f"img/s ({taught / plain:.2f}x)", flush=True)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

@@ -16,6 +16,7 @@ created lazily in the process that first uses them, so a teacher pickles into a 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -345,13 +346,24 @@ class TeacherLabelling:
     preset: object  # a transforms.Compose ending in ToTensor
     teachers: list = field(default_factory=list)
     targets: TeacherTargets = field(default_factory=TeacherTargets)
+    # Running totals of what the teachers added in this process (benchmarks/teacher_targets.py reads them).
+    stats: dict = field(default_factory=lambda: dict(crops=0, labelled=0, added=0, ignore_regions=0,
+                                                     landmarks_filled=0, teacher_seconds=0.0))
 
     def __call__(self, image, target, rng=None):
         *augment, to_tensor = self.preset.transforms
         for step in augment:
             image, target = step(image, target, rng)
+        start = time.perf_counter()
         faces = fuse_detections([t.detect(image) for t in self.teachers])
+        self.stats["teacher_seconds"] += time.perf_counter() - start
+        labelled, had_landmarks = len(target["boxes"]), int(target["has_landmarks"].sum())
         target = merge_teacher_faces(target, faces, self.targets)
+        self.stats["crops"] += 1
+        self.stats["labelled"] += labelled
+        self.stats["added"] += len(target["boxes"]) - labelled
+        self.stats["ignore_regions"] += len(target["ignore_boxes"])
+        self.stats["landmarks_filled"] += int(target["has_landmarks"][:labelled].sum()) - had_landmarks
         h, w = image.shape[:2]
         tensor, target = to_tensor(image, target, rng)
         scale = np.array([1.0 / w, 1.0 / h, 1.0 / w, 1.0 / h], np.float32)
