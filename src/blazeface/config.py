@@ -42,7 +42,8 @@ class TrainConfig:
     cls_weight: float = 1.0
     landm_weight: float = 1.0
     # bfloat16 autocast: faster for slim/rfb/mnet on CPUs with AVX-512 BF16, slower for blaze (its 5x5
-    # depthwise kernels): measured with benchmarks/bench_train_step.py.
+    # depthwise kernels): measured with benchmarks/bench_train_step.py. The trainer ignores this default on
+    # CPUs without native bf16 (AVX2 only), where autocast emulates it at a fraction of the speed.
     bf16: bool = False
     # Distillation (``blazeface train --teacher``). Dense, same-architecture teachers: the weight of each
     # per-prior term (see training/loss.py DenseDistillationLoss) and the softmax temperature. The landmark

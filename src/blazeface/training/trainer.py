@@ -136,6 +136,13 @@ class RankBatches:
             yield self.items[first:first + self.local]
 
 
+def native_bf16(device: str) -> bool:
+    """Whether bfloat16 autocast runs natively: any CUDA device, or a CPU with AVX-512 BF16 or AMX."""
+    if not device.startswith("cpu"):
+        return True
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -148,6 +155,10 @@ class Trainer:
             torch.set_num_threads(options.threads)
         base = get_config(options.model)
         self.train_cfg = options.train_config(base)
+        if options.bf16 is None and self.train_cfg.bf16 and not native_bf16(options.device):
+            # The model's bf16 default was measured on CPUs with bf16 instructions; elsewhere autocast
+            # emulates bf16 and a step is many times slower (an AVX2-only CPU: ~30x for slim).
+            self.train_cfg = replace(self.train_cfg, bf16=False)
         if self.train_cfg.batch_size % self.world.size:
             raise BlazefaceError(f"batch size {self.train_cfg.batch_size} does not split over {self.world.size} "
                                  "processes")
