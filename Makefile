@@ -63,8 +63,9 @@ web/node_modules/.package-lock.json: web/package-lock.json
 	@touch $@
 
 web-deps: web/node_modules/.package-lock.json
-	@command -v chromium >/dev/null 2>&1 || { echo "make: installing Debian's chromium" && \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null 2>&1 || { echo "make: installing Debian's chromium (apt-get; a few minutes)" && \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 web-test: python-ok $(VENV)/.installed-extras web-deps
 	$(VENV_PYTHON) -m pytest -rs tests/test_web.py $(PYTEST_ARGS)
