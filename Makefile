@@ -12,7 +12,17 @@ PYTEST_ARGS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test web-test web-deps bench lint python-ok
+.PHONY: help demo test web-test web-deps bench lint
+
+# A python3 older than requires-python stops every target that sets up .venv, with one line (make's own
+# "*** ... Stop." instead of a recipe's error plus make's "Error 1" line).
+ifneq ($(filter demo test web-test bench lint $(VENV_PYTHON) $(VENV)/%,$(MAKECMDGOALS)),)
+PYTHON_PROBLEM := $(shell if command -v $(PYTHON) >/dev/null 2>&1; then $(PYTHON) tools/project_meta.py check-python 2>&1; \
+  else echo "$(PYTHON) not found; name one: make demo PYTHON=/path/to/python3.X"; fi)
+ifneq ($(PYTHON_PROBLEM),)
+$(error $(PYTHON_PROBLEM))
+endif
+endif
 
 help:
 	@echo "make demo      set up .venv, detect faces on src/blazeface/assets/sample.jpg -> annotated/sample.jpg"
@@ -22,11 +32,7 @@ help:
 	@echo "make lint      ruff and lint-imports, where installed in .venv"
 	@echo "Another interpreter: make demo PYTHON=/path/to/python3.X"
 
-python-ok:
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; name one: make demo PYTHON=/path/to/python3.X" >&2; exit 1; }
-	@$(PYTHON) tools/project_meta.py check-python
-
-$(VENV_PYTHON): | python-ok
+$(VENV_PYTHON):
 	@echo "make: creating $(VENV) with $(PYTHON)"
 	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "make: '$(PYTHON) -m venv' failed (Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; }
 
@@ -45,7 +51,7 @@ $(VENV)/.installed-extras: pyproject.toml | $(VENV_PYTHON)
 	  $(PIP_INSTALL) -e ".[$$extras]"
 	@touch $@ $(VENV)/.installed
 
-demo: python-ok $(VENV)/.installed
+demo: $(VENV)/.installed
 	@if [ -e annotated/sample.jpg ]; then echo "make: replacing annotated/sample.jpg (written by an earlier make demo)"; fi
 	@echo "make: $(VENV)/bin/blazeface detect src/blazeface/assets/sample.jpg --out annotated --json -"
 	@$(VENV)/bin/blazeface detect src/blazeface/assets/sample.jpg --out annotated --json -
@@ -54,7 +60,7 @@ demo: python-ok $(VENV)/.installed
 
 # The browser test runs inside `make test` when Chromium and web/node_modules are there, and skips with
 # its reason otherwise; `make web-deps` installs both.
-test: python-ok $(VENV)/.installed-extras
+test: $(VENV)/.installed-extras
 	$(VENV_PYTHON) -m pytest -rs $(PYTEST_ARGS)
 
 web/node_modules/.package-lock.json: web/package-lock.json
@@ -67,13 +73,13 @@ web-deps: web/node_modules/.package-lock.json
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-web-test: python-ok $(VENV)/.installed-extras web-deps
+web-test: $(VENV)/.installed-extras web-deps
 	$(VENV_PYTHON) -m pytest -rs tests/test_web.py $(PYTEST_ARGS)
 
-bench: python-ok $(VENV)/.installed-extras
+bench: $(VENV)/.installed-extras
 	$(VENV)/bin/blazeface bench --model all --backend all --size 640x480 --threads 1
 
-lint: python-ok $(VENV)/.installed-extras
+lint: $(VENV)/.installed-extras
 	@if [ -x $(VENV)/bin/ruff ]; then echo "ruff check ."; $(VENV)/bin/ruff check .; \
 	  else echo "make: ruff is not installed in $(VENV); skipping it"; fi
 	@if [ -x $(VENV)/bin/lint-imports ]; then echo "lint-imports"; $(VENV)/bin/lint-imports; \

@@ -86,7 +86,7 @@ def main(argv):
     if argv == ["check-python"]:
         message = check_python(read_pyproject())
         if message:
-            sys.stderr.write("make: " + message + "\n")
+            sys.stderr.write(message + "\n")
             return 1
         return 0
     if argv == ["extras"]:
