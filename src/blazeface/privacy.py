@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from .box_coding import box_iou
+from .geometry import box_iou
 from .errors import BlazefaceError
 
 # Recall-first default score threshold of ``blazeface blur`` (a missed face is a privacy leak, a blurred

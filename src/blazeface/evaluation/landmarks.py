@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..box_coding import box_iou
+from ..geometry import box_iou
 from ..errors import BlazefaceError
 
 MIN_SCORE = 0.5
