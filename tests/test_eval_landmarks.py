@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from blazeface import BlazefaceError
-from blazeface.box_coding import box_iou
+from blazeface.geometry import box_iou
 from blazeface.cli import main
 from blazeface.evaluation import landmarks as lm
 from blazeface.inference import Face
