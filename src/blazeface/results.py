@@ -17,13 +17,21 @@ from .draw import draw_faces
 from .errors import BlazefaceError
 
 
-@dataclass
+@dataclass(eq=False)
 class Face:
     """One detected face, in image pixels."""
 
     box: np.ndarray  # (4,) x1 y1 x2 y2
     score: float
     landmarks: np.ndarray  # (5, 2): left eye, right eye, nose, left mouth corner, right mouth corner
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Face):
+            return NotImplemented
+        return (np.array_equal(self.box, other.box) and float(self.score) == float(other.score)
+                and np.array_equal(self.landmarks, other.landmarks))
+
+    __hash__ = None  # mutable arrays inside
 
     def to_dict(self) -> dict:
         return {"box": [round(float(v), 2) for v in self.box], "score": round(float(self.score), 5),
