@@ -16,13 +16,14 @@ from pathlib import Path
 from .defaults import BACKEND, BACKEND_SUFFIXES, BACKENDS
 from .defaults import MODEL as DEFAULT_MODEL
 from .errors import BlazefaceError
+from .export import ncnn as ncnn_export
+from .export import onnx as onnx_export
 from .metadata import EXPORT_REVISION, check_metadata, file_sha256
 from .models import create_model, get_config, model_name_for, resolve_weights
 from .models.registry import SHIPPED
 from .optional import require
 from .runtime import NcnnRunner, OnnxRunner, TorchRunner
-
-DEFAULT_MODEL = "blaze"
+from .version import __version__
 
 __all__ = ["BACKENDS", "DEFAULT_MODEL", "backend_for", "cache_dir", "exported_model", "make_runner"]
 
@@ -54,10 +55,6 @@ def backend_for(weights, backend: str | None = None) -> str:
 def exported_model(backend: str, model_name: str, weights=None, *, fp16: bool = False) -> Path:
     """The exported file to run for ``backend``: ``weights`` itself when it is one (.onnx / .param),
     else the checkpoint (``None``: the shipped one) exported on first use and cached."""
-    from . import __version__
-    from .export.ncnn import export_ncnn
-    from .export.onnx import OPSET, export_onnx
-
     get_config(model_name)  # unknown names fail before any work
     suffix = {"onnx": ".onnx", "ncnn": ".param"}[backend]
     if _is_file_name(weights) and Path(weights).suffix in BACKEND_SUFFIXES:
@@ -69,7 +66,7 @@ def exported_model(backend: str, model_name: str, weights=None, *, fp16: bool = 
     checkpoint = resolve_weights(model_name, weights)
     digest = file_sha256(checkpoint)
     if backend == "onnx":
-        name = f"{model_name}-{digest[:16]}-v{__version__}r{EXPORT_REVISION}-opset{OPSET}.onnx"
+        name = f"{model_name}-{digest[:16]}-v{__version__}r{EXPORT_REVISION}-opset{onnx_export.OPSET}.onnx"
     else:
         name = f"{model_name}-{digest[:16]}-v{__version__}r{EXPORT_REVISION}-{'fp16' if fp16 else 'fp32'}.param"
     target = cache_dir() / "exports" / name
@@ -79,10 +76,10 @@ def exported_model(backend: str, model_name: str, weights=None, *, fp16: bool = 
     target.parent.mkdir(parents=True, exist_ok=True)
     if backend == "onnx":
         partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        export_onnx(model, partial, weights_sha256=digest)
+        onnx_export.export_onnx(model, partial, weights_sha256=digest)
         os.replace(partial, target)  # atomic: a concurrent reader sees the whole file or none
     else:
-        export_ncnn(model, target, fp16=fp16, weights_sha256=digest)  # writes .bin first, .param last
+        ncnn_export.export_ncnn(model, target, fp16=fp16, weights_sha256=digest)  # writes .bin first, .param last
     return target
 
 

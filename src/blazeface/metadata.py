@@ -25,6 +25,7 @@ from typing import Mapping
 
 from .config import ModelConfig, PriorConfig
 from .errors import BlazefaceError
+from .version import __version__
 
 INPUT_DOC = ("input: float32 NCHW, BGR channel order, pixel values minus mean_bgr (no scaling); height and "
              "width multiples of size_multiple (pad bottom/right with zeros)")
@@ -60,8 +61,6 @@ def state_dict_sha256(model) -> str:
 
 
 def model_metadata(config: ModelConfig, weights_sha256: str | None = None) -> dict[str, str]:
-    from . import __version__
-
     meta = {
         "model": config.name,
         "min_sizes": json.dumps([list(m) for m in config.priors.min_sizes]),

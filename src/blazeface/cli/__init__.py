@@ -17,13 +17,12 @@ from typing import Callable, Iterator
 
 from .. import defaults
 from ..errors import BlazefaceError
+from ..version import __version__
 
 COMMANDS = ("detect", "evaluate", "train", "export", "profile", "bench", "web", "blur", "align")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = argparse.ArgumentParser(prog="blazeface", description="Tiny, fast face detectors with five landmarks.")
     parser.add_argument("--version", action="version", version=f"blazeface {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
