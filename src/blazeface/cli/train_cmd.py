@@ -13,13 +13,15 @@ def add_parser(sub) -> None:
                                    "at every epoch end and on Ctrl-C/SIGTERM); OUT/weights.pth holds the EMA "
                                    "weights to ship. Several processes: torchrun --nproc_per_node=N -m blazeface "
                                    "train ...")
-    p.add_argument("--model", default="blaze", help="blaze | slim | rfb | mnet")
-    p.add_argument("--data", action="append", required=True, metavar="DIR[:WEIGHT]",
+    p.add_argument("--model", default=None, help="blaze | slim | rfb | mnet (default: blaze, or the --resume run's)")
+    p.add_argument("--data", action="append", default=None, metavar="DIR[:WEIGHT]",
                    help="a folder with images/ and label.txt (RetinaFace) or labels.txt (MTFL); repeatable; "
-                        "WEIGHT = relative share of each epoch (default: its size)")
+                        "WEIGHT = relative share of each epoch (default: its size); required unless --resume")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--out", type=Path, default=Path("runs/train"))
-    p.add_argument("--resume", type=Path, default=None, metavar="CKPT", help="continue from this checkpoint")
+    p.add_argument("--resume", type=Path, default=None, metavar="CKPT",
+                   help="continue from this checkpoint (OUT/last.pth); model, data and options come from it, "
+                        "flags given here override them")
     p.add_argument("--init-weights", type=Path, default=None, help="start from these weights (fine-tuning)")
     p.add_argument("--batch-size", type=int, default=None, help="global batch (split over processes)")
     p.add_argument("--lr", type=float, default=None)
@@ -46,19 +48,39 @@ def add_parser(sub) -> None:
     p.add_argument("--val-long-side", type=int, default=320)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this step (with a checkpoint)")
     p.add_argument("--log-every", type=int, default=10)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, flag_defaults={a.dest: a.default for a in p._actions})
+
+
+def train_options(args: argparse.Namespace):
+    """``TrainOptions`` from the flags; with ``--resume``, the checkpoint's options overridden by the flags
+    given (those differing from their defaults)."""
+    from ..errors import BlazefaceError
+    from ..training.checkpointing import saved_options
+    from ..training.trainer import TrainOptions
+
+    fields = TrainOptions.__dataclass_fields__
+    given = {k: v for k, v in vars(args).items() if k in fields}
+    if args.resume is not None:
+        defaults = getattr(args, "flag_defaults", {})
+        saved = {k: (Path(v) if isinstance(v, str) and "Path" in str(fields[k].type) else v)
+                 for k, v in saved_options(args.resume).items() if k in fields}
+        given = {**saved, **{k: v for k, v in given.items() if k not in defaults or v != defaults[k]}}
+    if not given.get("data"):
+        raise BlazefaceError("--data is required (or --resume OUT/last.pth to continue a run)")
+    given["model"] = given.get("model") or "blaze"
+    return TrainOptions(**given)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.trainer import Trainer, TrainOptions
+    from ..training.trainer import Trainer
     from ..training.dev_eval import make_dev_evaluator
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    fields = TrainOptions.__dataclass_fields__
-    options = TrainOptions(**{k: v for k, v in vars(args).items() if k in fields})
+    options = train_options(args)
     evaluate_fn = None
-    if args.val_images and args.val_gt and args.eval_every:
-        evaluate_fn = make_dev_evaluator(args.model, args.val_images, args.val_gt, args.val_list, args.val_long_side)
+    if options.val_images and options.val_gt and options.eval_every:
+        evaluate_fn = make_dev_evaluator(options.model, options.val_images, options.val_gt, options.val_list,
+                                         options.val_long_side)
     trainer = Trainer(options, evaluate_fn)
     trainer.run()
     return 0
