@@ -1,4 +1,4 @@
-"""Landmark NME and detection rate (DESIGN.md section 5) and ``blazeface evaluate landmarks``."""
+"""Landmark NME and detection rate (see blazeface.evaluation.landmarks) and ``blazeface evaluate landmarks``."""
 from __future__ import annotations
 
 import json

@@ -1,6 +1,6 @@
 """WIDER FACE validation: the official easy / medium / hard AP protocol in plain numpy.
 
-The protocol (DESIGN.md section 4) matches wondervictor/WiderFace-Evaluation to the last bit, without its
+The protocol matches wondervictor/WiderFace-Evaluation to the last bit, without its
 compiled extension and about a hundred times faster:
 
 1. Scores are min-max normalised over every prediction of the evaluated images (the reference starts its
