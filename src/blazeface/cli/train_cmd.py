@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
                    help="a folder with images/ and label.txt (RetinaFace) or labels.txt (MTFL); repeatable; "
                         "WEIGHT = relative share of each epoch (default: its size); required unless --resume")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--out", type=Path, default=Path("runs/train"))
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/train)")
     p.add_argument("--resume", type=Path, default=None, metavar="CKPT",
                    help="continue from this checkpoint (OUT/last.pth); model, data and options come from it, "
                         "flags given here override them")
@@ -31,40 +31,39 @@ def add_parser(sub) -> None:
     p.add_argument("--cls-loss", choices=["ohem", "focal"], default=None)
     p.add_argument("--warmup-epochs", type=float, default=None)
     p.add_argument("--epoch-size", type=int, default=None, help="images per epoch (default: all sources' sizes)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument("--seed", type=int, default=None, help="(default: 0)")
+    p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: 1)")
     p.add_argument("--threads", type=int, default=None, help="torch compute threads per process")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 autocast (default: the model's; on for slim/rfb/mnet, off for blaze)")
-    p.add_argument("--freeze-bn", action="store_true",
+    p.add_argument("--freeze-bn", action="store_true", default=None,
                    help="keep BatchNorm statistics fixed (fine-tuning with small per-process batches on CPUs)")
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    p.add_argument("--eval-every", type=int, default=5, help="epochs between dev evaluations (0: never)")
+    p.add_argument("--checkpoint-minutes", type=float, default=None, help="(default: 5)")
+    p.add_argument("--eval-every", type=int, default=None, help="epochs between dev evaluations (0: never; default: 5)")
     p.add_argument("--val-images", type=Path, default=None, help="WIDER val images folder for dev evaluation")
     p.add_argument("--val-gt", type=Path, default=None, help="WIDER ground_truth folder (.mat files)")
     p.add_argument("--val-list", type=Path, default=None, help="wider_val.txt list of the dev images")
-    p.add_argument("--val-long-side", type=int, default=320)
+    p.add_argument("--val-long-side", type=int, default=None, help="(default: 320)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this step (with a checkpoint)")
-    p.add_argument("--log-every", type=int, default=10)
-    p.set_defaults(func=run, flag_defaults={a.dest: a.default for a in p._actions})
+    p.add_argument("--log-every", type=int, default=None, help="(default: 10)")
+    p.set_defaults(func=run)
 
 
 def train_options(args: argparse.Namespace):
-    """``TrainOptions`` from the flags; with ``--resume``, the checkpoint's options overridden by the flags
-    given (those differing from their defaults)."""
+    """``TrainOptions`` from the flags given (the rest keep TrainOptions' defaults, defined there once); with
+    ``--resume``, the checkpoint's options overridden by the flags given."""
     from ..errors import BlazefaceError
     from ..training.checkpointing import saved_options
     from ..training.trainer import TrainOptions
 
     fields = TrainOptions.__dataclass_fields__
-    given = {k: v for k, v in vars(args).items() if k in fields}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     if args.resume is not None:
-        defaults = getattr(args, "flag_defaults", {})
         saved = {k: (Path(v) if isinstance(v, str) and "Path" in str(fields[k].type) else v)
                  for k, v in saved_options(args.resume).items() if k in fields}
-        given = {**saved, **{k: v for k, v in given.items() if k not in defaults or v != defaults[k]}}
+        given = {**saved, **given}
     if not given.get("data"):
         raise BlazefaceError("--data is required (or --resume OUT/last.pth to continue a run)")
     given["model"] = given.get("model") or "blaze"
