@@ -132,7 +132,7 @@ def parse_data_spec(spec: str | DataSpec) -> DataSpec:
         except ValueError:
             return DataSpec(Path(spec))
         if not np.isfinite(weight) or weight < 0:
-            raise BlazefaceError(f"--data {spec}: the weight must be a number >= 0")
+            raise BlazefaceError(f"data={spec!r}: the weight must be a number >= 0")
         return DataSpec(Path(head), weight)
     return DataSpec(Path(spec))
 

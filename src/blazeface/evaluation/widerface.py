@@ -266,7 +266,7 @@ def read_predictions(root: str | Path, keys: Sequence[str], allow_missing: bool 
         if not path.is_file():
             if not allow_missing:
                 raise BlazefaceError(f"{path}: no prediction file for listed image {key} "
-                                     f"(--allow-missing counts it as no detections)")
+                                     f"(allow_missing=True counts it as no detections)")
             missing.append(key)
             predictions[key] = np.zeros((0, 5), np.float64)
             continue

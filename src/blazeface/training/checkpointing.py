@@ -64,7 +64,7 @@ def saved_options(path: str | Path) -> dict:
     except (TypeError, ValueError):
         raise BlazefaceError(f"{path}: unreadable training options in the checkpoint") from None
     if not isinstance(options, dict) or "model" not in options or "data" not in options:
-        raise BlazefaceError(f"{path}: the checkpoint does not record its model and data; pass --model and --data")
+        raise BlazefaceError(f"{path}: the checkpoint does not record its model and data: pass model=... and data=...")
     return {k: v for k, v in options.items() if k not in NOT_RESUMED}
 
 
