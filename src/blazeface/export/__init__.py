@@ -8,7 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BlazefaceError
-from ..metadata import OUTPUT_NAMES, model_metadata
+from ..metadata import OUTPUT_NAMES, file_sha256, model_metadata, sidecar_path
+from ..models import create_model, model_name_for, resolve_weights
+from .ncnn import export_ncnn
+from .onnx import export_onnx
 
 FORMATS = ("onnx", "ncnn")
 
@@ -18,9 +21,6 @@ __all__ = ["FORMATS", "OUTPUT_NAMES", "export_model", "model_metadata"]
 def export_model(model_name: str | None, weights, out: str | Path, fmt: str = "onnx", *, fp16: bool = False) -> list[Path]:
     """Build ``model_name`` with ``weights`` (None: the shipped ones) and export it; returns the files written.
     ``model_name`` None: the model the weights file names (default blaze)."""
-    from ..metadata import file_sha256
-    from ..models import create_model, model_name_for, resolve_weights
-
     if fmt not in FORMATS:
         raise BlazefaceError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if fp16 and fmt != "ncnn":
@@ -33,11 +33,6 @@ def export_model(model_name: str | None, weights, out: str | Path, fmt: str = "o
     model = create_model(model_name, weights=path)
     digest = file_sha256(path)
     if fmt == "onnx":
-        from .onnx import export_onnx
-
         return [export_onnx(model, out, weights_sha256=digest)]
-    from ..metadata import sidecar_path
-    from .ncnn import export_ncnn
-
     param, bin_path = export_ncnn(model, out, fp16=fp16, weights_sha256=digest)
     return [param, bin_path, sidecar_path(param)]
