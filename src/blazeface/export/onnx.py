@@ -18,6 +18,7 @@ import torch
 
 from ..denormals import flush_module, flush_onnx
 from ..errors import BlazefaceError
+from ..geometry import round_up
 from ..metadata import INPUT_NAME, OUTPUT_NAMES, model_metadata, state_dict_sha256
 from ..optional import require
 
@@ -30,7 +31,7 @@ TRACE_SIZE = (320, 240)
 def trace_input(model: torch.nn.Module, size: tuple[int, int] = TRACE_SIZE, batch: int = 1) -> torch.Tensor:
     """A (batch, 3, H, W) input of about ``size`` (width, height), padded to the model's size multiple."""
     multiple = getattr(getattr(model, "config", None), "size_multiple", 1) or 1
-    w, h = (-(-v // multiple) * multiple for v in size)
+    w, h = (round_up(v, multiple) for v in size)
     return torch.zeros(batch, 3, h, w)
 
 
