@@ -20,8 +20,12 @@ def round_up(value: int, multiple: int) -> int:
     return -(-int(value) // int(multiple)) * int(multiple)
 
 
-def _columns(boxes):
-    """Four contiguous (N,) columns x1, y1, x2, y2 (contiguous rows keep (A, B) broadcasts cheap)."""
+def box_columns(boxes):
+    """Four contiguous (N,) columns x1, y1, x2, y2 (contiguous rows keep (A, B) broadcasts cheap). Every
+    function here also takes such a tuple in place of an (N, 4) array: callers that compare many box sets
+    against one fixed set (prior matching) split it once."""
+    if isinstance(boxes, tuple):
+        return boxes
     if isinstance(boxes, torch.Tensor):
         return tuple(c.contiguous() for c in boxes.reshape(-1, 4).unbind(1))
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
@@ -30,15 +34,15 @@ def _columns(boxes):
 
 def box_area(boxes, *, pixel: bool = False):
     """(N,) areas of (N, 4) boxes; ``pixel=True``: the +1 convention."""
-    x1, y1, x2, y2 = _columns(boxes)
+    x1, y1, x2, y2 = box_columns(boxes)
     one = 1 if pixel else 0
     return (x2 - x1 + one) * (y2 - y1 + one)
 
 
 def intersection(a, b):
     """(A, B) intersection areas of (A, 4) and (B, 4) boxes, continuous coordinates."""
-    ax1, ay1, ax2, ay2 = (c[:, None] for c in _columns(a))
-    bx1, by1, bx2, by2 = _columns(b)
+    ax1, ay1, ax2, ay2 = (c[:, None] for c in box_columns(a))
+    bx1, by1, bx2, by2 = box_columns(b)
     if isinstance(ax1, torch.Tensor):
         iw = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp_(min=0)
         ih = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp_(min=0)
@@ -55,7 +59,7 @@ def iou_from_intersection(inter, area_a, area_b):
         area_a = area_a[:, None]
     union = area_a + area_b - inter
     if isinstance(inter, torch.Tensor):
-        return torch.where(union > 0, inter / union.clamp(min=torch.finfo(inter.dtype).tiny), 0.0)
+        return torch.nan_to_num_(inter / union, nan=0.0)  # 0 / 0 (two empty boxes) -> 0
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(union > 0, inter / union, 0.0)
 
@@ -69,8 +73,8 @@ def box_iou(a, b):
 def box_iou_pixel(a, b) -> np.ndarray:
     """(A, B) IoU with the +1 pixel convention, in float64, with the WIDER FACE evaluation code's
     operations (its ``bbox_overlaps``): the AP it produces is the reference's to the last digit."""
-    ax1, ay1, ax2, ay2 = (c[:, None] for c in _columns(a))
-    bx1, by1, bx2, by2 = _columns(b)
+    ax1, ay1, ax2, ay2 = (c[:, None] for c in box_columns(a))
+    bx1, by1, bx2, by2 = box_columns(b)
     area_b = (bx2 - bx1 + 1) * (by2 - by1 + 1)
     area_a = (ax2 - ax1 + 1) * (ay2 - ay1 + 1)
     iw = np.minimum(ax2, bx2) - np.maximum(ax1, bx1) + 1

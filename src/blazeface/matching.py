@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from .box_coding import encode_boxes, encode_landmarks
-from .geometry import box_area, box_iou, intersection, iou_from_intersection
+from .geometry import box_area, box_columns, box_iou, intersection, iou_from_intersection
 
 
 def priors_to_corners(priors: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ class PriorMatcher:
                  ignore_iou: float | None = None, ignore_unmatched: bool = True, background_margin: float = 0.5,
                  variances: tuple[float, float] = (0.1, 0.2)):
         self.priors = torch.as_tensor(priors, dtype=torch.float32).contiguous()
-        self.corners = priors_to_corners(self.priors)
+        self.corners = box_columns(priors_to_corners(self.priors))  # split once, used for every image
         self.cx, self.cy = (c.contiguous() for c in self.priors[:, :2].unbind(1))
         self.prior_area = box_area(self.corners)
         self.pos_iou, self.forced_min_iou, self.ignore_iou = pos_iou, forced_min_iou, ignore_iou
