@@ -41,9 +41,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DRIVERS = HERE / "peers"
 REPO = HERE.parent
-REFERENCE_WEIGHTS = REPO.parent / "shared" / "data" / "reference_weights"
-REFERENCE = {"blaze": "Blaze_Final_640.pth", "slim": "slim_Final.pth", "rfb": "RBF_Final.pth",
-             "mnet": "mobilenet0.25_Final.pth"}
 MODELS = ("blaze", "slim", "rfb", "mnet")
 BACKENDS = ("torch", "onnx", "ncnn")
 
@@ -157,13 +154,9 @@ def resolve_weights(models, overrides: dict[str, str], log) -> dict[str, str | N
     for m in models:
         if m in overrides:
             out[m] = overrides[m]
-        elif shipped_weights(m) is not None:
-            out[m] = None
-        elif (REFERENCE_WEIGHTS / REFERENCE[m]).is_file():
-            out[m] = str(REFERENCE_WEIGHTS / REFERENCE[m])
-            log(f"{m}: no shipped weights yet, using the original checkpoint {REFERENCE[m]}")
         else:
-            log(f"{m}: skipped (no shipped weights, no --weights {m}=PATH)")
+            shipped_weights(m)  # a one-line error if the package lacks them
+            out[m] = None
     return out
 
 

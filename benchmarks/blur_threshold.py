@@ -18,7 +18,10 @@ background. So the default threshold is chosen for recall, with a ceiling on fal
     python benchmarks/blur_threshold.py --weights ../shared/data/reference_weights/Blaze_Final_640.pth
     python benchmarks/blur_threshold.py ... --cache /tmp/blur_preds.npz    # reuse the detections next time
 
-The value is written to ``DEFAULT_BLUR_CONF`` in ``src/blazeface/privacy.py`` by hand (and the README).
+The chosen value belongs to the weights it was derived from: the script prints their SHA-256 with it,
+and ``--write`` puts both into ``src/blazeface/privacy.py`` (``DEFAULT_BLUR_CONF`` and
+``DEFAULT_BLUR_CONF_WEIGHTS_SHA256``); tests/test_blur.py fails when the shipped blaze weights no longer
+have that hash, i.e. when they changed without a re-derivation. (The README's table is updated by hand.)
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -36,6 +40,7 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
+PRIVACY = REPO / "src" / "blazeface" / "privacy.py"
 FOUND_IOU = 0.5
 FALSE_ALARM_IOU = 0.3
 
@@ -55,14 +60,22 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="how many false alarms one missed face is worth (default 20)")
     p.add_argument("--cache", type=Path, default=None, help="npz of detections: read if present, else written")
     p.add_argument("--json", action="store_true", help="print the table and the choice as one JSON object")
+    p.add_argument("--write", action="store_true",
+                   help="write the chosen value and the weights' SHA-256 into src/blazeface/privacy.py "
+                        "(only for the shipped blaze weights: the default belongs to them)")
     return p.parse_args(argv)
 
 
-def detections(args, keys: list[str]) -> dict[str, np.ndarray]:
-    """``x y w h score`` rows per image at confidence 0.01 (from the cache when it exists)."""
+CACHE_DIGEST = "__weights_sha256__"
+
+
+def detections(args, keys: list[str], digest: str) -> dict[str, np.ndarray]:
+    """``x y w h score`` rows per image at confidence 0.01 (from the cache when it exists and was made
+    with the same weights)."""
     if args.cache and args.cache.is_file():
         with np.load(args.cache) as data:
-            if set(keys) <= set(data.files):
+            same = CACHE_DIGEST in data.files and str(data[CACHE_DIGEST]) == digest
+            if same and set(keys) <= set(data.files):
                 return {k: data[k] for k in keys}
     import torch
 
@@ -73,7 +86,7 @@ def detections(args, keys: list[str]) -> dict[str, np.ndarray]:
     detector = FaceDetector(args.model, weights=args.weights, long_side=args.long_side, conf=0.01, nms=args.nms)
     rows = predict_folder(detector, args.images, keys, batch_size=1, progress=True)
     if args.cache:
-        np.savez_compressed(args.cache, **rows)
+        np.savez_compressed(args.cache, **rows, **{CACHE_DIGEST: np.array(digest)})
     return rows
 
 
@@ -114,18 +127,40 @@ def choose(table: list[dict], faces_per_image: float, miss_cost: float) -> float
     return min(table, key=cost)["threshold"]
 
 
+def write_default(chosen: float, digest: str, path: Path = PRIVACY) -> None:
+    """Replace the two constants in privacy.py (the value and the hash of the weights it belongs to)."""
+    text = path.read_text()
+    text, n = re.subn(r"^DEFAULT_BLUR_CONF = .*$", f"DEFAULT_BLUR_CONF = {chosen}", text, flags=re.M)
+    text, m = re.subn(r'^DEFAULT_BLUR_CONF_WEIGHTS_SHA256 = .*$', f'DEFAULT_BLUR_CONF_WEIGHTS_SHA256 = "{digest}"',
+                      text, flags=re.M)
+    if n != 1 or m != 1:
+        raise SystemExit(f"{path}: expected one DEFAULT_BLUR_CONF and one DEFAULT_BLUR_CONF_WEIGHTS_SHA256 line")
+    path.write_text(text)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from blazeface.evaluation.widerface import load_ground_truth, read_image_list
+    from blazeface.metadata import file_sha256
+    from blazeface.models import resolve_weights
+
+    weights = resolve_weights(args.model, args.weights)
+    digest = file_sha256(weights)
+    shipped = args.model == "blaze" and weights == resolve_weights("blaze", None)
+    if args.write and not shipped:
+        raise SystemExit("--write is for the shipped blaze weights (the default belongs to them)")
 
     gt = load_ground_truth(args.gt)
     keys = read_image_list(args.list, gt)
     thresholds = sorted(float(t) for t in args.thresholds.split(","))
-    rows = detections(args, keys)
+    rows = detections(args, keys, digest)
     table, images, faces = sweep(rows, gt, keys, thresholds)
     chosen = choose(table, faces["medium"] / max(images, 1), args.miss_cost)
+    if args.write:
+        write_default(chosen, digest)
     if args.json:
-        print(json.dumps({"table": table, "images": images, "faces": faces, "chosen": chosen}))
+        print(json.dumps({"table": table, "images": images, "faces": faces, "chosen": chosen,
+                          "weights": str(weights), "weights_sha256": digest}))
         return 0
     print(f"{images} images with faces; faces kept: " + ", ".join(f"{s} {n}" for s, n in faces.items()))
     print(f"{'threshold':>9} {'easy':>7} {'medium':>7} {'hard':>7} {'false alarms/img':>17}")
@@ -134,6 +169,7 @@ def main(argv=None) -> int:
         print(f"{r['threshold']:>9.2f} {r['recall_easy']:>7.3f} {r['recall_medium']:>7.3f} {r['recall_hard']:>7.3f} "
               f"{r['false_alarms_per_image']:>17.2f}{mark}")
     print(f"chosen: {chosen} (fewest missed medium faces + false alarms / {args.miss_cost:g}, per image)")
+    print(f"weights: {weights} sha256 {digest}" + (f"; written to {PRIVACY}" if args.write else ""))
     return 0
 
 

@@ -9,7 +9,7 @@ from blazeface import BlazefaceError, Face, anonymize
 from blazeface.cli import main
 from blazeface.media import has_audio, image_write_params, jpeg_info, write_image_like
 from blazeface.privacy import (DEFAULT_BLUR_CONF, BlurSettings, MaskHold, anonymize_video, face_mask, mask_boxes)
-from conftest import DATA, SAMPLE, requires_shared
+from conftest import DATA, REPO, SAMPLE, requires_shared
 
 BLAZE_640 = DATA / "reference_weights" / "Blaze_Final_640.pth"
 # Boxes on a 160x120 noise image: one plain, two overlapping, one running off the bottom-right corner,
@@ -307,3 +307,18 @@ def test_cli_blur_video_and_errors(tmp_path, capsys):
     assert (copy.parent / "a_anonymized.png").is_file()
     assert main(["blur", "--weights", str(BLAZE_640), str(copy.parent)]) == 0  # earlier output is not an input
     assert sorted(p.name for p in copy.parent.iterdir()) == ["a.png", "a_anonymized.png"]
+
+
+def test_default_blur_conf_belongs_to_the_shipped_weights():
+    """DEFAULT_BLUR_CONF was chosen for the shipped blaze weights by benchmarks/blur_threshold.py, which
+    records their SHA-256 beside it. New weights need a new threshold."""
+    from blazeface.metadata import file_sha256
+    from blazeface.models import shipped_weights
+    from blazeface.privacy import DEFAULT_BLUR_CONF_WEIGHTS_SHA256
+
+    assert file_sha256(shipped_weights("blaze")) == DEFAULT_BLUR_CONF_WEIGHTS_SHA256, (
+        "the shipped blaze weights changed since DEFAULT_BLUR_CONF was derived: run "
+        "python benchmarks/blur_threshold.py --write (and update the README's table)")
+    readme = (REPO / "README.md").read_text()
+    assert f"**Default threshold {DEFAULT_BLUR_CONF}, recall first.**" in readme
+    assert f"| **{DEFAULT_BLUR_CONF} (blur)** |" in readme

@@ -13,7 +13,7 @@ from blazeface.data.transforms import make_target
 from blazeface.models import create_model, shipped_weights
 from blazeface.training.checkpointing import load_checkpoint
 from blazeface.training.loss import DenseDistillationLoss
-from blazeface.training.matching import PriorMatcher
+from blazeface.matching import PriorMatcher
 from blazeface.training.teachers import (TeacherFaces, TeacherTargets, fuse_detections, load_teacher,
                                          merge_teacher_faces, parse_teacher_spec)
 from blazeface.training.trainer import Trainer
@@ -192,7 +192,7 @@ def test_yunet_and_centerface_teachers_find_the_faces_of_a_crowd_photo():
     confident = [f for f in (yunet, centerface)]
     assert all((f.scores >= 0.5).sum() >= 10 for f in confident)
     # The two agree on most confident faces, landmarks included (same order: image-left eye first).
-    from blazeface.box_coding import box_iou
+    from blazeface.geometry import box_iou
 
     a = yunet.scores >= 0.5
     b = centerface.scores >= 0.5

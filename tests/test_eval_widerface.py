@@ -1,9 +1,8 @@
-"""The WIDER FACE protocol (DESIGN.md section 4) pinned on hand-made cases, against a literal loop
+"""The WIDER FACE protocol (see blazeface.evaluation.widerface) pinned on hand-made cases, against a literal loop
 implementation on random ones, on the real ground truth, and through ``blazeface evaluate widerface``."""
 from __future__ import annotations
 
 import json
-import time
 
 import cv2
 import numpy as np
@@ -44,7 +43,8 @@ def aps(result):
 
 
 # --------------------------------------------------------------------------------------------------
-# A literal, loop-by-loop implementation of DESIGN.md section 4: the oracle for the vectorised one.
+# A literal, loop-by-loop implementation of the protocol (the module docstring of
+# blazeface.evaluation.widerface): the oracle for the vectorised one.
 
 
 def oracle(predictions, gt):
@@ -240,16 +240,13 @@ def test_matches_the_literal_protocol_exactly(seed):
     assert aps(evaluate_predictions(preds, gt)) == pytest.approx(oracle(preds, gt), abs=1e-12, rel=0)
 
 
-def test_3226_images_evaluate_in_seconds():
+def test_3226_images_with_700k_predictions():
+    """A full val-set-sized run (its speed is measured by benchmarks/bench_evaluation.py)."""
     gt, preds = synthesize(3226, np.random.default_rng(11), max_faces=25, max_random=500)
     n = sum(len(p) for p in preds.values())
     assert n > 700_000
-    start = time.perf_counter()
     result = evaluate_predictions(preds, gt)
-    elapsed = time.perf_counter() - start
-    print(f"protocol on 3,226 synthetic images, {n:,} predictions: {elapsed:.2f} s")
-    assert result.images == 3226 and 0 < result.hard < 1
-    assert elapsed < 20  # about 1 s on a quiet 2-core machine; the reference takes minutes
+    assert result.images == 3226 and result.predictions == n and 0 < result.hard < 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -529,9 +526,7 @@ def test_real_ground_truth(real_gt):
     perfect = {k: np.c_[real_gt.boxes[real_gt.index[k]], rng.uniform(0.1, 1, len(real_gt.boxes[real_gt.index[k]]))]
                for k in real_gt.keys}
     assert aps(evaluate_predictions({k: perfect[k] for k in keys}, real_gt)) == [1.0, 1.0, 1.0]
-    start = time.perf_counter()
     full = evaluate_predictions(perfect, real_gt)
-    assert time.perf_counter() - start < 10
     # Two hard faces cannot be recalled even by themselves: 21_Festival_Festival_21_604 lists one face twice
     # (the second copy's prediction matches the first, already recalled: a false positive), and
     # 39_Ice_Skating_iceskiing_39_583 has a box of width -2 (no overlap with anything). The protocol.

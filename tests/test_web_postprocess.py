@@ -188,7 +188,7 @@ def test_onnx_metadata_reader(tmp_path):
     onnx = pytest.importorskip("onnx", reason="needs the 'onnx' extra")
     from onnx import TensorProto, helper
 
-    from blazeface.export.metadata import model_metadata, priors_from_metadata
+    from blazeface.metadata import model_metadata, priors_from_metadata
 
     cases, expected = [], []
     for name in list_models():

@@ -1,11 +1,13 @@
 """blazeface: tiny, fast face detectors with five facial landmarks."""
 from .config import ModelConfig, PriorConfig, TrainConfig
 from .errors import BlazefaceError
-from .inference import Face, FaceDetector
+from .draw import draw_faces
+from .inference import FaceDetector
+from .results import Detections, Face
 from .models import create_model, get_config, list_models
 from .privacy import anonymize
 from .alignment import align_face
+from .version import __version__
 
-__version__ = "0.1.0"
-__all__ = ["BlazefaceError", "Face", "FaceDetector", "ModelConfig", "PriorConfig", "TrainConfig", "create_model", "get_config",
-           "list_models", "anonymize", "align_face"]
+__all__ = ["BlazefaceError", "Detections", "Face", "FaceDetector", "ModelConfig", "PriorConfig", "TrainConfig",
+           "__version__", "align_face", "anonymize", "create_model", "draw_faces", "get_config", "list_models"]

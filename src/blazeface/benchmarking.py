@@ -1,10 +1,10 @@
 """Latency measurement of the detection pipeline, stage by stage (what ``blazeface bench`` reports).
 
 One :class:`BenchSession` times one configuration (model, backend, image size, threads) on one image
-through exactly the steps :class:`~blazeface.inference.FaceDetector` takes:
+with the stage times :class:`~blazeface.inference.FaceDetector` measures itself (``detector.timings``):
 
-* preprocess: letterbox size, batch buffer, resize (none when the image already has the input size),
-  mean subtraction, HWC -> CHW;
+* preprocess: input check, letterbox size, batch buffer, resize (none when the image already has the
+  input size), mean subtraction, HWC -> CHW;
 * inference: the backend runner;
 * postprocess: the shared :func:`~blazeface.postprocess.postprocess` (threshold, top-k, decode, NMS,
   keep-top-k) and the mapping back to image pixels;
@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import random
 import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .inference import FaceDetector, preprocess
+from . import defaults
+from .inference import STAGES, FaceDetector
 
-STAGES = ("preprocess", "inference", "postprocess", "total")
 SAMPLE = Path(__file__).resolve().parent / "assets" / "sample.jpg"
 
 
@@ -78,32 +77,20 @@ class BenchResult:
 class BenchSession:
     """A detector configuration ready to be timed; ``once()`` runs the pipeline and returns stage times."""
 
-    def __init__(self, model: str, weights=None, backend: str = "torch", size: tuple[int, int] = (640, 480),
-                 threads: int | None = 1, image=None, conf: float = 0.5, nms: float = 0.4, top_k: int = 5000,
-                 keep_top_k: int = 750):
+    def __init__(self, model: str | None, weights=None, backend: str | None = None,
+                 size: tuple[int, int] = (640, 480), threads: int | None = 1, image=None, conf: float = defaults.CONF,
+                 nms: float = defaults.NMS, top_k: int = defaults.TOP_K, keep_top_k: int = defaults.KEEP_TOP_K):
         set_threads(threads)
         self.image = bench_image(size, image)
         # long side = the image's: the network input is the image itself (padded for blaze if needed).
         self.detector = FaceDetector(model, weights, backend=backend, long_side=max(size), conf=conf, nms=nms,
                                      top_k=top_k, keep_top_k=keep_top_k, threads=threads)
-        self.result = BenchResult(model, backend, tuple(size), threads)
+        self.result = BenchResult(self.detector.model_name, self.detector.runner.name, tuple(size), threads)
 
     def once(self) -> dict[str, float]:
-        det, image = self.detector, self.image
-        clock = time.perf_counter_ns
-        t0 = clock()
-        box = det.letterbox(image.shape[1], image.shape[0])
-        w, h = box.input_size
-        batch = np.zeros((1, 3, h, w), np.float32)
-        preprocess(image, box, det.config.mean_bgr, out=batch[0])
-        t1 = clock()
-        outputs = det.runner(batch)
-        t2 = clock()
-        faces = det.detect_raw(outputs, [box], (w, h))[0]
-        t3 = clock()
+        faces = self.detector.detect(self.image)
         self.result.faces = len(faces)
-        return {"preprocess": (t1 - t0) / 1e6, "inference": (t2 - t1) / 1e6, "postprocess": (t3 - t2) / 1e6,
-                "total": (t3 - t0) / 1e6}
+        return dict(self.detector.timings)
 
     def warmup(self, n: int) -> None:
         for _ in range(n):
@@ -137,8 +124,9 @@ def bench_many(sessions: list[BenchSession], repeats: int = 50, warmup: int = 5,
     return [s.result for s in sessions]
 
 
-def bench(model: str, weights=None, backend: str = "torch", size: tuple[int, int] = (640, 480),
-          threads: int | None = 1, repeats: int = 50, warmup: int = 5, image=None, conf: float = 0.5) -> BenchResult:
+def bench(model: str | None, weights=None, backend: str | None = None, size: tuple[int, int] = (640, 480),
+          threads: int | None = 1, repeats: int = 50, warmup: int = 5, image=None,
+          conf: float = defaults.CONF) -> BenchResult:
     """Median latency of one configuration (see the module docstring for what each stage holds)."""
     session = BenchSession(model, weights, backend, size, threads, image, conf=conf)
     return bench_many([session], repeats=repeats, warmup=warmup)[0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .defaults import LONG_SIDE
+
 MEAN_BGR = (104.0, 117.0, 123.0)
 
 
@@ -67,10 +69,10 @@ class ModelConfig:
     mean_bgr: tuple[float, float, float] = MEAN_BGR
     # Input height and width are padded (bottom/right) up to this multiple before the forward pass.
     size_multiple: int = 1
-    long_side: int = 640
+    long_side: int = LONG_SIDE
     # CPU inference in channels-last memory format: ~1.5x faster for the depthwise-heavy models, slower for
     # mnet's dense 3x3 FPN/SSH convolutions (measured with benchmarks/bench_peers.py, torch backend).
     channels_last: bool = True
-    # File name of the weights shipped in ``blazeface/weights`` (None until this project trains them).
+    # File name of the weights shipped in ``blazeface/weights`` (None: ``<name>.pth``).
     weights_file: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)

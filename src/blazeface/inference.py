@@ -5,33 +5,27 @@ network needs) -> backend forward -> the shared :func:`postprocess` -> map back 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
 
+from . import defaults
+from .backends import make_runner
 from .config import ModelConfig
 from .errors import BlazefaceError
-from .io import as_bgr
+from .geometry import round_up
+from .io import COLOR_ORDERS, as_bgr
 from .models import get_config
-from .postprocess import Detections, PostprocessConfig, postprocess
+from .postprocess import PostprocessConfig, postprocess
 from .priors import prior_boxes
-from .runtime.torch_runner import TorchRunner  # noqa: F401  (re-exported: its old home)
+from .results import Detections, Face
 
-
-@dataclass
-class Face:
-    """One detected face, in input-image pixels."""
-
-    box: np.ndarray  # (4,) x1 y1 x2 y2
-    score: float
-    landmarks: np.ndarray  # (5, 2): left eye, right eye, nose, left mouth corner, right mouth corner
-
-    def to_dict(self) -> dict:
-        return {"box": [round(float(v), 2) for v in self.box], "score": round(float(self.score), 5),
-                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]}
+__all__ = ["Detections", "Face", "FaceDetector", "Letterbox", "letterbox_size", "preprocess", "to_faces"]
 
 
 @dataclass(frozen=True)
@@ -54,8 +48,7 @@ def letterbox_size(width: int, height: int, long_side: int, multiple: int) -> Le
         rw, rh = max(1, round(width * ratio)), max(1, round(height * ratio))
     else:
         rw, rh = width, height
-    pad = lambda v: -(-v // multiple) * multiple  # noqa: E731  (ceil to multiple)
-    return Letterbox((width, height), (rw, rh), (pad(rw), pad(rh)))
+    return Letterbox((width, height), (rw, rh), (round_up(rw, multiple), round_up(rh, multiple)))
 
 
 def preprocess(image: np.ndarray, box: Letterbox, mean_bgr: Sequence[float], out: np.ndarray | None = None) -> np.ndarray:
@@ -74,7 +67,7 @@ def preprocess(image: np.ndarray, box: Letterbox, mean_bgr: Sequence[float], out
     return out
 
 
-def to_faces(dets: Detections, box: Letterbox) -> list[Face]:
+def to_faces(dets: Detections, box: Letterbox) -> Detections:
     """Network-input pixels -> image pixels, boxes clipped to the image; sorted by descending score."""
     sx, sy = box.scale
     scale = np.array([sx, sy, sx, sy], np.float32)
@@ -83,74 +76,194 @@ def to_faces(dets: Detections, box: Letterbox) -> list[Face]:
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w)
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h)
     points = dets.landmarks / np.array([sx, sy], np.float32)
-    return [Face(boxes[k], float(dets.scores[k]), points[k]) for k in range(len(dets))]
+    return Detections(boxes, dets.scores, points)
+
+
+def _number(name: str, value, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not low <= value <= high:
+        raise BlazefaceError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+        raise BlazefaceError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+STAGES = ("preprocess", "inference", "postprocess", "total")
 
 
 class FaceDetector:
     """Detect faces and five landmarks.
 
-    >>> detector = FaceDetector("blaze")                       # the shipped weights
+    >>> detector = FaceDetector()                              # blaze with the shipped weights
     >>> faces = detector.detect("photo.jpg")                   # path, BGR array or PIL image
-    >>> faces[0].box, faces[0].score, faces[0].landmarks
+    >>> faces[0].box, faces[0].score, faces[0].landmarks       # the best face
+    >>> faces.boxes, faces.scores, faces.landmarks             # (N, 4), (N,), (N, 5, 2) arrays
+    >>> detector.conf = 0.3                                    # thresholds are attributes
+
+    ``conf``, ``nms``, ``long_side``, ``top_k``, ``keep_top_k`` and ``color`` are attributes, validated when
+    set; ``detect(image, conf=...)`` overrides one for a single call.
     """
 
-    def __init__(self, model: str = "blaze", weights: str | Path | None = None, *, backend: str = "torch",
-                 long_side: int | None = None, conf: float = 0.5, nms: float = 0.4, top_k: int = 5000,
-                 keep_top_k: int = 750, device: str = "cpu", runner=None, threads: int | None = None):
-        """``backend``: "torch" (``weights`` a checkpoint), "onnx" (an exported ``.onnx``) or "ncnn" (a
-        ``.param``, its ``.bin`` beside it); for onnx and ncnn, None (the shipped weights) or a checkpoint
-        is exported on first use and cached. ``threads``: the backend's thread count (None: its default).
-        ``runner``: any callable batch -> (loc, conf, landm), used instead of building one."""
-        self.config: ModelConfig = get_config(model)
+    def __init__(self, model: str | None = None, weights: str | Path | None = None, *, backend: str | None = None,
+                 long_side: int | None = None, conf: float = defaults.CONF, nms: float = defaults.NMS,
+                 top_k: int = defaults.TOP_K, keep_top_k: int = defaults.KEEP_TOP_K, color: str = "bgr",
+                 device: str = "cpu", runner=None, threads: int | None = None):
+        """``model``: "blaze", "slim", "rfb" or "mnet"; None: the one ``weights`` names (default blaze).
+        ``weights``: None (the shipped weights), a checkpoint (.pth), an exported ``.onnx`` or an ncnn
+        ``.param`` (its ``.bin`` beside it). ``backend``: "torch", "onnx" or "ncnn"; None: the one the
+        weights file's suffix names (torch for a checkpoint); with onnx or ncnn a checkpoint is exported
+        on first use and cached. ``long_side``: resize the image's long side to this (0: keep its size;
+        None: the model's default). ``color``: channel order of numpy inputs, "bgr" (OpenCV) or "rgb".
+        ``threads``: the backend's thread count (None: its default). ``runner``: any callable batch ->
+        (loc, conf, landm), used instead of building one (``model`` then names its model)."""
         if runner is None:
-            from .runtime import make_runner
-
             runner = make_runner(backend, model, weights, threads=threads, device=device)
+            self.config: ModelConfig = runner.config
+        else:
+            self.config = get_config(model or "blaze")
         self.runner = runner
         self.long_side = self.config.long_side if long_side is None else long_side
-        self.postprocess_config = PostprocessConfig(conf=conf, nms=nms, top_k=top_k, keep_top_k=keep_top_k)
+        self.conf, self.nms, self.top_k, self.keep_top_k = conf, nms, top_k, keep_top_k
+        self.color = color
+        # Milliseconds per stage of the last detect / detect_batch call (what `blazeface bench` reports).
+        self.timings: dict[str, float] = {}
 
-    def letterbox(self, width: int, height: int) -> Letterbox:
-        return letterbox_size(width, height, self.long_side, self.config.size_multiple)
+    # -- validated settings --------------------------------------------------------------------------
+    @property
+    def conf(self) -> float:
+        return self._conf
 
-    def detect(self, image) -> list[Face]:
-        """Faces in one image (a path, a BGR numpy array or a PIL image), by descending score."""
-        return self.detect_batch([image])[0]
+    @conf.setter
+    def conf(self, value: float) -> None:
+        self._conf = _number("conf", value, 0.0, 1.0)
 
-    def detect_batch(self, images: Iterable, batch_size: int = 8) -> list[list[Face]]:
+    @property
+    def nms(self) -> float:
+        return self._nms
+
+    @nms.setter
+    def nms(self, value: float) -> None:
+        self._nms = _number("nms", value, 0.0, 1.0)
+
+    @property
+    def long_side(self) -> int:
+        return self._long_side
+
+    @long_side.setter
+    def long_side(self, value: int) -> None:
+        self._long_side = _count("long_side", value, 0)
+
+    @property
+    def top_k(self) -> int:
+        return self._top_k
+
+    @top_k.setter
+    def top_k(self, value: int) -> None:
+        self._top_k = _count("top_k", value, 1)
+
+    @property
+    def keep_top_k(self) -> int:
+        return self._keep_top_k
+
+    @keep_top_k.setter
+    def keep_top_k(self, value: int) -> None:
+        self._keep_top_k = _count("keep_top_k", value, 1)
+
+    @property
+    def color(self) -> str:
+        return self._color
+
+    @color.setter
+    def color(self, value: str) -> None:
+        if value not in COLOR_ORDERS:
+            raise BlazefaceError(f"color must be 'bgr' or 'rgb', got {value!r}")
+        self._color = value
+
+    @property
+    def postprocess_config(self) -> PostprocessConfig:
+        return PostprocessConfig(conf=self.conf, nms=self.nms, top_k=self.top_k, keep_top_k=self.keep_top_k)
+
+    @property
+    def model_name(self) -> str:
+        return self.config.name
+
+    def letterbox(self, width: int, height: int, long_side: int | None = None) -> Letterbox:
+        side = self.long_side if long_side is None else long_side
+        return letterbox_size(width, height, side, self.config.size_multiple)
+
+    # -- detection -----------------------------------------------------------------------------------
+    def detect(self, image, *, conf: float | None = None, nms: float | None = None,
+               long_side: int | None = None, color: str | None = None) -> Detections:
+        """Faces in one image (a path, a numpy array or a PIL image), by descending score.
+
+        The keyword arguments override the detector's settings for this call only."""
+        return self.detect_batch([image], conf=conf, nms=nms, long_side=long_side, color=color)[0]
+
+    def detect_batch(self, images: Iterable, batch_size: int = defaults.BATCH_SIZE, *, conf: float | None = None,
+                     nms: float | None = None, long_side: int | None = None,
+                     color: str | None = None) -> list[Detections]:
         """Faces for many images. Images of one batch are padded to a common input size (bottom/right)."""
-        results: list[list[Face]] = []
+        batch_size = _count("batch_size", batch_size, 1)
+        post = PostprocessConfig(conf=self.conf if conf is None else _number("conf", conf, 0.0, 1.0),
+                                 nms=self.nms if nms is None else _number("nms", nms, 0.0, 1.0),
+                                 top_k=self.top_k, keep_top_k=self.keep_top_k)
+        side = self.long_side if long_side is None else _count("long_side", long_side, 0)
+        color = self.color if color is None else color
+        clock = time.perf_counter_ns
+        totals = dict.fromkeys(STAGES, 0)
+        results: list[Detections] = []
         chunk: list[np.ndarray] = []
+
+        def flush():
+            results.extend(self._detect_arrays(chunk, post, side, totals))
+            chunk.clear()
+
+        start = clock()
         for image in images:
-            chunk.append(as_bgr(image))
+            t = clock()
+            chunk.append(as_bgr(image, color))
+            totals["preprocess"] += clock() - t
             if len(chunk) == batch_size:
-                results.extend(self._detect_arrays(chunk))
-                chunk = []
+                flush()
         if chunk:
-            results.extend(self._detect_arrays(chunk))
+            flush()
+        totals["total"] = clock() - start
+        self.timings = {stage: ns / 1e6 for stage, ns in totals.items()}
         return results
 
-    def _detect_arrays(self, images: list[np.ndarray]) -> list[list[Face]]:
-        boxes = [self.letterbox(im.shape[1], im.shape[0]) for im in images]
+    def _detect_arrays(self, images: list[np.ndarray], post: PostprocessConfig, long_side: int,
+                       totals: dict[str, int]) -> list[Detections]:
+        clock = time.perf_counter_ns
+        t0 = clock()
+        boxes = [self.letterbox(im.shape[1], im.shape[0], long_side) for im in images]
         width = max(b.input_size[0] for b in boxes)
         height = max(b.input_size[1] for b in boxes)
         batch = np.zeros((len(images), 3, height, width), np.float32)
         for k, (im, box) in enumerate(zip(images, boxes)):
             w, h = box.input_size
             preprocess(im, box, self.config.mean_bgr, out=batch[k, :, :h, :w])
-        return self.detect_raw(self.runner(batch), boxes, (width, height))
+        t1 = clock()
+        outputs = self.runner(batch)
+        t2 = clock()
+        out = self.detect_raw(outputs, boxes, (width, height), post)
+        totals["preprocess"] += t1 - t0
+        totals["inference"] += t2 - t1
+        totals["postprocess"] += clock() - t2
+        return out
 
-    def detect_raw(self, outputs, boxes: list[Letterbox], input_size: tuple[int, int]) -> list[list[Face]]:
-        """Raw backend outputs of a batch -> faces per image (the step every backend shares)."""
+    def detect_raw(self, outputs, boxes: list[Letterbox], input_size: tuple[int, int],
+                   post: PostprocessConfig | None = None) -> list[Detections]:
+        """Raw backend outputs of a batch -> detections per image (the step every backend shares)."""
         loc, conf, landm = outputs
         priors = prior_boxes(self.config.priors, input_size[1], input_size[0])
         if loc.shape[1] != len(priors):
             raise BlazefaceError(
                 f"backend produced {loc.shape[1]} priors for a {input_size[0]}x{input_size[1]} input, "
                 f"model {self.config.name!r} needs {len(priors)}: wrong model for these weights?")
-        out = []
-        for k, box in enumerate(boxes):
-            dets = postprocess(loc[k], conf[k], landm[k], priors, input_size, self.postprocess_config,
-                               self.config.priors.variances)
-            out.append(to_faces(dets, box))
-        return out
+        post = post or self.postprocess_config
+        return [to_faces(postprocess(loc[k], conf[k], landm[k], priors, input_size, post,
+                                     self.config.priors.variances), box)
+                for k, box in enumerate(boxes)]

@@ -9,31 +9,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import defaults
 from .box_coding import decode_boxes, decode_landmarks
+from .geometry import paired_iou_pixel
+from .results import Detections
 
 
 @dataclass(frozen=True)
 class PostprocessConfig:
-    conf: float = 0.5  # keep candidates with face score > conf
-    nms: float = 0.4  # suppress boxes whose IoU with a better kept box is > nms
-    top_k: int = 5000  # best candidates entering NMS
-    keep_top_k: int = 750  # detections kept after NMS
-
-
-@dataclass
-class Detections:
-    """Detections of one image, sorted by descending score."""
-
-    boxes: np.ndarray  # (K, 4) float32 x1 y1 x2 y2
-    scores: np.ndarray  # (K,) float32
-    landmarks: np.ndarray  # (K, 5, 2) float32
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    @classmethod
-    def empty(cls) -> "Detections":
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+    conf: float = defaults.CONF  # keep candidates with face score > conf
+    nms: float = defaults.NMS  # suppress boxes whose IoU with a better kept box is > nms
+    top_k: int = defaults.TOP_K  # best candidates entering NMS
+    keep_top_k: int = defaults.KEEP_TOP_K  # detections kept after NMS
 
 
 # --- NMS ----------------------------------------------------------------------------------------------
@@ -76,10 +63,7 @@ def _greedy_loop(x1, y1, x2, y2, order: np.ndarray, threshold) -> np.ndarray:
         i = order[0]
         keep.append(i)
         rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
-        inter = w * h
-        ovr = inter / (areas[i] + areas[rest] - inter)
+        ovr = paired_iou_pixel(x1, y1, x2, y2, areas, np.full(len(rest), i), rest)
         order = rest[ovr <= threshold]
     return np.array(keep, np.int64)
 
@@ -256,30 +240,6 @@ def _candidate_pairs(x1, y1, x2, y2, threshold):
     return _sweep_pairs(x1, x2)
 
 
-def _pair_iou(x1, y1, x2, y2, areas, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    # The classic loop's float32 formula, operand for operand (min, max and + are commutative, so which
-    # box of a pair comes first does not matter). This is the per-pair hot path: gathers go into three
-    # reused buffers rather than a dozen fresh temporaries.
-    iou = np.take(x2, i)
-    a = np.take(x2, j)
-    b = np.empty_like(a)
-    np.minimum(iou, a, out=iou)
-    np.maximum(np.take(x1, i, out=a), np.take(x1, j, out=b), out=a)
-    iou -= a
-    iou += 1
-    np.maximum(iou, 0, out=iou)  # intersection width
-    np.minimum(np.take(y2, i, out=a), np.take(y2, j, out=b), out=a)
-    np.maximum(np.take(y1, i, out=b), np.take(y1, j), out=b)
-    a -= b
-    a += 1
-    np.maximum(a, 0, out=a)  # intersection height
-    iou *= a  # intersection
-    np.add(np.take(areas, i, out=a), np.take(areas, j, out=b), out=a)
-    a -= iou  # union
-    iou /= a
-    return iou
-
-
 def nms_pairs(boxes: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs (i, j), each unordered pair once, including every pair with IoU > ``threshold``
     (pixel convention, +1): a superset, to be filtered with :func:`pair_iou`. All pairs where no
@@ -297,7 +257,7 @@ def pair_iou(boxes: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """IoU of boxes[i] and boxes[j] with the originals' +1 pixel convention, in float32."""
     x1, y1, x2, y2 = _columns(boxes)
     i, j = np.asarray(i, np.intp), np.asarray(j, np.intp)
-    return _pair_iou(x1, y1, x2, y2, (x2 - x1 + 1) * (y2 - y1 + 1), i, j)
+    return paired_iou_pixel(x1, y1, x2, y2, (x2 - x1 + 1) * (y2 - y1 + 1), i, j)
 
 
 def _resolve(n: int, better: np.ndarray, worse: np.ndarray) -> np.ndarray:
@@ -338,7 +298,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     # Work in the pairs' own order: no index translation per pair, and nearby gathers.
     x1, y1, x2, y2 = x1[pos_order], y1[pos_order], x2[pos_order], y2[pos_order]
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    hit = np.flatnonzero(_pair_iou(x1, y1, x2, y2, areas, first, second) > threshold)
+    hit = np.flatnonzero(paired_iou_pixel(x1, y1, x2, y2, areas, first, second) > threshold)
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n)
     rank = rank[pos_order]
@@ -367,5 +327,4 @@ def postprocess(loc: np.ndarray, conf: np.ndarray, landm: np.ndarray, priors: np
     boxes = decode_boxes(loc[candidates].astype(np.float32), p, variances) * scale
     points = decode_landmarks(landm[candidates].astype(np.float32), p, variances).reshape(-1, 5, 2) * scale[:2]
     keep = nms(boxes, cand_scores, config.nms)[: config.keep_top_k]
-    return Detections(boxes[keep].astype(np.float32), cand_scores[keep].astype(np.float32),
-                      points[keep].astype(np.float32))
+    return Detections(boxes[keep], cand_scores[keep], points[keep])

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .errors import BlazefaceError
+from .geometry import round_up
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -78,7 +79,7 @@ class ModelProfile:
 def padded_size(width: int, height: int, multiple: int) -> tuple[int, int]:
     """``(width, height)`` rounded up to multiples of ``multiple``."""
     multiple = max(int(multiple), 1)
-    return -(-width // multiple) * multiple, -(-height // multiple) * multiple
+    return round_up(width, multiple), round_up(height, multiple)
 
 
 def _layer_counts(module: nn.Module, inputs: tuple, output) -> tuple[str, int, int] | None:

@@ -76,7 +76,7 @@ class ServedModel:
 
 def _onnx_model_name(path: Path) -> str | None:
     """The ``model`` entry of an exported file's metadata (None when it has none)."""
-    from .export.onnx import require
+    from .optional import require
 
     onnx = require("onnx", "onnx")
     try:
@@ -89,28 +89,18 @@ def _onnx_model_name(path: Path) -> str | None:
 def resolve_models(models: list[str] | None, weights: list[str] | None) -> list[tuple[str, str | None]]:
     """``--model`` / ``--weights`` lists -> (model name, weights or None for the shipped ones) pairs.
 
-    No weights: the named models (default: every registered model that ships weights) with their shipped
+    No weights: the named models (default: every registered model) with their shipped
     weights. Weights: paired in order with the models; exported ``.onnx`` files need no model name (their
     metadata has it).
     """
-    from .models import get_config, list_models, shipped_weights
+    from .models import get_config, list_models
 
     models = list(models or [])
     weights = list(weights or [])
     for name in models:
         get_config(name)  # unknown names fail in one line
     if not weights:
-        if models:
-            missing = [m for m in models if shipped_weights(m) is None]
-            if missing:
-                raise BlazefaceError(f"no trained weights are shipped for {', '.join(missing)} yet; pass "
-                                     "--weights (a checkpoint or an exported .onnx) for each --model")
-            return [(m, None) for m in models]
-        pairs = [(m, None) for m in list_models() if shipped_weights(m) is not None]
-        if not pairs:
-            raise BlazefaceError("no trained weights are shipped with this package yet; pass --model M --weights "
-                                 "CHECKPOINT (e.g. an original one) or --weights MODEL.onnx")
-        return pairs
+        return [(m, None) for m in models or list_models()]
     if not models and all(Path(w).suffix == ".onnx" for w in weights):
         pairs = []
         for w in weights:
@@ -128,8 +118,8 @@ def resolve_models(models: list[str] | None, weights: list[str] | None) -> list[
 
 def prepare_models(pairs: list[tuple[str, str | None]]) -> list[ServedModel]:
     """Export (or find in the export cache) each model's ONNX file."""
-    from .export.onnx import require
-    from .runtime import exported_model
+    from .backends import exported_model
+    from .optional import require
 
     require("onnx", "onnx")  # exporting needs the onnx extra; fail before any work
     served: list[ServedModel] = []

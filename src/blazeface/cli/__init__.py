@@ -9,19 +9,20 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .. import defaults
 from ..errors import BlazefaceError
+from ..version import __version__
 
 COMMANDS = ("detect", "evaluate", "train", "export", "profile", "bench", "web", "blur", "align")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = argparse.ArgumentParser(prog="blazeface", description="Tiny, fast face detectors with five landmarks.")
     parser.add_argument("--version", action="version", version=f"blazeface {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -42,11 +43,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except BlazefaceError as exc:
-        print(f"blazeface {args.command}: error: {exc}", file=sys.stderr)
+        print(f"blazeface {args.command}: error: {cli_message(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"blazeface {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+# Library errors name Python arguments (``pass model='slim'``, ``conf must be ...``); the CLI says flags.
+_ARGUMENTS = ("model", "weights", "backend", "conf", "nms", "long_side", "top_k", "keep_top_k", "batch_size",
+              "threads", "device", "fp16", "color", "data", "allow_missing")
+_ASSIGNMENT = re.compile(r"\b(" + "|".join(_ARGUMENTS) + r")=('([^']*)'|\S+)")
+_SUBJECT = re.compile(r"^(" + "|".join(_ARGUMENTS) + r") must be\b")
+
+
+def cli_message(text: str) -> str:
+    """A library error in CLI terms: ``model='slim'`` -> ``--model slim``, ``long_side must`` ->
+    ``--long-side must``, ``fp16=True`` -> ``--fp16``."""
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    def assignment(m: re.Match) -> str:
+        value = m.group(3) if m.group(3) is not None else m.group(2)
+        return flag(m.group(1)) if value == "True" else f"{flag(m.group(1))} {value}"
+
+    text = _ASSIGNMENT.sub(assignment, text)
+    return _SUBJECT.sub(lambda m: f"{flag(m.group(1))} must be", text)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -62,14 +84,16 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def add_model_args(parser: argparse.ArgumentParser, backend: bool = True) -> None:
     """--model / --weights (and --backend), shared by every command that runs a detector."""
-    parser.add_argument("--model", default="blaze", help="blaze | slim | rfb | mnet (default: blaze)")
+    parser.add_argument("--model", default=None,
+                        help="blaze | slim | rfb | mnet (default: the one the weights file names, else blaze)")
     parser.add_argument("--weights", default=None,
-                        help="checkpoint to load, or with --backend onnx/ncnn an exported .onnx / .param "
+                        help="a checkpoint (.pth), an exported .onnx or an ncnn .param "
                              "(default: the weights shipped in the package)")
     if backend:
-        parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "ncnn"],
-                            help="inference backend (default: torch); onnx and ncnn export the checkpoint on "
-                                 "first use and cache it; onnx is about twice as fast on one CPU core")
+        parser.add_argument("--backend", default=None, choices=list(defaults.BACKENDS),
+                            help=f"inference backend (default: the one the --weights suffix names, else "
+                                 f"{defaults.BACKEND}); onnx and ncnn export a checkpoint on first use and cache "
+                                 "it; onnx is about twice as fast on one CPU core")
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from . import add_model_args
 from .detect_cmd import expand_inputs
 from ..alignment import ARCFACE_SIZE, align_face
+from .. import defaults
 from ..errors import BlazefaceError
 from ..inference import FaceDetector
 from ..io import VIDEO_SUFFIXES, read_image
@@ -31,9 +32,9 @@ def add_parser(sub) -> None:
                                                                      "(default: ./aligned)")
     p.add_argument("--size", type=int, default=ARCFACE_SIZE, help="crop side in pixels (default 112)")
     p.add_argument("--conf", type=float, default=0.5, help="score threshold (default 0.5)")
-    p.add_argument("--nms", type=float, default=0.4, help="NMS IoU threshold (default 0.4)")
-    p.add_argument("--long-side", type=int, default=640,
-                   help="detect with the long side resized to this (0: original size; default 640)")
+    p.add_argument("--nms", type=float, default=defaults.NMS, help=f"NMS IoU threshold (default {defaults.NMS})")
+    p.add_argument("--long-side", type=int, default=defaults.LONG_SIDE,
+                   help=f"detect with the long side resized to this (0: original size; default {defaults.LONG_SIDE})")
     p.set_defaults(func=run)
 
 

@@ -6,8 +6,8 @@ import json
 import sys
 
 from . import parse_size
+from ..defaults import BACKENDS
 
-BACKENDS = ("torch", "onnx", "ncnn")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from . import add_model_args, jsonl_writer, split_videos
 from .detect_cmd import expand_inputs
+from .. import defaults
 from ..errors import BlazefaceError
 from ..inference import FaceDetector
 from ..privacy import (DEFAULT_BLUR_CONF, DEFAULT_HOLD_FRAMES, DEFAULT_SCALE, METHODS, SHAPES, BlurSettings,
@@ -35,9 +36,9 @@ def add_parser(sub) -> None:
                         f"(scale - 1) x its size (default {DEFAULT_SCALE}: a mask 1.6 x the box)")
     p.add_argument("--conf", type=float, default=DEFAULT_BLUR_CONF,
                    help=f"score threshold (default {DEFAULT_BLUR_CONF}: recall-first, see the README)")
-    p.add_argument("--nms", type=float, default=0.4, help="NMS IoU threshold (default 0.4)")
-    p.add_argument("--long-side", type=int, default=640,
-                   help="detect with the long side resized to this (0: original size; default 640)")
+    p.add_argument("--nms", type=float, default=defaults.NMS, help=f"NMS IoU threshold (default {defaults.NMS})")
+    p.add_argument("--long-side", type=int, default=defaults.LONG_SIDE,
+                   help=f"detect with the long side resized to this (0: original size; default {defaults.LONG_SIDE})")
     p.add_argument("--hold", type=int, default=DEFAULT_HOLD_FRAMES,
                    help=f"video: frames a face stays masked after its last detection (default {DEFAULT_HOLD_FRAMES})")
     p.add_argument("--jpeg-quality", default="max", type=_jpeg_quality, metavar="max|keep|Q",

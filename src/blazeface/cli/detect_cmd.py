@@ -9,6 +9,7 @@ import cv2
 from tqdm import tqdm
 
 from . import add_model_args, jsonl_writer, split_videos
+from .. import defaults
 from ..draw import draw_faces
 from ..errors import BlazefaceError
 from ..inference import FaceDetector
@@ -22,12 +23,13 @@ def add_parser(sub) -> None:
                                    "JSON Lines (--json); without either, prints a line per input.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or videos")
     add_model_args(p)
-    p.add_argument("--long-side", type=int, default=640, help="resize the long side to this (0: original size)")
-    p.add_argument("--conf", type=float, default=0.5, help="score threshold")
-    p.add_argument("--nms", type=float, default=0.4, help="NMS IoU threshold")
-    p.add_argument("--top-k", type=int, default=5000, help="candidates entering NMS")
-    p.add_argument("--keep-top-k", type=int, default=750, help="detections kept after NMS")
-    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    p.add_argument("--long-side", type=int, default=defaults.LONG_SIDE,
+                   help="resize the long side to this (0: original size)")
+    p.add_argument("--conf", type=float, default=defaults.CONF, help="score threshold")
+    p.add_argument("--nms", type=float, default=defaults.NMS, help="NMS IoU threshold")
+    p.add_argument("--top-k", type=int, default=defaults.TOP_K, help="candidates entering NMS")
+    p.add_argument("--keep-top-k", type=int, default=defaults.KEEP_TOP_K, help="detections kept after NMS")
+    p.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="images per forward pass")
     p.add_argument("--out", type=Path, default=None, help="folder for annotated images and videos")
     p.add_argument("--json", default=None, metavar="PATH|-", help="write JSON Lines here ('-' = stdout)")
     p.set_defaults(func=run)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import add_model_args
+from .. import defaults
 from ..errors import BlazefaceError
 
 
@@ -30,16 +31,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="val images as <event>/<name>.jpg: run --model on them")
     source.add_argument("--predictions", type=Path, metavar="DIR", help="evaluate this predictions folder")
     add_model_args(w)
-    w.set_defaults(model=None)  # None: not given (blaze when a model runs)
     w.add_argument("--list", type=Path, metavar="FILE",
                    help="evaluate only these images (wider_val.txt format: /event/name.jpg per line); "
                         "default: every ground-truth image present")
-    w.add_argument("--long-side", type=int, default=640,
-                   help="test scale: resize the long side to this (0: original size; default 640)")
+    w.add_argument("--long-side", type=int, default=defaults.LONG_SIDE,
+                   help=f"test scale: resize the long side to this (0: original size; default {defaults.LONG_SIDE})")
     w.add_argument("--conf", type=float, default=0.01, help="score threshold (default 0.01: AP needs the low scores)")
-    w.add_argument("--nms", type=float, default=0.4, help="NMS IoU threshold (default 0.4)")
-    w.add_argument("--top-k", type=int, default=5000, help="candidates entering NMS (default 5000)")
-    w.add_argument("--keep-top-k", type=int, default=750, help="detections kept per image after NMS (default 750)")
+    w.add_argument("--nms", type=float, default=defaults.NMS, help=f"NMS IoU threshold (default {defaults.NMS})")
+    w.add_argument("--top-k", type=int, default=defaults.TOP_K,
+                   help=f"candidates entering NMS (default {defaults.TOP_K})")
+    w.add_argument("--keep-top-k", type=int, default=defaults.KEEP_TOP_K,
+                   help=f"detections kept per image after NMS (default {defaults.KEEP_TOP_K})")
     w.add_argument("--batch-size", type=int, default=1,
                    help="images per forward pass, batching same-size images only (default 1: fastest on CPU)")
     w.add_argument("--threads", type=int, default=None, help="backend CPU threads (default: the backend's choice)")
@@ -129,7 +131,7 @@ def run_widerface(args: argparse.Namespace) -> int:
                                  + " (--allow-missing counts missing images as no detections)")
         from ..inference import FaceDetector
 
-        detector = FaceDetector(args.model or "blaze", weights=args.weights, backend=args.backend,
+        detector = FaceDetector(args.model, weights=args.weights, backend=args.backend,
                                 threads=args.threads, long_side=args.long_side, conf=args.conf, nms=args.nms,
                                 top_k=args.top_k, keep_top_k=args.keep_top_k)
         absent = set(missing)
@@ -162,7 +164,7 @@ def run_widerface(args: argparse.Namespace) -> int:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         print(f"note: {len(missing)} of them had no {what} and count as NO DETECTIONS (--allow-missing): {shown}")
     if args.predictions is None:
-        print(f"model {args.model or 'blaze'}" + (f" ({args.weights})" if args.weights else "")
+        print(f"model {detector.model_name}" + (f" ({args.weights})" if args.weights else "")
               + f", long side {args.long_side or 'original'}, conf {args.conf}, nms {args.nms}, "
                 f"top-k {args.top_k}, keep-top-k {args.keep_top_k}")
     rows = [("setting", "AP", "faces")]

@@ -13,13 +13,15 @@ def add_parser(sub) -> None:
                                    "at every epoch end and on Ctrl-C/SIGTERM); OUT/weights.pth holds the EMA "
                                    "weights to ship. Several processes: torchrun --nproc_per_node=N -m blazeface "
                                    "train ...")
-    p.add_argument("--model", default="blaze", help="blaze | slim | rfb | mnet")
-    p.add_argument("--data", action="append", required=True, metavar="DIR[:WEIGHT]",
+    p.add_argument("--model", default=None, help="blaze | slim | rfb | mnet (default: blaze, or the --resume run's)")
+    p.add_argument("--data", action="append", default=None, metavar="DIR[:WEIGHT]",
                    help="a folder with images/ and label.txt (RetinaFace) or labels.txt (MTFL); repeatable; "
-                        "WEIGHT = relative share of each epoch (default: its size)")
+                        "WEIGHT = relative share of each epoch (default: its size); required unless --resume")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--out", type=Path, default=Path("runs/train"))
-    p.add_argument("--resume", type=Path, default=None, metavar="CKPT", help="continue from this checkpoint")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/train)")
+    p.add_argument("--resume", type=Path, default=None, metavar="CKPT",
+                   help="continue from this checkpoint (OUT/last.pth); model, data and options come from it, "
+                        "flags given here override them")
     p.add_argument("--init-weights", type=Path, default=None, help="start from these weights (fine-tuning)")
     p.add_argument("--batch-size", type=int, default=None, help="global batch (split over processes)")
     p.add_argument("--lr", type=float, default=None)
@@ -29,14 +31,14 @@ def add_parser(sub) -> None:
     p.add_argument("--cls-loss", choices=["ohem", "focal"], default=None)
     p.add_argument("--warmup-epochs", type=float, default=None)
     p.add_argument("--epoch-size", type=int, default=None, help="images per epoch (default: all sources' sizes)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument("--seed", type=int, default=None, help="(default: 0)")
+    p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: 1)")
     p.add_argument("--threads", type=int, default=None, help="torch compute threads per process")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 autocast (default: the model's; on for slim/rfb/mnet, off for blaze)")
-    p.add_argument("--teacher", dest="teachers", action="append", default=[], metavar="SPEC",
+    p.add_argument("--teacher", dest="teachers", action="append", default=None, metavar="SPEC",
                    help="distil from this detector (repeatable: an ensemble): MODEL:WEIGHTS for a registered "
                         "model (same as --model: per-prior distillation; another model: its detections), "
                         "yunet:PATH.onnx (OpenCV FaceDetectorYN) or centerface:PATH.onnx (ONNX Runtime)")
@@ -52,29 +54,48 @@ def add_parser(sub) -> None:
                         "(below: never a negative)")
     p.add_argument("--teacher-landmark-weight", type=float, default=None,
                    help="detection teachers: weight of teacher landmarks (times the teacher's score)")
-    p.add_argument("--freeze-bn", action="store_true",
+    p.add_argument("--freeze-bn", action="store_true", default=None,
                    help="keep BatchNorm statistics fixed (fine-tuning with small per-process batches on CPUs)")
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    p.add_argument("--eval-every", type=int, default=5, help="epochs between dev evaluations (0: never)")
+    p.add_argument("--checkpoint-minutes", type=float, default=None, help="(default: 5)")
+    p.add_argument("--eval-every", type=int, default=None, help="epochs between dev evaluations (0: never; default: 5)")
     p.add_argument("--val-images", type=Path, default=None, help="WIDER val images folder for dev evaluation")
     p.add_argument("--val-gt", type=Path, default=None, help="WIDER ground_truth folder (.mat files)")
     p.add_argument("--val-list", type=Path, default=None, help="wider_val.txt list of the dev images")
-    p.add_argument("--val-long-side", type=int, default=320)
+    p.add_argument("--val-long-side", type=int, default=None, help="(default: 320)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this step (with a checkpoint)")
-    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--log-every", type=int, default=None, help="(default: 10)")
     p.set_defaults(func=run)
 
 
+def train_options(args: argparse.Namespace):
+    """``TrainOptions`` from the flags given (the rest keep TrainOptions' defaults, defined there once); with
+    ``--resume``, the checkpoint's options overridden by the flags given."""
+    from ..errors import BlazefaceError
+    from ..training.checkpointing import saved_options
+    from ..training.trainer import TrainOptions
+
+    fields = TrainOptions.__dataclass_fields__
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if args.resume is not None:
+        saved = {k: (Path(v) if isinstance(v, str) and "Path" in str(fields[k].type) else v)
+                 for k, v in saved_options(args.resume).items() if k in fields}
+        given = {**saved, **given}
+    if not given.get("data"):
+        raise BlazefaceError("--data is required (or --resume OUT/last.pth to continue a run)")
+    given["model"] = given.get("model") or "blaze"
+    return TrainOptions(**given)
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..training.trainer import Trainer, TrainOptions
+    from ..training.trainer import Trainer
     from ..training.dev_eval import make_dev_evaluator
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    fields = TrainOptions.__dataclass_fields__
-    options = TrainOptions(**{k: v for k, v in vars(args).items() if k in fields})
+    options = train_options(args)
     evaluate_fn = None
-    if args.val_images and args.val_gt and args.eval_every:
-        evaluate_fn = make_dev_evaluator(args.model, args.val_images, args.val_gt, args.val_list, args.val_long_side)
+    if options.val_images and options.val_gt and options.eval_every:
+        evaluate_fn = make_dev_evaluator(options.model, options.val_images, options.val_gt, options.val_list,
+                                         options.val_long_side)
     trainer = Trainer(options, evaluate_fn)
     trainer.run()
     return 0

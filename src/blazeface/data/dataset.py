@@ -28,7 +28,7 @@ from torch.utils.data import Dataset, Sampler
 from ..config import ModelConfig
 from ..errors import BlazefaceError
 from ..priors import prior_boxes
-from ..training.matching import PriorMatcher
+from ..matching import PriorMatcher
 from .labels import Sample, load_source
 from .transforms import build_preset, make_target
 
@@ -42,9 +42,9 @@ MAX_SKIPS = 100  # unreadable images skipped in a row before giving up on a data
 
 class FaceTrainingDataset(Dataset):
     """``dataset[i]`` or ``dataset[(i, sample_seed)]`` -> ``(image (3, S, S) float32, targets)`` where
-    ``targets`` are :func:`~blazeface.training.matching.match`'s per-prior tensors against
+    ``targets`` are :func:`~blazeface.matching.match`'s per-prior tensors against
     ``prior_boxes(model_config.priors, S, S)`` (``match_options`` go to its
-    :class:`~blazeface.training.matching.PriorMatcher`).
+    :class:`~blazeface.matching.PriorMatcher`).
 
     ``size`` defaults to ``model_config.train.input_size``; ``preset`` is a preset name of
     :func:`~blazeface.data.transforms.build_preset` (``preset_options`` go to it, e.g.
@@ -133,7 +133,7 @@ def parse_data_spec(spec: str | DataSpec) -> DataSpec:
         except ValueError:
             return DataSpec(Path(spec))
         if not np.isfinite(weight) or weight < 0:
-            raise BlazefaceError(f"--data {spec}: the weight must be a number >= 0")
+            raise BlazefaceError(f"data={spec!r}: the weight must be a number >= 0")
         return DataSpec(Path(head), weight)
     return DataSpec(Path(spec))
 

@@ -11,7 +11,7 @@ seeds one per sample), leave it out for fresh randomness.
 Coordinates are continuous: pixel column ``i`` covers ``[i, i + 1)``, so a box ``x1 x2`` maps to
 ``W - x2, W - x1`` under a mirror and scales by exactly ``S / W`` under a resize.
 
-Presets (:func:`build_preset`): ``"retinaface"`` is the originals' recipe (DESIGN section 3);
+Presets (:func:`build_preset`): ``"retinaface"`` is the originals' recipe (docs/ARCHITECTURE.md, "train");
 ``"small-faces"`` adds a zoom-out before the crop so large faces also appear small; ``"plain"`` only pads
 to a square and resizes (validation).
 """

@@ -1,4 +1,4 @@
-"""Landmark accuracy on an MTFL-format folder (``labels.txt`` + ``images/``), DESIGN.md section 5.
+"""Landmark accuracy on an MTFL-format folder (``labels.txt`` + ``images/``).
 
 Each labelled face is matched to the highest-scoring detection with score >= 0.5 and IoU >= 0.5 with its
 box. NME = mean over matched faces of (mean distance of the five points) / (distance between the two
@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..box_coding import box_iou
+from ..geometry import box_iou
 from ..errors import BlazefaceError
 
 MIN_SCORE = 0.5

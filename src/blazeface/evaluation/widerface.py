@@ -1,6 +1,6 @@
 """WIDER FACE validation: the official easy / medium / hard AP protocol in plain numpy.
 
-The protocol (DESIGN.md section 4) matches wondervictor/WiderFace-Evaluation to the last bit, without its
+The protocol matches wondervictor/WiderFace-Evaluation to the last bit, without its
 compiled extension and about a hundred times faster:
 
 1. Scores are min-max normalised over every prediction of the evaluated images (the reference starts its
@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import BlazefaceError
+from ..geometry import box_iou_pixel
 from ..io import IMAGE_SUFFIXES, read_image
 
 SETTINGS = ("easy", "medium", "hard")
@@ -265,7 +266,7 @@ def read_predictions(root: str | Path, keys: Sequence[str], allow_missing: bool 
         if not path.is_file():
             if not allow_missing:
                 raise BlazefaceError(f"{path}: no prediction file for listed image {key} "
-                                     f"(--allow-missing counts it as no detections)")
+                                     f"(allow_missing=True counts it as no detections)")
             missing.append(key)
             predictions[key] = np.zeros((0, 5), np.float64)
             continue
@@ -398,21 +399,12 @@ class WiderFaceResult:
 
 
 def box_overlaps(pred_xywh: np.ndarray, gt_xywh: np.ndarray) -> np.ndarray:
-    """``(P, G)`` IoU of ``x y w h`` boxes, +1 pixel convention, same float operations as the reference."""
-    p = np.asarray(pred_xywh, np.float64)
-    g = np.asarray(gt_xywh, np.float64)
-    px1, py1 = p[:, 0:1], p[:, 1:2]
-    px2, py2 = p[:, 2:3] + px1, p[:, 3:4] + py1
-    gx1, gy1 = g[:, 0], g[:, 1]
-    gx2, gy2 = g[:, 2] + gx1, g[:, 3] + gy1
-    gt_area = (gx2 - gx1 + 1) * (gy2 - gy1 + 1)
-    pred_area = (px2 - px1 + 1) * (py2 - py1 + 1)
-    iw = np.minimum(px2, gx2) - np.maximum(px1, gx1) + 1
-    ih = np.minimum(py2, gy2) - np.maximum(py1, gy1) + 1
-    inter = iw * ih
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = inter / (pred_area + gt_area - inter)
-    return np.where((iw > 0) & (ih > 0), iou, 0.0)
+    """``(P, G)`` IoU of ``x y w h`` boxes, +1 pixel convention, same float operations as the reference
+    (which turns ``x y w h`` into corners as ``x2 = x + w``)."""
+    p = np.asarray(pred_xywh, np.float64).reshape(-1, 4)
+    g = np.asarray(gt_xywh, np.float64).reshape(-1, 4)
+    return box_iou_pixel(np.concatenate([p[:, :2], p[:, :2] + p[:, 2:]], 1),
+                         np.concatenate([g[:, :2], g[:, :2] + g[:, 2:]], 1))
 
 
 def _best_matches(pred_xywh: np.ndarray, gt_xywh: np.ndarray, chunk: int = 1 << 21) -> tuple[np.ndarray, np.ndarray]:

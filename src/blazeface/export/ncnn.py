@@ -19,21 +19,16 @@ from pathlib import Path
 
 import torch
 
+from ..denormals import flush_module
 from ..errors import BlazefaceError
-from .denormals import flush_module
-from .metadata import INPUT_NAME, OUTPUT_NAMES, model_metadata, state_dict_sha256, write_sidecar
-from .onnx import require, trace_input
+from ..metadata import INPUT_NAME, OUTPUT_NAMES, model_metadata, ncnn_paths, state_dict_sha256, write_sidecar
+from ..optional import require
+from .onnx import trace_input
 
 # Two different shapes, both multiples of every model's size multiple (16): pnnx compares the two
 # traces to find which dimensions are dynamic.
 TRACE_SIZES = ((320, 240), (256, 160))
 PNNX_TIMEOUT_S = 600
-
-
-def ncnn_paths(param: str | Path) -> tuple[Path, Path]:
-    """``m.param`` -> (``m.param``, ``m.bin``)."""
-    param = Path(param)
-    return param, param.with_suffix(".bin")
 
 
 def rename_blobs(param_text: str, names: dict[str, str]) -> str:
@@ -64,7 +59,7 @@ def export_ncnn(model: torch.nn.Module, param_path: str | Path, *, fp16: bool = 
     if param_path.suffix != ".param":
         raise BlazefaceError(f"{param_path}: an ncnn model path must end in .param (its .bin goes beside it)")
     net = copy.deepcopy(model).cpu().eval()
-    flush_module(net)  # subnormal weights are slow on CPUs (see blazeface.export.denormals)
+    flush_module(net)  # subnormal weights are slow on CPUs (see blazeface.denormals)
     x1, x2 = (trace_input(net, size) for size in TRACE_SIZES)
     shape = lambda x: "[" + ",".join(map(str, x.shape)) + "]f32"  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="blazeface-pnnx-") as tmp:

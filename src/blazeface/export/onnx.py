@@ -3,9 +3,9 @@
 The graph comes from the TorchScript-based exporter (``dynamo=False``): ``torch.export`` cannot express
 blaze's floor-rounding max-pool shortcuts for a symbolic height and width (it raises a constraint
 violation), and takes 15-20 s per model where this takes about one. The graph is then simplified with
-onnxslim, subnormal weights are flushed to zero (see :mod:`blazeface.export.denormals`), the outputs
+onnxslim, subnormal weights are flushed to zero (see :mod:`blazeface.denormals`), the outputs
 named ``loc``, ``conf``, ``landm`` and the prior configuration written into the metadata (see
-:mod:`blazeface.export.metadata`).
+:mod:`blazeface.metadata`).
 """
 from __future__ import annotations
 
@@ -16,29 +16,22 @@ from pathlib import Path
 
 import torch
 
+from ..denormals import flush_module, flush_onnx
 from ..errors import BlazefaceError
-from .denormals import flush_module, flush_onnx
-from .metadata import INPUT_NAME, OUTPUT_NAMES, model_metadata, state_dict_sha256
+from ..geometry import round_up
+from ..metadata import INPUT_NAME, OUTPUT_NAMES, model_metadata, state_dict_sha256
+from ..optional import require
 
 OPSET = 17
 # The trace input; any size works since every spatial dimension is exported as symbolic.
 TRACE_SIZE = (320, 240)
 
 
-def require(module: str, extra: str):
-    """Import an optional dependency, or fail in one line naming the extra that provides it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise BlazefaceError(f"this needs the optional package {module!r}: pip install 'blazeface[{extra}]'") from None
-
 
 def trace_input(model: torch.nn.Module, size: tuple[int, int] = TRACE_SIZE, batch: int = 1) -> torch.Tensor:
     """A (batch, 3, H, W) input of about ``size`` (width, height), padded to the model's size multiple."""
     multiple = getattr(getattr(model, "config", None), "size_multiple", 1) or 1
-    w, h = (-(-v // multiple) * multiple for v in size)
+    w, h = (round_up(v, multiple) for v in size)
     return torch.zeros(batch, 3, h, w)
 
 

@@ -8,6 +8,8 @@ from typing import Callable
 
 from torch import nn
 
+from .. import defaults
+from ..checkpoint import load_weights, weights_metadata
 from ..config import ModelConfig
 from ..errors import BlazefaceError
 
@@ -42,21 +44,48 @@ def get_config(name: str) -> ModelConfig:
         raise BlazefaceError(f"unknown model {name!r}; choose one of: {', '.join(_BUILDERS)}") from None
 
 
-def shipped_weights(name: str) -> Path | None:
-    """Path of the weights this project trained and ships for ``name``, or None when there are none yet."""
+def shipped_weights(name: str) -> Path:
+    """Path of the weights this project trained and ships for ``name``."""
     cfg = get_config(name)
-    if cfg.weights_file is None:
-        return None
-    path = WEIGHTS_DIR / cfg.weights_file
-    return path if path.is_file() else None
+    path = WEIGHTS_DIR / (cfg.weights_file or f"{name}.pth")
+    if not path.is_file():
+        raise BlazefaceError(f"{path}: the package is missing the shipped weights of {name!r} (reinstall it)")
+    return path
+
+
+def resolve_weights(name: str, weights: str | Path | None) -> Path:
+    """The weights file to load for model ``name``: ``None`` or ``"shipped"`` -> the shipped weights,
+    anything else -> that path, which must exist."""
+    if weights is None or (isinstance(weights, str) and weights == SHIPPED):
+        return shipped_weights(name)
+    path = Path(weights)
+    if not path.is_file():
+        raise BlazefaceError(f"{path}: weights file not found")
+    return path
+
+
+def model_name_for(model: str | None, weights: str | Path | None = None) -> str:
+    """``model`` when given (it must be registered), else the model a weights file names (a trained
+    ``weights.pth`` or training checkpoint says), else the default (blaze)."""
+    if model is not None:
+        get_config(model)
+        return model
+    if weights is None or (isinstance(weights, str) and weights == SHIPPED):
+        return defaults.MODEL
+    stated = weights_metadata(resolve_weights(defaults.MODEL, weights)).get("model")
+    if isinstance(stated, str) and stated in _CONFIGS:
+        return stated
+    return defaults.MODEL
 
 
 def create_model(name: str, weights: str | Path | None = SHIPPED, **config_overrides) -> nn.Module:
     """Build a registered model.
 
-    ``weights``: ``"shipped"`` (default) loads the weights trained by this project and shipped in the
-    package, ``None`` leaves the random initialisation, a path loads that checkpoint (this project's
-    or an original repository's; strict key and shape check).
+    ``weights``: ``"shipped"`` (the default) loads the weights trained by this project and shipped in the
+    package; a path loads that checkpoint (this project's or an original repository's; strict key and
+    shape check); ``None`` leaves the random initialisation (training from scratch). Note that
+    :class:`~blazeface.FaceDetector` and :func:`~blazeface.export.export_model`, which only make sense with
+    trained weights, read ``weights=None`` as the shipped ones.
     The returned module carries its configuration as ``model.config``.
     """
     cfg = get_config(name)
@@ -66,14 +95,5 @@ def create_model(name: str, weights: str | Path | None = SHIPPED, **config_overr
     model.config = cfg
     if weights is None:
         return model
-    if isinstance(weights, str) and weights == SHIPPED:
-        path = shipped_weights(name)
-        if path is None:
-            raise BlazefaceError(
-                f"no trained weights are shipped for {name!r} yet; pass --weights / weights=PATH "
-                "(e.g. an original checkpoint)")
-        weights = path
-    from ..checkpoint import load_weights
-
-    load_weights(model, weights)
+    load_weights(model, resolve_weights(name, weights))
     return model

@@ -7,9 +7,8 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import BlazefaceError
-from ..export.metadata import INPUT_NAME, OUTPUT_NAMES, check_metadata, read_sidecar
-from ..export.ncnn import ncnn_paths
-from ..export.onnx import require
+from ..metadata import INPUT_NAME, OUTPUT_NAMES, check_metadata, ncnn_paths, read_sidecar
+from ..optional import require
 
 
 class NcnnRunner:

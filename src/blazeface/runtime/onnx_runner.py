@@ -7,8 +7,8 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import BlazefaceError
-from ..export.metadata import OUTPUT_NAMES, check_metadata
-from ..export.onnx import require
+from ..metadata import OUTPUT_NAMES, check_metadata
+from ..optional import require
 
 
 class OnnxRunner:

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..denormals import flush_module
+
 
 def fuse_conv_bn(model: nn.Module) -> nn.Module:
     """Fold every BatchNorm that directly follows a Conv2d (consecutive children of one module, or the
@@ -26,10 +28,8 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
 def optimize_for_inference(model: nn.Module, channels_last: bool) -> nn.Module:
     """A fused, eval-mode copy of ``model`` in the memory format its config prefers (the original is left
     untouched: the trainer hands its EMA model to the dev evaluator)."""
-    from ..export.denormals import flush_module
-
     fast = fuse_conv_bn(copy.deepcopy(model).eval())
-    flush_module(fast)  # subnormal weights are slow on CPUs and change no output (export.denormals)
+    flush_module(fast)  # subnormal weights are slow on CPUs and change no output (blazeface.denormals)
     return fast.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 

@@ -1,6 +1,7 @@
 """Training checkpoints: written atomically, read back with ``weights_only=True``."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import tempfile
@@ -48,6 +49,23 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or "model" not in ckpt or "position" not in ckpt:
         raise BlazefaceError(f"{path}: not a blazeface training checkpoint (no model/position)")
     return ckpt
+
+
+# Options of a run that apply to one invocation only and are not carried over by a resume.
+NOT_RESUMED = ("resume", "max_steps")
+
+
+def saved_options(path: str | Path) -> dict:
+    """The training options a checkpoint was written with (``TrainOptions`` fields; paths as strings),
+    less the per-invocation ones, so that ``--resume CKPT`` alone continues the run."""
+    ckpt = load_checkpoint(path)
+    try:
+        options = json.loads(ckpt.get("options", "{}"))
+    except (TypeError, ValueError):
+        raise BlazefaceError(f"{path}: unreadable training options in the checkpoint") from None
+    if not isinstance(options, dict) or "model" not in options or "data" not in options:
+        raise BlazefaceError(f"{path}: the checkpoint does not record its model and data: pass model=... and data=...")
+    return {k: v for k, v in options.items() if k not in NOT_RESUMED}
 
 
 def rng_state() -> dict:

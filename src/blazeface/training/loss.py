@@ -4,7 +4,7 @@
 multiplied by its weight (``loc_weight``, ``cls_weight``, ``landm_weight`` of :class:`TrainConfig`), so the
 trainer's total is simply ``sum(parts.values())`` and every logged part is what the optimiser sees.
 
-Targets come from :func:`blazeface.training.matching.match`, stacked over the batch (``labels`` 1 face,
+Targets come from :func:`blazeface.matching.match`, stacked over the batch (``labels`` 1 face,
 0 background, -1 ignore). Normalisation (as the originals): box and class sums are divided by the number of
 positive priors in the batch, the landmark sum by the number of positives with landmarks (each at least 1).
 

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..box_coding import box_iou
+from ..geometry import box_iou
 from ..errors import BlazefaceError
 from ..models import create_model, list_models
 
@@ -254,7 +254,7 @@ def fuse_detections(per_teacher: Sequence[TeacherFaces], iou: float = 0.55) -> T
     members: list[list[int]] = []
     for i in order:
         if fused_boxes:
-            overlap = box_iou(boxes[i], np.stack(fused_boxes))[0]
+            overlap = box_iou(boxes[i:i + 1], np.stack(fused_boxes))[0]
             best = int(np.argmax(overlap))
             if overlap[best] >= iou:
                 members[best].append(int(i))

@@ -25,6 +25,7 @@ from ..data.dataset import build_training_data, collate, worker_init
 from ..data.transforms import build_preset
 from ..errors import BlazefaceError
 from ..models import create_model, get_config
+from ..checkpoint import with_metadata
 from .checkpointing import load_checkpoint, rng_state, save_atomic, set_rng_state
 from .distributed import World, all_reduce_sum, barrier, cleanup, init_distributed
 from .ema import ModelEMA
@@ -238,7 +239,9 @@ class Trainer:
         if self.world.is_main:
             save_atomic(self.checkpoint_state(), path)
             # The shippable artefact: EMA weights only, a few hundred KB.
-            save_atomic(self.ema.module.state_dict(), self.out / "weights.pth")
+            # Plus one string entry naming the model and its configuration (blazeface.checkpoint.META_KEY),
+            # so loading it needs no --model.
+            save_atomic(with_metadata(self.ema.module.state_dict(), self.model_cfg), self.out / "weights.pth")
         barrier(self.world)
         return path
 

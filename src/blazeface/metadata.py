@@ -23,8 +23,9 @@ import json
 from pathlib import Path
 from typing import Mapping
 
-from ..config import ModelConfig, PriorConfig
-from ..errors import BlazefaceError
+from .config import ModelConfig, PriorConfig
+from .errors import BlazefaceError
+from .version import __version__
 
 INPUT_DOC = ("input: float32 NCHW, BGR channel order, pixel values minus mean_bgr (no scaling); height and "
              "width multiples of size_multiple (pad bottom/right with zeros)")
@@ -60,8 +61,6 @@ def state_dict_sha256(model) -> str:
 
 
 def model_metadata(config: ModelConfig, weights_sha256: str | None = None) -> dict[str, str]:
-    from .. import __version__
-
     meta = {
         "model": config.name,
         "min_sizes": json.dumps([list(m) for m in config.priors.min_sizes]),
@@ -96,7 +95,7 @@ def check_metadata(meta: Mapping[str, str], config: ModelConfig, source: str | P
     """
     name = meta.get("model")
     if name is not None and name != config.name:
-        raise BlazefaceError(f"{source} holds model {name!r}, not {config.name!r}: pass --model {name}")
+        raise BlazefaceError(f"{source} holds model {name!r}, not {config.name!r}: pass model={name!r}")
     if "min_sizes" in meta or "steps" in meta:
         priors = priors_from_metadata(meta)
         ours = config.priors
@@ -108,6 +107,12 @@ def check_metadata(meta: Mapping[str, str], config: ModelConfig, source: str | P
     if "mean_bgr" in meta and [float(v) for v in json.loads(meta["mean_bgr"])] != [float(v) for v in config.mean_bgr]:
         raise BlazefaceError(f"{source} expects mean {meta['mean_bgr']}, model {config.name!r} uses "
                              f"{list(config.mean_bgr)}")
+
+
+def ncnn_paths(param: str | Path) -> tuple[Path, Path]:
+    """``m.param`` -> (``m.param``, ``m.bin``)."""
+    param = Path(param)
+    return param, param.with_suffix(".bin")
 
 
 def sidecar_path(param_path: str | Path) -> Path:

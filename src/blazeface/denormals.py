@@ -5,7 +5,7 @@ normal one). Training with weight decay leaves some weights there: the original 
 has 3,616 of them in 30 tensors, most in its stride-8 heads, which made those three tiny depthwise
 heads take ~45% of blaze's CPU inference time. Zeroing them changes no output measurably (a
 subnormal weight contributes < 1.2e-38 times its input) and makes blaze ~1.5x faster in PyTorch and
-ONNX Runtime. Exports and the runners built by ``make_runner`` apply it.
+ONNX Runtime. Exports and the PyTorch runner apply it.
 """
 from __future__ import annotations
 
