@@ -117,6 +117,14 @@ class FaceDetector:
         """Faces in one image (a path, a BGR numpy array or a PIL image), by descending score."""
         return self.detect_batch([image])[0]
 
+    def stream(self, source, batch_size: int = 8):
+        """Every frame of a video file (path) or camera (index) with its faces: yields
+        ``StreamFrame(index, timestamp, image, faces)`` (unpackable as a tuple), ``faces`` as
+        :meth:`detect` returns them. A video cut short raises ``BlazefaceError`` after its last frame."""
+        from .video import stream_faces
+
+        return stream_faces(self, source, batch_size)
+
     def detect_batch(self, images: Iterable, batch_size: int = 8) -> list[list[Face]]:
         """Faces for many images. Images of one batch are padded to a common input size (bottom/right)."""
         results: list[list[Face]] = []

@@ -19,10 +19,17 @@ from ..errors import BlazefaceError
 COMMANDS = ("detect", "evaluate", "train", "export", "profile", "bench", "web", "blur", "align")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (``blazeface detect: error: argument --conf: ...``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="blazeface", description="Tiny, fast face detectors with five landmarks.")
+    parser = OneLineParser(prog="blazeface", description="Tiny, fast face detectors with five landmarks.")
     parser.add_argument("--version", action="version", version=f"blazeface {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -78,7 +85,10 @@ def jsonl_writer(target: str | None) -> Iterator[Callable[[dict], None]]:
     if not target:
         yield lambda record: None
         return
-    stream = sys.stdout if target == "-" else open(target, "w")
+    try:
+        stream = sys.stdout if target == "-" else open(target, "w")
+    except OSError as exc:
+        raise BlazefaceError(f"--json {target}: cannot write ({exc.strerror or exc})") from None
     try:
         yield lambda record: stream.write(json.dumps(record) + "\n")
     finally:
