@@ -15,10 +15,11 @@ from ..errors import BlazefaceError
 from ..io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, find_files
 
 
-def expand_inputs(inputs: list[str], suffixes: set[str] | None = None) -> tuple[list[tuple[Path, Path]], list[str]]:
+def expand_inputs(inputs: list[str], suffixes: set[str] | str | None = None
+                  ) -> tuple[list[tuple[Path, Path]], list[str]]:
     """-> ([(path, its path under --out)], [error lines]). Folders are searched (recursively) for
-    ``suffixes`` (default: images and videos); an input file of any type is kept (it fails later, with a
-    message, if unreadable)."""
+    ``suffixes`` (default: images and videos; ``"all"``: every file but hidden ones); an input file of any
+    type is kept (it fails later, with a message, if unreadable)."""
     suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES if suffixes is None else suffixes
     found, errors = [], []
     for text in inputs:
@@ -27,7 +28,8 @@ def expand_inputs(inputs: list[str], suffixes: set[str] | None = None) -> tuple[
             continue
         path = Path(text)
         if path.is_dir():
-            files = find_files(path, suffixes)
+            files = (find_files(path, suffixes) if suffixes != "all" else
+                     sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")))
             if not files:
                 errors.append(f"{path}: folder holds no images or videos")
             root = Path(path.resolve().name)
