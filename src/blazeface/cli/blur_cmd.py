@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import add_model_args, jsonl_writer, split_videos
+from . import add_model_args, jsonl_writer
 from .outputs import check_json_target, check_out_folder, expand_inputs, plan_targets
 from .validate import non_negative_int, positive_float, positive_int, probability
 from ..errors import BlazefaceError
@@ -95,18 +95,18 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             print(f"blazeface blur: error: {path}: not an image or video blur reads "
                   f"({', '.join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES))})", file=sys.stderr)
-    targets = {}
-    for path, target, error in plan_targets(supported, lambda p, r: output_path(p, r, args.out)):
+    planned = []  # (path, rel, target): one input named twice is written twice, under distinct names
+    for (path, rel), (_, target, error) in zip(supported, plan_targets(supported,
+                                                                       lambda p, r: output_path(p, r, args.out))):
         if error:
             failed += 1
             print(f"blazeface blur: error: {error}", file=sys.stderr)
         else:
-            targets[path] = target
-    supported = [(p, r) for p, r in supported if p in targets]
+            planned.append((path, rel, target))
     with jsonl_writer(args.json) as emit:
-        images, videos = split_videos(supported)
-        for path, rel in tqdm(images, unit="img", disable=len(images) < 2, file=sys.stderr, leave=False):
-            target = targets[path]
+        images = [t for t in planned if t[0].suffix.lower() not in VIDEO_SUFFIXES]
+        videos = [t for t in planned if t[0].suffix.lower() in VIDEO_SUFFIXES]
+        for path, rel, target in tqdm(images, unit="img", disable=len(images) < 2, file=sys.stderr, leave=False):
             try:
                 record = anonymize_image_file(detector, path, target, settings)
             except BlazefaceError as exc:
@@ -117,8 +117,7 @@ def run(args: argparse.Namespace) -> int:
             n = len(record["faces"])
             frames = f" in {len(record['frames'])} frames" if "frames" in record else ""
             tqdm.write(f"{path} -> {target}: {n} face{'s' if n != 1 else ''} masked{frames}", file=report)
-        for path, rel in videos:
-            target = targets[path]
+        for path, rel, target in videos:
             try:
                 summary = anonymize_video(detector, path, target, settings, batch_size=args.batch_size,
                                           on_frame=lambda r, t=target: emit({**r, "output": str(t)}))

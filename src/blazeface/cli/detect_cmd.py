@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from . import add_model_args, jsonl_writer, split_videos
+from . import add_model_args, jsonl_writer
 from .outputs import check_json_target, check_out_folder, expand_inputs, plan_targets
 from .validate import non_negative_int, positive_int, probability
 from ..draw import draw_faces
@@ -45,33 +45,35 @@ def run(args: argparse.Namespace) -> int:
     for line in errors:
         print(f"blazeface detect: error: {line}", file=sys.stderr)
     failed = len(errors)
-    images, videos = split_videos(files)
-    if args.out:  # videos become .mp4 (H.264)
-        planned = plan_targets(images + videos, lambda p, r: args.out / (r.with_suffix(".mp4")
-                                                                         if p.suffix.lower() in VIDEO_SUFFIXES else r))
-        targets = {path: (target, error) for path, target, error in planned}
-        for path, target, error in planned:
+    # [(path, rel, annotated copy or None)]: videos become .mp4 (H.264); one input named twice is written
+    # twice, under distinct names
+    planned = [(p, r, None) for p, r in files]
+    if args.out:
+        planned = []
+        wanted = lambda p, r: args.out / (r.with_suffix(".mp4") if p.suffix.lower() in VIDEO_SUFFIXES else r)  # noqa: E731
+        for (path, rel), (_, target, error) in zip(files, plan_targets(files, wanted)):
             if error:
                 failed += 1
                 print(f"blazeface detect: error: {error}", file=sys.stderr)
-        images = [(p, r) for p, r in images if targets[p][0] is not None]
-        videos = [(p, r) for p, r in videos if targets[p][0] is not None]
+            else:
+                planned.append((path, rel, target))
+    images = [t for t in planned if t[0].suffix.lower() not in VIDEO_SUFFIXES]
+    videos = [t for t in planned if t[0].suffix.lower() in VIDEO_SUFFIXES]
     with jsonl_writer(args.json) as emit:
         bar = tqdm(total=len(images), unit="img", disable=len(images) < 2, file=sys.stderr)
         for start in range(0, len(images), args.batch_size):
             batch, arrays = [], []
-            for path, rel in images[start:start + args.batch_size]:
+            for path, rel, target in images[start:start + args.batch_size]:
                 try:
                     arrays.append(read_image(path))
-                    batch.append((path, rel))
+                    batch.append((path, target))
                 except BlazefaceError as exc:
                     failed += 1
                     tqdm.write(f"blazeface detect: error: {exc}", file=sys.stderr)
-            for (path, rel), image, faces in zip(batch, arrays, detector.detect_batch(arrays, args.batch_size)):
+            for (path, target), image, faces in zip(batch, arrays, detector.detect_batch(arrays, args.batch_size)):
                 emit({"image": str(path), "width": image.shape[1], "height": image.shape[0],
                       "faces": [f.to_dict() for f in faces]})
-                if args.out:
-                    target = targets[path][0]
+                if target is not None:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     if not cv2.imwrite(str(target), draw_faces(image, faces)):
                         failed += 1
@@ -80,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
                     tqdm.write(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
             bar.update(len(images[start:start + args.batch_size]))
         bar.close()
-        for path, rel in videos:
+        for path, rel, target in videos:
             try:
-                detect_video(detector, path, targets[path][0] if args.out else None, emit, args.batch_size,
+                detect_video(detector, path, target, emit, args.batch_size,
                              quiet=bool(args.json or args.out))
             except BlazefaceError as exc:
                 failed += 1

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import add_model_args
+from .validate import non_negative_int, positive_int, probability
 from ..errors import BlazefaceError
 
 
@@ -34,13 +35,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     w.add_argument("--list", type=Path, metavar="FILE",
                    help="evaluate only these images (wider_val.txt format: /event/name.jpg per line); "
                         "default: every ground-truth image present")
-    w.add_argument("--long-side", type=int, default=640,
+    w.add_argument("--long-side", type=non_negative_int, default=640,
                    help="test scale: resize the long side to this (0: original size; default 640)")
-    w.add_argument("--conf", type=float, default=0.01, help="score threshold (default 0.01: AP needs the low scores)")
-    w.add_argument("--nms", type=float, default=0.4, help="NMS IoU threshold (default 0.4)")
-    w.add_argument("--top-k", type=int, default=5000, help="candidates entering NMS (default 5000)")
-    w.add_argument("--keep-top-k", type=int, default=750, help="detections kept per image after NMS (default 750)")
-    w.add_argument("--batch-size", type=int, default=1,
+    w.add_argument("--conf", type=probability, default=0.01, help="score threshold (default 0.01: AP needs the low scores)")
+    w.add_argument("--nms", type=probability, default=0.4, help="NMS IoU threshold (default 0.4)")
+    w.add_argument("--top-k", type=positive_int, default=5000, help="candidates entering NMS (default 5000)")
+    w.add_argument("--keep-top-k", type=positive_int, default=750, help="detections kept per image after NMS (default 750)")
+    w.add_argument("--batch-size", type=positive_int, default=1,
                    help="images per forward pass, batching same-size images only (default 1: fastest on CPU)")
     w.add_argument("--threads", type=int, default=None, help="backend CPU threads (default: the backend's choice)")
     w.add_argument("--save-predictions", type=Path, metavar="DIR", help="also write the predictions folder here")
@@ -56,8 +57,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                    "matched faces together with the detection rate.")
     add_model_args(m)
     m.add_argument("--data", required=True, type=Path, metavar="DIR", help="MTFL folder: labels.txt and images/")
-    m.add_argument("--long-side", type=int, default=0, help="resize the long side to this (default 0: original size)")
-    m.add_argument("--batch-size", type=int, default=1,
+    m.add_argument("--long-side", type=non_negative_int, default=0, help="resize the long side to this (default 0: original size)")
+    m.add_argument("--batch-size", type=positive_int, default=1,
                    help="images per forward pass, batching same-size images only (default 1: fastest on CPU)")
     m.add_argument("--threads", type=int, default=None, help="backend CPU threads (default: the backend's choice)")
     m.add_argument("--json", action="store_true", help='print {"nme", "detected", "faces"}')

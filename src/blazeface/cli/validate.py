@@ -46,3 +46,4 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 probability = float_in(0.0, 1.0)  # score thresholds, IoU thresholds
 positive_float = float_in(0.0, open_low=True)
+non_negative_float = float_in(0.0)
