@@ -126,10 +126,15 @@ def make_runner(backend: str, model_name: str, weights=None, *, threads: int | N
 
     require("onnxruntime" if backend == "onnx" else "ncnn", backend)  # before any export work
     path = exported_model(backend, model_name, weights)
+    from .probe import check_runner
+
     if backend == "onnx":
         from .onnx_runner import OnnxRunner
 
-        return OnnxRunner(path, threads=threads, config=config)
-    from .ncnn_runner import NcnnRunner
+        runner = OnnxRunner(path, threads=threads, config=config)
+    else:
+        from .ncnn_runner import NcnnRunner
 
-    return NcnnRunner(path, threads=threads, config=config, precise=precise)
+        runner = NcnnRunner(path, threads=threads, config=config, precise=precise)
+    check_runner(runner, config, path)
+    return runner
