@@ -29,7 +29,7 @@ from ..config import ModelConfig
 from ..errors import BlazefaceError
 from ..priors import prior_boxes
 from ..training.matching import PriorMatcher
-from .labels import Sample, load_source
+from .labels import Sample, clip_to_images, load_source
 from .transforms import build_preset, make_target
 
 log = logging.getLogger(__name__)
@@ -213,8 +213,10 @@ def build_training_data(specs: Sequence[str | DataSpec], model_config: ModelConf
     parsed = [parse_data_spec(s) for s in specs]
     sources = [load_source(spec.path) for spec in parsed]
     for spec, samples in zip(parsed, sources):
+        clip_to_images(samples)
         dropped = ", ".join(f"{n} {why}" for why, n in samples.dropped.items())
-        log.info("data %s: %d images, %d faces%s", spec.path, len(samples), samples.num_faces,
+        log.info("data %s: %d images, %d faces%s%s", spec.path, len(samples), samples.num_faces,
+                 f", {samples.clipped} boxes clipped to their image" if samples.clipped else "",
                  f" (left out {dropped})" if dropped else "")
     samples = [s for source in sources for s in source]
     dataset = FaceTrainingDataset(samples, model_config, size, preset, seed, preset_options, **match_options)
