@@ -16,6 +16,9 @@ pair, so a run resumed at (epoch, position) sees exactly the images AND the crop
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -69,6 +72,7 @@ class FaceTrainingDataset(Dataset):
                           if isinstance(preset, str) else preset)
         self.seed = int(seed)
         self._warned: set[Path] = set()
+        self.owner_pid = os.getpid()  # the training process; DataLoader workers watch it (worker_init)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -109,9 +113,38 @@ def collate(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, d
 
 def worker_init(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: one thread per worker (the workers are the parallelism; OpenCV's
-    own pool would oversubscribe the cores and can hang after fork)."""
+    own pool would oversubscribe the cores and can hang after fork), and a watchdog that ends the worker
+    when the training process is gone (killed with SIGKILL, it cannot stop its workers itself; they come
+    from a fork server, so torch's own check of the parent process watches the fork server instead)."""
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    info = torch.utils.data.get_worker_info()
+    owner = getattr(info.dataset, "owner_pid", None) if info is not None else None
+    if owner and owner != os.getpid():
+        threading.Thread(target=_exit_when_gone, args=(owner,), name="owner-watchdog", daemon=True).start()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _exit_when_gone(pid: int, interval: float = 1.0) -> None:
+    while process_alive(pid):
+        time.sleep(interval)
+    os._exit(0)  # the owner is gone: nobody reads this worker's batches
 
 
 @dataclass(frozen=True)
