@@ -326,3 +326,36 @@ def test_numeric_options_are_checked_with_one_line_errors(argv, problem, capsys)
     assert main(argv + [str(SAMPLE)] if argv[0] != "train" else argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and problem in err[0] and err[0].startswith(f"blazeface {argv[0]}: error:")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The demo server: a path no file system can hold is a 400, not a dropped connection
+
+from test_web import fake_web  # noqa: E402,F401  (the fixture)
+
+
+@pytest.mark.parametrize("raw", [b"/%00", b"/index.html%00.js", b"/%ff%fe", b"/src/\x00app.js", b"/%01",
+                                 b"/" + b"a" * 5000 + b".js"])
+def test_web_answers_bad_paths_with_400_or_404(fake_web, raw):
+    import socket
+
+    from blazeface.webserver import DemoServer
+
+    root, model = fake_web
+    with DemoServer([model], port=0, root=root).start() as server:
+        host, port = server.server_address[:2]
+        with socket.create_connection((host, port), timeout=10) as conn:
+            conn.sendall(b"GET " + raw + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := conn.recv(65536):
+                reply += chunk
+        status = int(reply.split(b" ", 2)[1])
+        assert status == (404 if raw.endswith(b"a.js") else 400), reply[:200]
+        assert fetch_ok(server)  # and it still serves
+
+
+def fetch_ok(server) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(server.url, timeout=10) as response:
+        return response.status == 200
