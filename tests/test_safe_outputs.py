@@ -293,8 +293,8 @@ def huge_png(path, side=40000):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (side + 1) * 4))
-                     + chunk(b"IEND", b""))
+    rows = zlib.compress(b"\0" * (side + 1) * 4)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
     return path
 
 
@@ -331,17 +331,22 @@ def test_numeric_options_are_checked_with_one_line_errors(argv, problem, capsys)
 # ---------------------------------------------------------------------------------------------------
 # The demo server: a path no file system can hold is a 400, not a dropped connection
 
-from test_web import fake_web  # noqa: E402,F401  (the fixture)
-
-
 @pytest.mark.parametrize("raw", [b"/%00", b"/index.html%00.js", b"/%ff%fe", b"/src/\x00app.js", b"/%01",
                                  b"/" + b"a" * 5000 + b".js"])
-def test_web_answers_bad_paths_with_400_or_404(fake_web, raw):
+def test_web_answers_bad_paths_with_400_or_404(tmp_path, raw):
     import socket
 
-    from blazeface.webserver import DemoServer
+    from blazeface.webserver import ORT_FILES, DemoServer, ServedModel, ort_dir
 
-    root, model = fake_web
+    root = tmp_path / "web"  # placeholder page files where web/ and onnxruntime-web's dist/ would be
+    (root / "src").mkdir(parents=True)
+    (root / "index.html").write_text("<!doctype html><title>demo</title>")
+    (root / "src" / "app.js").write_text("export {};\n")
+    ort_dir(root).mkdir(parents=True)
+    for name in ORT_FILES:
+        (ort_dir(root) / name).write_bytes(b"export {};\n")
+    (tmp_path / "m.onnx").write_bytes(b"served as is")
+    model = ServedModel("blaze-x", "blaze", "blaze (x.pth)", tmp_path / "m.onnx")
     with DemoServer([model], port=0, root=root).start() as server:
         host, port = server.server_address[:2]
         with socket.create_connection((host, port), timeout=10) as conn:

@@ -326,8 +326,9 @@ def _encode_to(dst: Path, image: np.ndarray, params: list[int] | None = None) ->
     except cv2.error:
         ok = False
     if not ok:
-        raise BlazefaceError(f"{dst}: cannot encode a {image.dtype} image with {1 if image.ndim == 2 else image.shape[2]} "
-                             f"channel(s) as {dst.suffix or 'suffix-less'}")
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        raise BlazefaceError(f"{dst}: cannot encode a {image.dtype} image with {channels} channel(s) as "
+                             f"{dst.suffix or 'suffix-less'}")
     _write_bytes(dst, buffer.tobytes())
 
 

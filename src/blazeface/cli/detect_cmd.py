@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
                                    "JSON Lines (--json); without either, prints a line per input.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or videos")
     add_model_args(p)
-    p.add_argument("--long-side", type=non_negative_int, default=640, help="resize the long side to this (0: original size)")
+    p.add_argument("--long-side", type=non_negative_int, default=640,
+                   help="resize the long side to this (0: original size)")
     p.add_argument("--conf", type=probability, default=0.5, help="score threshold")
     p.add_argument("--nms", type=probability, default=0.4, help="NMS IoU threshold")
     p.add_argument("--top-k", type=positive_int, default=5000, help="candidates entering NMS")

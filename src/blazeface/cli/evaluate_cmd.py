@@ -37,10 +37,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "default: every ground-truth image present")
     w.add_argument("--long-side", type=non_negative_int, default=640,
                    help="test scale: resize the long side to this (0: original size; default 640)")
-    w.add_argument("--conf", type=probability, default=0.01, help="score threshold (default 0.01: AP needs the low scores)")
+    w.add_argument("--conf", type=probability, default=0.01,
+                   help="score threshold (default 0.01: AP needs the low scores)")
     w.add_argument("--nms", type=probability, default=0.4, help="NMS IoU threshold (default 0.4)")
     w.add_argument("--top-k", type=positive_int, default=5000, help="candidates entering NMS (default 5000)")
-    w.add_argument("--keep-top-k", type=positive_int, default=750, help="detections kept per image after NMS (default 750)")
+    w.add_argument("--keep-top-k", type=positive_int, default=750,
+                   help="detections kept per image after NMS (default 750)")
     w.add_argument("--batch-size", type=positive_int, default=1,
                    help="images per forward pass, batching same-size images only (default 1: fastest on CPU)")
     w.add_argument("--threads", type=int, default=None, help="backend CPU threads (default: the backend's choice)")
@@ -57,7 +59,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                    "matched faces together with the detection rate.")
     add_model_args(m)
     m.add_argument("--data", required=True, type=Path, metavar="DIR", help="MTFL folder: labels.txt and images/")
-    m.add_argument("--long-side", type=non_negative_int, default=0, help="resize the long side to this (default 0: original size)")
+    m.add_argument("--long-side", type=non_negative_int, default=0,
+                   help="resize the long side to this (default 0: original size)")
     m.add_argument("--batch-size", type=positive_int, default=1,
                    help="images per forward pass, batching same-size images only (default 1: fastest on CPU)")
     m.add_argument("--threads", type=int, default=None, help="backend CPU threads (default: the backend's choice)")

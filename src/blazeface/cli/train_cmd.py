@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--weight-decay", type=non_negative_float, default=None)
     p.add_argument("--cls-loss", choices=["ohem", "focal"], default=None)
     p.add_argument("--warmup-epochs", type=non_negative_float, default=None)
-    p.add_argument("--epoch-size", type=positive_int, default=None, help="images per epoch (default: all sources' sizes)")
+    p.add_argument("--epoch-size", type=positive_int, default=None,
+                   help="images per epoch (default: all sources' sizes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=non_negative_int, default=1, help="data-loading processes")
     p.add_argument("--threads", type=int, default=None, help="torch compute threads per process")

@@ -281,7 +281,8 @@ def image_size(path: Path) -> tuple[int, int] | None:
         while pos + 9 <= len(head) and head[pos] == 0xFF:
             marker, length = head[pos + 1], int.from_bytes(head[pos + 2:pos + 4], "big")
             if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-                height, width = int.from_bytes(head[pos + 5:pos + 7], "big"), int.from_bytes(head[pos + 7:pos + 9], "big")
+                height = int.from_bytes(head[pos + 5:pos + 7], "big")
+                width = int.from_bytes(head[pos + 7:pos + 9], "big")
                 return width, height  # stored size: the dataset reads images ignoring EXIF orientation
             pos += 2 + length
     import cv2
