@@ -194,6 +194,46 @@ def test_blur_edits_a_jpeg_block_by_block(tmp_path, capsys):
     assert np.median(diff[mask]) > 10  # the faces are blurred
 
 
+@pytest.mark.parametrize("sampling,mcu", [("444", (8, 8)), ("422", (8, 16)), ("440", (16, 8)), ("420", (16, 16)),
+                                          ("grey", (8, 8)), ("progressive", (16, 16))])
+def test_jpeg_block_edit_stays_inside_the_touched_mcus(tmp_path, sample, sampling, mcu):
+    from blazeface.jpeg_blocks import read_jpeg, write_jpeg_blocks
+
+    image = sample[:201, :397]  # sizes that are no multiple of a block
+    params = [cv2.IMWRITE_JPEG_QUALITY, 88]
+    if sampling == "grey":
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    elif sampling == "progressive":
+        params += [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]
+    else:
+        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, getattr(cv2, f"IMWRITE_JPEG_SAMPLING_FACTOR_{sampling}")]
+    src = tmp_path / "in.jpg"
+    cv2.imwrite(str(src), image, params)
+    upright, orientation = read_jpeg(src)
+    mask = np.zeros(upright.shape[:2], bool)
+    mask[50:90, 100:160] = True
+    mask[195:, 390:] = True  # the padded corner block
+    edited = upright.copy()
+    edited[mask] = 0
+    write_jpeg_blocks(src, tmp_path / "out.jpg", edited, mask, orientation)
+    before, after = cv2.imread(str(src)), cv2.imread(str(tmp_path / "out.jpg"))
+    blocks = _touched_pixels(mask, mcu)
+    grown = cv2.dilate(blocks.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert np.array_equal(before[~grown], after[~grown])
+    assert after[mask].mean() < 8  # the edit is there, within the file's own quantisation
+    assert (tmp_path / "out.jpg").stat().st_size <= 1.5 * src.stat().st_size
+
+
+def _touched_pixels(mask, mcu):
+    """The pixels of every (height, width) ``mcu`` block that touches ``mask``."""
+    h, w = mask.shape
+    my, mx = mcu
+    padded = np.zeros((-(-h // my) * my, -(-w // mx) * mx), bool)
+    padded[:h, :w] = mask
+    touched = padded.reshape(padded.shape[0] // my, my, padded.shape[1] // mx, mx).any(axis=(1, 3))
+    return np.kron(touched, np.ones((my, mx), bool))[:h, :w]
+
+
 def _touched(mask, mcu):
     h, w = mask.shape
     padded = np.zeros((-(-h // mcu) * mcu, -(-w // mcu) * mcu), bool)

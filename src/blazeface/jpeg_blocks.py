@@ -92,8 +92,8 @@ def write_jpeg_blocks(src: str | Path, dst: str | Path, upright: np.ndarray, cha
     height, width = image.shape[:2]
     if (height, width) != (jpeg.height, jpeg.width):
         raise BlazefaceError(f"{src}: decoded {width}x{height}, the JPEG says {jpeg.width}x{jpeg.height}")
-    factors = np.asarray(jpeg.samp_factor).reshape(-1, 2)  # per component (h, v)
-    hmax, vmax = int(factors[:, 0].max()), int(factors[:, 1].max())
+    factors = np.asarray(jpeg.samp_factor).reshape(-1, 2)  # per component (v, h): jpeglib's order
+    vmax, hmax = int(factors[:, 0].max()), int(factors[:, 1].max())
     mcu_w, mcu_h = 8 * hmax, 8 * vmax
     rows, cols = -(-height // mcu_h), -(-width // mcu_w)
     padded = np.zeros((rows * mcu_h, cols * mcu_w), bool)
@@ -108,7 +108,7 @@ def write_jpeg_blocks(src: str | Path, dst: str | Path, upright: np.ndarray, cha
     components = [jpeg.Y] + ([jpeg.Cb, jpeg.Cr] if jpeg.Cb is not None else [])
     tables = np.asarray(jpeg.qt, np.float64)
     for c, coefficients in enumerate(components):
-        h, v = int(factors[c, 0]), int(factors[c, 1])
+        v, h = int(factors[c, 0]), int(factors[c, 1])
         sx, sy = hmax // h, vmax // v
         plane = planes[..., 0 if len(components) == 1 else c]
         plane = plane.reshape(plane.shape[0] // sy, sy, plane.shape[1] // sx, sx).mean(axis=(1, 3))

@@ -152,9 +152,18 @@ def video_encoder(suffix: str) -> str:
     available = _encoders()
     for name in _ENCODERS[family]:
         if name in available:
+            if family == "other" and name != "libx264":
+                _warn_once(f"the ffmpeg binary ({ffmpeg_exe()}) has no libx264: writing videos with {name}")
             return name
     raise BlazefaceError(f"the ffmpeg binary ({ffmpeg_exe()}) has none of the encoders "
                          f"{', '.join(_ENCODERS[family])} for {suffix or 'suffix-less'} videos")
+
+
+@lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    import sys
+
+    print(f"blazeface: warning: {message}", file=sys.stderr)
 
 
 def probe(path: str | Path) -> dict:

@@ -8,6 +8,7 @@ both becoming ``clip.mp4``) get distinct names (``clip-2.mp4``).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -100,8 +101,13 @@ def plan_targets(files: list[tuple[Path, Path]], wanted: Callable[[Path, Path], 
     plan = OutputPlan([p for p, _ in files] + list(extra_inputs))
     out = []
     for path, rel in files:
+        want = wanted(path, rel)
         try:
-            out.append((path, plan.target(path, wanted(path, rel)), None))
+            target = plan.target(path, want)
         except BlazefaceError as exc:
             out.append((path, None, str(exc)))
+            continue
+        if target != want:
+            print(f"blazeface: note: {path} -> {target} ({want} is another input's output)", file=sys.stderr)
+        out.append((path, target, None))
     return out
