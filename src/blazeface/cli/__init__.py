@@ -11,7 +11,6 @@ import importlib
 import json
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import BlazefaceError
@@ -98,10 +97,3 @@ def jsonl_writer(target: str | None) -> Iterator[Callable[[dict], None]]:
         if stream is not sys.stdout:
             stream.close()
 
-
-def split_videos(files: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
-    """(images, videos) of ``[(path, relative path)]`` by file suffix."""
-    from ..io import VIDEO_SUFFIXES
-
-    videos = [(p, r) for p, r in files if p.suffix.lower() in VIDEO_SUFFIXES]
-    return [(p, r) for p, r in files if p.suffix.lower() not in VIDEO_SUFFIXES], videos
