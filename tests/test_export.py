@@ -201,6 +201,33 @@ def test_exported_files_say_which_model_and_backend(exported, capsys):
     assert len(json.loads(capsys.readouterr().out)["faces"]) >= 10
 
 
+def test_damaged_weights_are_refused_at_load(exported, tmp_path):
+    """A model whose weights do not belong to its file (random bytes, NaN) is refused at load with one
+    line naming the file, instead of reporting "0 faces"."""
+    import shutil
+
+    from onnx import numpy_helper
+
+    model = onnx.load(str(exported["blaze"]["onnx"]))
+    weight = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    values = numpy_helper.to_array(weight).copy()
+    values.flat[::7] = np.nan
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    onnx.save(model, str(tmp_path / "nan.onnx"))
+    with pytest.raises(BlazefaceError, match=r"nan\.onnx: the model computes non-finite"):
+        FaceDetector("blaze", weights=tmp_path / "nan.onnx", backend="onnx")
+    if "ncnn" not in exported["blaze"]:
+        return
+    param = exported["blaze"]["ncnn"]
+    for suffix in (".param", ".json"):
+        shutil.copy(param.with_suffix(suffix), tmp_path / f"random{suffix}")
+    size = param.with_suffix(".bin").stat().st_size
+    (tmp_path / "random.bin").write_bytes(np.random.default_rng(0).integers(0, 256, size, np.uint8).tobytes())
+    with pytest.raises(BlazefaceError, match=r"random\.param: .*(non-finite|not probabilities)"):
+        FaceDetector("blaze", weights=tmp_path / "random.param", backend="ncnn")
+    assert len(FaceDetector("blaze", weights=param, backend="ncnn").detect(SAMPLE)) >= 0  # the real one loads
+
+
 @requires_ncnn
 def test_export_command_writes_param_and_bin(tmp_path):
     weights = weights_for("slim")

@@ -121,7 +121,8 @@ def test_cli_detect_json_and_errors(tmp_path, capsys):
         face = r["faces"][0]
         assert len(face["box"]) == 4 and len(face["landmarks"]) == 5 and 0 < face["score"] <= 1
         assert all(0 <= face["box"][k] <= (400, 210)[k % 2] for k in range(4))
-    assert (out / "sub" / "a.png").is_file() and (out / "sample.jpg").is_file()
+    # The folder argument keeps its name under --out: in/sub/a.png, not sub/a.png.
+    assert (out / "in" / "sub" / "a.png").is_file() and (out / "sample.jpg").is_file()
 
 
 def test_cli_detect_missing_weights_and_inputs(tmp_path, capsys):

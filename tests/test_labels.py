@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blazeface.data.labels import find_label_file, load_source, read_mtfl, read_retinaface, read_wider
+from blazeface.data.labels import clip_to_images, find_label_file, load_source, read_mtfl, read_retinaface, read_wider
 from blazeface.errors import BlazefaceError
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -172,3 +172,23 @@ def test_real_other_sources(folder, images, faces):
     samples = load_source(SHARED / folder)
     assert len(samples) == images and samples.num_faces == faces
     assert samples[0].image_path.is_file()
+
+
+def test_boxes_are_clipped_to_their_image_and_counted(tmp_path):
+    import cv2
+
+    write(tmp_path, "label.txt", "# a.jpg\n-10 5 30 20\n50 40 30 30\n10 10 20 20\n90 90 40 40\n")
+    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), np.zeros((60, 80, 3), np.uint8))
+    samples = load_source(tmp_path)
+    clip_to_images(samples)
+    assert samples.clipped == 2 and samples.dropped["outside"] == 1  # the last box lies wholly outside
+    assert samples[0].boxes.tolist() == [[0, 5, 20, 25], [50, 40, 80, 60], [10, 10, 30, 30]]
+
+
+def test_absurd_values_and_empty_files_name_the_file(tmp_path):
+    path = write(tmp_path, "label.txt", "# a.jpg\n1 2 3 4\n3e38 2 3e38 4\n")
+    with pytest.raises(BlazefaceError, match=rf"^{path}:3: value 3e38 is out of range"):
+        load_source(tmp_path)
+    path.write_text("")
+    with pytest.raises(BlazefaceError, match=rf"^{path}: the label file names no images"):
+        load_source(tmp_path)

@@ -23,6 +23,7 @@ from .models import create_model, get_config, model_name_for, resolve_weights
 from .models.registry import SHIPPED
 from .optional import require
 from .runtime import NcnnRunner, OnnxRunner, TorchRunner
+from .runtime.probe import check_runner
 from .version import __version__
 
 __all__ = ["BACKENDS", "DEFAULT_MODEL", "backend_for", "cache_dir", "exported_model", "make_runner"]
@@ -109,6 +110,7 @@ def make_runner(backend: str | None, model_name: str | None, weights=None, *, th
         stated = runner.metadata.get("model")
         config = get_config(model_name or stated or DEFAULT_MODEL)
         check_metadata(runner.metadata, config, path)
+        check_runner(runner, config, path)
         runner.config = config
         return runner
     name = model_name_for(model_name, weights)
@@ -120,5 +122,6 @@ def make_runner(backend: str | None, model_name: str | None, weights=None, *, th
         path = exported_model(backend, name, checkpoint)
         runner = (OnnxRunner(path, threads=threads, config=config) if backend == "onnx"
                   else NcnnRunner(path, threads=threads, config=config, precise=precise))
+        check_runner(runner, config, path)
     runner.config = config
     return runner

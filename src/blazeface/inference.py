@@ -195,6 +195,14 @@ class FaceDetector:
         return letterbox_size(width, height, side, self.config.size_multiple)
 
     # -- detection -----------------------------------------------------------------------------------
+    def stream(self, source, batch_size: int = defaults.BATCH_SIZE):
+        """Every frame of a video file (path) or camera (index) with its faces: yields
+        ``StreamFrame(index, timestamp, image, faces)`` (unpackable as a tuple), ``faces`` as
+        :meth:`detect` returns them. A video cut short raises ``BlazefaceError`` after its last frame."""
+        from .video import stream_faces
+
+        return stream_faces(self, source, batch_size)
+
     def detect(self, image, *, conf: float | None = None, nms: float | None = None,
                long_side: int | None = None, color: str | None = None) -> Detections:
         """Faces in one image (a path, a numpy array or a PIL image), by descending score.

@@ -1,6 +1,7 @@
 """Image and video input with one-line errors that name the file."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -10,21 +11,40 @@ from .errors import BlazefaceError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+# OpenCV refuses to decode images over this many pixels (OPENCV_IO_MAX_IMAGE_PIXELS moves the limit).
+MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as a BGR uint8 array (H, W, 3)."""
+    """Read an image file as a BGR uint8 array (H, W, 3), upright (EXIF orientation applied)."""
+    return decode_image(path, cv2.IMREAD_COLOR)
+
+
+def decode_image(path: str | Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    """Decode an image file with OpenCV ``flags``; every failure (missing, a folder, empty, corrupt, over
+    OpenCV's pixel limit) is a ``BlazefaceError`` naming the file."""
     path = Path(path)
     if not path.exists():
         raise BlazefaceError(f"{path}: no such file")
     if path.is_dir():
         raise BlazefaceError(f"{path}: is a folder, not an image")
-    data = np.fromfile(str(path), dtype=np.uint8)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise BlazefaceError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if data.size == 0:
         raise BlazefaceError(f"{path}: empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(data, flags)
+    except cv2.error as exc:
+        if "limit" in str(exc).lower() or "CV_IO_MAX_IMAGE" in str(exc):
+            raise BlazefaceError(f"{path}: image too large for OpenCV (over {MAX_PIXELS} pixels; the "
+                                 f"OPENCV_IO_MAX_IMAGE_PIXELS variable raises the limit)") from None
+        raise BlazefaceError(f"{path}: not a readable image ({str(exc).strip().splitlines()[-1][:120]})") from None
+    except MemoryError:
+        raise BlazefaceError(f"{path}: image too large to decode in memory") from None
     if image is None:
-        raise BlazefaceError(f"{path}: not a readable image (corrupt or unsupported format)")
+        raise BlazefaceError(f"{path}: not a readable image (corrupt, unsupported format or too large)")
     return image
 
 

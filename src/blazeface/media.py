@@ -4,9 +4,6 @@ back with the ffmpeg binary that ``imageio-ffmpeg`` ships.
 """
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import cv2
@@ -133,41 +130,13 @@ def write_image_like(path: str | Path, image: np.ndarray, source: str | Path | N
 
 
 # --------------------------------------------------------------------------------------------------
-# Videos
+# Videos (the writers live in ``video``; these names stay here for existing callers)
 
-def ffmpeg_exe() -> str:
-    """The ffmpeg binary of ``imageio-ffmpeg`` (a system ``ffmpeg`` when that package is missing)."""
-    try:
-        import imageio_ffmpeg
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError):
-        found = shutil.which("ffmpeg")
-        if found:
-            return found
-    raise BlazefaceError("copying the audio track needs ffmpeg: pip install imageio-ffmpeg")
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:200] if lines else "no message"
+from .video import ffmpeg_exe, mux_audio  # noqa: E402,F401
 
 
 def has_audio(path: str | Path) -> bool:
     """Whether the media file holds at least one audio stream (ffmpeg's stream listing)."""
-    result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True,
-                            text=True, errors="replace")
-    return re.search(r"^\s*Stream #\d+:\d+.*?: Audio:", result.stderr, re.MULTILINE) is not None
+    from .video import probe
 
-
-def mux_audio(video: str | Path, audio_source: str | Path, out: str | Path) -> None:
-    """Write ``out``: the video stream of ``video`` (copied) and every audio stream of ``audio_source``
-    (copied; re-encoded with the container's default codec when the container cannot hold it)."""
-    base = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", "-i", str(video), "-i",
-            str(audio_source), "-map", "0:v:0", "-map", "1:a", "-c:v", "copy"]
-    for audio in (["-c:a", "copy"], []):
-        result = subprocess.run(base + audio + [str(out)], capture_output=True, text=True, errors="replace")
-        if result.returncode == 0:
-            return
-    Path(out).unlink(missing_ok=True)
-    raise BlazefaceError(f"{audio_source}: could not copy the audio track ({_last_line(result.stderr)})")
+    return probe(path)["audio"]

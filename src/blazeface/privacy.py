@@ -15,7 +15,6 @@ are the whole file pipelines ``blazeface blur`` runs.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -156,26 +155,43 @@ def anonymize(image, faces, method: str = "blur", shape: str = "ellipse", scale:
     source = image
     image = as_bgr(image)
     out = image.copy() if copy and image is source else image  # as_bgr may already have made a new array
+    return anonymize_array(out, faces, method, shape, scale, colour=colour)
+
+
+def anonymize_array(out: np.ndarray, faces, method: str = "blur", shape: str = "ellipse",
+                    scale: float = DEFAULT_SCALE, *, colour: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+    """:func:`anonymize` in place on an image array of any depth and channel count as OpenCV decodes it
+    (grey (H, W), BGR, BGRA; uint8, uint16 or float32). The colour channels are anonymised; an alpha
+    channel is kept as it is. ``colour`` is in 8-bit levels (scaled to 16 bits for uint16). -> ``out``."""
+    _check(method, shape)
     if method == "none":
         return out
     height, width = out.shape[:2]
-    colour = np.asarray(colour, out.dtype)
+    channels = 1 if out.ndim == 2 else min(out.shape[2], 3)
+    level = {np.dtype(np.uint16): 257.0, np.dtype(np.float32): 1 / 255}.get(out.dtype, 1.0)
+    colour = np.asarray(colour, np.float64)[:channels] * level
+    colour = (colour.mean(keepdims=True) if channels == 1 else colour).astype(out.dtype)
     for rect, clip in zip(_full_rect(faces, width, height, scale), mask_boxes(faces, width, height, scale)):
         x1, y1, x2, y2 = (int(v) for v in clip)
         if x2 <= x1 or y2 <= y1:
             continue
-        roi = out[y1:y2, x1:x2]
+        roi = out[y1:y2, x1:x2] if out.ndim == 2 else out[y1:y2, x1:x2, :channels]
         if method == "solid":
             fill = None
-        elif method == "blur":
-            fill = _blurred(roi)
         else:
-            fill = _mosaic(roi)
+            pixels = np.ascontiguousarray(roi)
+            fill = _blurred(pixels) if method == "blur" else _mosaic(pixels)
+            if fill.ndim < roi.ndim:  # OpenCV drops a single channel's axis
+                fill = fill[..., None]
+        if out.ndim == 2:
+            colour_fill = colour[0]
+        else:
+            colour_fill = colour
         if shape == "box":
-            roi[...] = colour if fill is None else fill
+            roi[...] = colour_fill if fill is None else fill
         else:
             inside = _region_mask(rect, clip, shape)
-            roi[inside] = colour if fill is None else fill[inside]
+            roi[inside] = colour_fill if fill is None else fill[inside]
     return out
 
 
@@ -222,7 +238,9 @@ class BlurSettings:
     shape: str = "ellipse"
     scale: float = DEFAULT_SCALE
     hold: int = DEFAULT_HOLD_FRAMES  # video only
-    jpeg_quality: int | str = "max"  # JPEG images: "max", "keep" or 1-100 (see media.image_write_params)
+    # JPEG images: "blocks" (only the blocks touching a mask re-encoded, see jpeg_blocks) or a whole
+    # re-encode at "max", "keep" or 1-100 (see media.image_write_params)
+    jpeg_quality: int | str = "blocks"
 
     def __post_init__(self):
         _check(self.method, self.shape)
@@ -240,14 +258,147 @@ def mask_records(faces: Sequence, held: Sequence[bool], width: int, height: int,
     return records
 
 
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+# Formats whose several frames (animation) or pages OpenCV reads and writes back whole.
+ANIMATED_SUFFIXES = (".webp", ".png", ".apng")
+MULTIPAGE_SUFFIXES = (".tif", ".tiff")
+
+
 def anonymize_image_file(detector, src: str | Path, dst: str | Path, settings: BlurSettings) -> dict:
-    """Anonymise one image file into ``dst`` (its suffix names the format). Lossless formats keep every
-    pixel outside the masks exactly; JPEG cannot, and is written at ``settings.jpeg_quality`` ("max":
-    quality 100 without chroma subsampling, every pixel within a few levels). -> JSON record."""
+    """Anonymise one image file into ``dst`` (its suffix names the format), keeping what the file holds:
+    bit depth (16-bit PNG and TIFF stay 16-bit), alpha, grey, and every frame of an animated WebP/PNG or
+    page of a TIFF. Pixels outside the masks keep their exact values; a JPEG is edited block by block
+    (``settings.jpeg_quality="blocks"``, see :mod:`blazeface.jpeg_blocks`) or re-encoded whole ("max",
+    "keep" or a quality). GIF is refused (its palette cannot hold a blur without changing other
+    pixels). -> JSON record (``"frames"`` holds one record per frame of a many-frame file)."""
+    import cv2
+
+    from .io import decode_image
+
+    src, dst = Path(src), Path(dst)
+    suffix = src.suffix.lower()
+    if suffix == ".gif" or dst.suffix.lower() == ".gif":
+        raise BlazefaceError(f"{src}: blur does not write GIF (a palette image cannot hold a blur without "
+                             f"changing other pixels); convert it to PNG, WebP or a video first")
+    if suffix in JPEG_SUFFIXES and dst.suffix.lower() in JPEG_SUFFIXES and settings.jpeg_quality == "blocks":
+        return _anonymize_jpeg_blocks(detector, src, dst, settings)
+    if settings.jpeg_quality != "blocks" and dst.suffix.lower() in JPEG_SUFFIXES:
+        return _anonymize_reencoded(detector, src, dst, settings)
+    image = decode_image(src, cv2.IMREAD_UNCHANGED)
+    pages = cv2.imcount(str(src)) if suffix in ANIMATED_SUFFIXES + MULTIPAGE_SUFFIXES else 1
+    if pages > 1:
+        return _anonymize_frames(detector, src, dst, settings, multipage=suffix in MULTIPAGE_SUFFIXES)
+    record, out = _anonymize_raw(detector, image, settings)
+    _encode_to(dst, out)
+    return {"image": str(src), **record}
+
+
+def _bgr8(image: np.ndarray) -> np.ndarray:
+    """What the detector sees of an image of any depth and channel count: BGR uint8."""
+    import cv2
+
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(np.nan_to_num(image.astype(np.float64)) * 255, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return np.ascontiguousarray(image)
+
+
+def _anonymize_raw(detector, image: np.ndarray, settings: BlurSettings, hold: MaskHold | None = None
+                   ) -> tuple[dict, np.ndarray]:
+    found = detector.detect(_bgr8(image))
+    faces, held = hold.update(found) if hold is not None else (list(found), [False] * len(found))
+    h, w = image.shape[:2]
+    records = mask_records(faces, held, w, h, settings.scale)
+    out = anonymize_array(image, records, settings.method, settings.shape, settings.scale)
+    return {"width": w, "height": h, "faces": records}, out
+
+
+def _encode_to(dst: Path, image: np.ndarray, params: list[int] | None = None) -> None:
+    import cv2
+
+    from .media import image_write_params
+
+    params = image_write_params(dst.suffix) if params is None else params
+    try:
+        ok, buffer = cv2.imencode(dst.suffix or ".png", image, params)
+    except cv2.error:
+        ok = False
+    if not ok:
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        raise BlazefaceError(f"{dst}: cannot encode a {image.dtype} image with {channels} channel(s) as "
+                             f"{dst.suffix or 'suffix-less'}")
+    _write_bytes(dst, buffer.tobytes())
+
+
+def _write_bytes(dst: Path, data: bytes) -> None:
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(data)
+    except OSError as exc:
+        raise BlazefaceError(f"{dst}: cannot write ({exc.strerror or exc})") from None
+
+
+def _anonymize_frames(detector, src: Path, dst: Path, settings: BlurSettings, multipage: bool) -> dict:
+    """Every frame of an animation (masks held across frames as in a video) or every page of a TIFF."""
+    import cv2
+
+    if multipage:
+        ok, pages = cv2.imreadmulti(str(src), flags=cv2.IMREAD_UNCHANGED)
+        frames = list(pages) if ok else []
+    else:
+        ok, animation = cv2.imreadanimation(str(src))
+        frames = list(animation.frames) if ok else []
+    if not frames:
+        raise BlazefaceError(f"{src}: cannot read its frames")
+    hold = None if multipage else MaskHold(settings.hold)
+    records, outs = [], []
+    for k, frame in enumerate(frames):
+        record, out = _anonymize_raw(detector, frame, settings, hold)
+        records.append({"frame": k, **record})
+        outs.append(out)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if multipage:
+            ok = cv2.imwritemulti(str(dst), outs)
+        else:
+            animation.frames = outs
+            params = [cv2.IMWRITE_WEBP_QUALITY, 101] if dst.suffix.lower() == ".webp" else []
+            ok = cv2.imwriteanimation(str(dst), animation, params)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise BlazefaceError(f"{dst}: cannot write {len(outs)} frames as {dst.suffix}")
+    faces = [f for r in records for f in r["faces"]]
+    return {"image": str(src), "width": records[0]["width"], "height": records[0]["height"], "faces": faces,
+            "frames": records}
+
+
+def _anonymize_jpeg_blocks(detector, src: Path, dst: Path, settings: BlurSettings) -> dict:
+    """JPEG -> JPEG re-encoding only the MCUs that touch a mask (every other block keeps its coefficients)."""
+    from .jpeg_blocks import read_jpeg, write_jpeg_blocks
+
+    image, orientation = read_jpeg(src)
+    faces = detector.detect(image)
+    h, w = image.shape[:2]
+    records = mask_records(faces, [False] * len(faces), w, h, settings.scale)
+    changed = face_mask(image.shape, records, settings.shape, settings.scale) if settings.method != "none" else \
+        np.zeros((h, w), bool)
+    out = anonymize_array(image.copy(), records, settings.method, settings.shape, settings.scale)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    blocks = write_jpeg_blocks(src, dst, out, changed, orientation)
+    return {"image": str(src), "width": w, "height": h, "faces": records, "jpeg_blocks": blocks}
+
+
+def _anonymize_reencoded(detector, src: Path, dst: Path, settings: BlurSettings) -> dict:
+    """The whole image decoded, anonymised and encoded again (JPEG at ``settings.jpeg_quality``)."""
     from .io import read_image
     from .media import write_image_like
 
-    src, dst = Path(src), Path(dst)
     image = read_image(src)
     faces = detector.detect(image)
     h, w = image.shape[:2]
@@ -260,55 +411,29 @@ def anonymize_image_file(detector, src: str | Path, dst: str | Path, settings: B
 def anonymize_video(detector, src: str | Path, dst: str | Path, settings: BlurSettings, *,
                     batch_size: int = 8, on_frame: Callable[[dict], None] | None = None,
                     progress: bool = True) -> dict:
-    """Anonymise every frame of a video into ``dst`` (same container and frame rate; the audio tracks are
-    copied back when the input has any). ``on_frame`` receives a JSON record per frame (with ``"frame"``).
-    -> a summary ``{"frames", "faces", "audio"}``."""
+    """Anonymise every frame of a video into ``dst`` (same container and frame rate, H.264 yuv420p at
+    about the input's bitrate, the input's audio tracks copied). ``on_frame`` receives a JSON record per
+    frame (with ``"frame"`` and ``"time"``). ``dst`` appears only when the whole video was read and
+    written. -> a summary ``{"frames", "faces", "audio", "fps"}``."""
     from tqdm import tqdm
 
-    from .media import has_audio, mux_audio
-    from .video import VideoReader, VideoWriter
+    from .video import VideoOutput, VideoReader, stream_faces
 
     src, dst = Path(src), Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.stem}.video-only{dst.suffix}")
     hold = MaskHold(settings.hold)
-    frames = faces_total = 0
-    writer = None
-    try:
-        with VideoReader(src) as reader:
-            try:
-                with tqdm(total=reader.frame_count or None, unit="frame", desc=src.name, disable=not progress,
-                          leave=False) as bar:
-                    for index, chunk in reader.batches(batch_size):
-                        for k, (frame, found) in enumerate(zip(chunk, detector.detect_batch(chunk, batch_size))):
-                            masked, held = hold.update(found)
-                            h, w = frame.shape[:2]
-                            records = mask_records(masked, held, w, h, settings.scale)
-                            if writer is None:  # sized by the decoded frames (rotated videos come upright)
-                                writer = VideoWriter(tmp, reader.fps, (w, h))
-                            writer.write(anonymize(frame, records, settings.method, settings.shape, settings.scale,
-                                                   copy=False))
-                            if on_frame is not None:
-                                on_frame({"image": str(src), "frame": index + k, "width": w, "height": h,
-                                          "faces": records})
-                            faces_total += len(found)
-                        frames += len(chunk)
-                        bar.update(len(chunk))
-            finally:
-                if writer is not None:
-                    writer.close()
-            fps = reader.fps
-        try:
-            audio = has_audio(src)
-            if audio:
-                mux_audio(tmp, src, dst)
-        except BlazefaceError as exc:
-            os.replace(tmp, dst)  # the anonymised picture is there; only the sound is missing
-            raise BlazefaceError(f"{exc}; wrote {dst} without audio") from None
-        if not audio:
-            os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return {"frames": frames, "faces": faces_total, "audio": audio, "fps": fps}
-
+    faces_total = 0
+    with VideoReader(src) as reader, VideoOutput(dst, like=src, fps=reader.fps) as video:
+        with tqdm(total=reader.frame_count or None, unit="frame", desc=src.name, disable=not progress,
+                  leave=False) as bar:
+            for frame in stream_faces(detector, src, batch_size, reader=reader):
+                masked, held = hold.update(frame.faces)
+                h, w = frame.image.shape[:2]
+                records = mask_records(masked, held, w, h, settings.scale)
+                video.write(anonymize(frame.image, records, settings.method, settings.shape, settings.scale,
+                                      copy=False))
+                if on_frame is not None:
+                    on_frame({"image": str(src), "frame": frame.index, "time": round(frame.timestamp, 6),
+                              "width": w, "height": h, "faces": records})
+                faces_total += len(frame.faces)
+                bar.update(1)
+    return {"frames": reader.frames_read, "faces": faces_total, "audio": video.audio, "fps": reader.fps}

@@ -151,7 +151,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self) -> tuple[Path | None, bytes | None]:
         """(file, None) or (None, bytes) for the request path; (None, None) when there is nothing."""
         app = self.server.app
-        path = unquote(urlsplit(self.path).path)
+        try:
+            path = unquote(urlsplit(self.path).path, errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            raise _BadPath("the path is not valid UTF-8") from None
+        if "\0" in path or any(ord(c) < 32 for c in path):
+            raise _BadPath("the path holds a NUL or control character")
         if path in ("/", "/index.html"):
             return app.root / "index.html", None
         if path == "/models.json":
@@ -169,9 +174,15 @@ class _Handler(BaseHTTPRequestHandler):
         return target, None
 
     def _respond(self, head_only: bool) -> None:
-        file, body = self._route()
-        if file is not None and not file.is_file():
-            file = None
+        try:
+            file, body = self._route()
+            if file is not None and not file.is_file():
+                file = None
+        except _BadPath as exc:
+            self.send_error(HTTPStatus.BAD_REQUEST, str(exc))
+            return
+        except (OSError, ValueError):  # e.g. a name too long for the file system
+            file, body = None, None
         if file is None and body is None:
             self.send_error(HTTPStatus.NOT_FOUND, "not found")
             return
@@ -206,6 +217,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self):
         self._respond(head_only=True)
+
+
+class _BadPath(Exception):
+    """A request path that names no file on any system (undecodable, NUL bytes): answered with 400."""
 
 
 def _inside(base: Path, relative: str) -> Path | None:

@@ -12,7 +12,6 @@ import json
 import re
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Callable, Iterator
 
 from .. import defaults
@@ -22,8 +21,15 @@ from ..version import __version__
 COMMANDS = ("detect", "evaluate", "train", "export", "profile", "bench", "web", "blur", "align")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (``blazeface detect: error: argument --conf: ...``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="blazeface", description="Tiny, fast face detectors with five landmarks.")
+    parser = OneLineParser(prog="blazeface", description="Tiny, fast face detectors with five landmarks.")
     parser.add_argument("--version", action="version", version=f"blazeface {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -39,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed on one line
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except BlazefaceError as exc:
@@ -102,17 +111,13 @@ def jsonl_writer(target: str | None) -> Iterator[Callable[[dict], None]]:
     if not target:
         yield lambda record: None
         return
-    stream = sys.stdout if target == "-" else open(target, "w")
+    try:
+        stream = sys.stdout if target == "-" else open(target, "w")
+    except OSError as exc:
+        raise BlazefaceError(f"--json {target}: cannot write ({exc.strerror or exc})") from None
     try:
         yield lambda record: stream.write(json.dumps(record) + "\n")
     finally:
         if stream is not sys.stdout:
             stream.close()
 
-
-def split_videos(files: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
-    """(images, videos) of ``[(path, relative path)]`` by file suffix."""
-    from ..io import VIDEO_SUFFIXES
-
-    videos = [(p, r) for p, r in files if p.suffix.lower() in VIDEO_SUFFIXES]
-    return [(p, r) for p, r in files if p.suffix.lower() not in VIDEO_SUFFIXES], videos

@@ -9,7 +9,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import add_model_args
-from .detect_cmd import expand_inputs
+from .outputs import check_out_folder, expand_inputs
+from .validate import non_negative_int, positive_int, probability
 from ..alignment import ARCFACE_SIZE, align_face
 from .. import defaults
 from ..errors import BlazefaceError
@@ -30,25 +31,24 @@ def add_parser(sub) -> None:
     add_model_args(p)
     p.add_argument("--out", type=Path, default=Path("aligned"), help="folder for the crops and faces.jsonl "
                                                                      "(default: ./aligned)")
-    p.add_argument("--size", type=int, default=ARCFACE_SIZE, help="crop side in pixels (default 112)")
-    p.add_argument("--conf", type=float, default=0.5, help="score threshold (default 0.5)")
-    p.add_argument("--nms", type=float, default=defaults.NMS, help=f"NMS IoU threshold (default {defaults.NMS})")
-    p.add_argument("--long-side", type=int, default=defaults.LONG_SIDE,
+    p.add_argument("--size", type=positive_int, default=ARCFACE_SIZE, help="crop side in pixels (default 112)")
+    p.add_argument("--conf", type=probability, default=0.5, help="score threshold (default 0.5)")
+    p.add_argument("--nms", type=probability, default=defaults.NMS, help=f"NMS IoU threshold (default {defaults.NMS})")
+    p.add_argument("--long-side", type=non_negative_int, default=defaults.LONG_SIDE,
                    help=f"detect with the long side resized to this (0: original size; default {defaults.LONG_SIDE})")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.size < 1:
-        raise BlazefaceError(f"--size must be a positive number of pixels, got {args.size}")
     detector = FaceDetector(args.model, weights=args.weights, backend=args.backend, long_side=args.long_side,
                             conf=args.conf, nms=args.nms)
     files, errors = expand_inputs(args.inputs)
     for line in errors:
         print(f"blazeface align: error: {line}", file=sys.stderr)
     failed = len(errors)
+    check_out_folder(args.out)
+    inputs = {p.resolve() for p, _ in files}
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
         index = open(args.out / INDEX, "w")
     except OSError as exc:
         raise BlazefaceError(f"{args.out}: cannot write ({exc.strerror or exc})") from None
@@ -69,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
                 for i, face in enumerate(faces):
                     crop, matrix = align_face(image, face, args.size, return_transform=True)
                     name = prefix.parent / f"{prefix.name}_face{i}.png"
+                    if (args.out / name).resolve() in inputs:
+                        raise BlazefaceError(f"{path}: its crop {args.out / name} would overwrite an input; "
+                                             f"choose another --out folder")
                     write_image_like(args.out / name, crop)
                     index.write(json.dumps({"crop": name.as_posix(), "source": str(path), "face": i, **face.to_dict(),
                                             "size": args.size,

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import add_model_args
 from .. import defaults
+from .validate import non_negative_int, positive_int, probability
 from ..errors import BlazefaceError
 
 
@@ -34,15 +35,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     w.add_argument("--list", type=Path, metavar="FILE",
                    help="evaluate only these images (wider_val.txt format: /event/name.jpg per line); "
                         "default: every ground-truth image present")
-    w.add_argument("--long-side", type=int, default=defaults.LONG_SIDE,
+    w.add_argument("--long-side", type=non_negative_int, default=defaults.LONG_SIDE,
                    help=f"test scale: resize the long side to this (0: original size; default {defaults.LONG_SIDE})")
-    w.add_argument("--conf", type=float, default=0.01, help="score threshold (default 0.01: AP needs the low scores)")
-    w.add_argument("--nms", type=float, default=defaults.NMS, help=f"NMS IoU threshold (default {defaults.NMS})")
-    w.add_argument("--top-k", type=int, default=defaults.TOP_K,
+    w.add_argument("--conf", type=probability, default=0.01, help="score threshold (default 0.01: AP needs the low scores)")
+    w.add_argument("--nms", type=probability, default=defaults.NMS, help=f"NMS IoU threshold (default {defaults.NMS})")
+    w.add_argument("--top-k", type=positive_int, default=defaults.TOP_K,
                    help=f"candidates entering NMS (default {defaults.TOP_K})")
-    w.add_argument("--keep-top-k", type=int, default=defaults.KEEP_TOP_K,
+    w.add_argument("--keep-top-k", type=positive_int, default=defaults.KEEP_TOP_K,
                    help=f"detections kept per image after NMS (default {defaults.KEEP_TOP_K})")
-    w.add_argument("--batch-size", type=int, default=1,
+    w.add_argument("--batch-size", type=positive_int, default=1,
                    help="images per forward pass, batching same-size images only (default 1: fastest on CPU)")
     w.add_argument("--threads", type=int, default=None, help="backend CPU threads (default: the backend's choice)")
     w.add_argument("--save-predictions", type=Path, metavar="DIR", help="also write the predictions folder here")
@@ -58,8 +59,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                    "matched faces together with the detection rate.")
     add_model_args(m)
     m.add_argument("--data", required=True, type=Path, metavar="DIR", help="MTFL folder: labels.txt and images/")
-    m.add_argument("--long-side", type=int, default=0, help="resize the long side to this (default 0: original size)")
-    m.add_argument("--batch-size", type=int, default=1,
+    m.add_argument("--long-side", type=non_negative_int, default=0,
+                   help="resize the long side to this (default 0: original size)")
+    m.add_argument("--batch-size", type=positive_int, default=1,
                    help="images per forward pass, batching same-size images only (default 1: fastest on CPU)")
     m.add_argument("--threads", type=int, default=None, help="backend CPU threads (default: the backend's choice)")
     m.add_argument("--json", action="store_true", help='print {"nme", "detected", "faces"}')

@@ -5,6 +5,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from .validate import non_negative_float, non_negative_int, positive_float, positive_int, probability
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a detector (resumable; torchrun for several processes)",
@@ -17,22 +19,22 @@ def add_parser(sub) -> None:
     p.add_argument("--data", action="append", default=None, metavar="DIR[:WEIGHT]",
                    help="a folder with images/ and label.txt (RetinaFace) or labels.txt (MTFL); repeatable; "
                         "WEIGHT = relative share of each epoch (default: its size); required unless --resume")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/train)")
     p.add_argument("--resume", type=Path, default=None, metavar="CKPT",
                    help="continue from this checkpoint (OUT/last.pth); model, data and options come from it, "
                         "flags given here override them")
     p.add_argument("--init-weights", type=Path, default=None, help="start from these weights (fine-tuning)")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch (split over processes)")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--input-size", type=int, default=None, help="square training crop size")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="global batch (split over processes)")
+    p.add_argument("--lr", type=positive_float, default=None)
+    p.add_argument("--input-size", type=positive_int, default=None, help="square training crop size")
     p.add_argument("--optimizer", choices=["sgd", "rmsprop", "adamw"], default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--weight-decay", type=non_negative_float, default=None)
     p.add_argument("--cls-loss", choices=["ohem", "focal"], default=None)
-    p.add_argument("--warmup-epochs", type=float, default=None)
-    p.add_argument("--epoch-size", type=int, default=None, help="images per epoch (default: all sources' sizes)")
+    p.add_argument("--warmup-epochs", type=non_negative_float, default=None)
+    p.add_argument("--epoch-size", type=positive_int, default=None, help="images per epoch (default: all sources' sizes)")
     p.add_argument("--seed", type=int, default=None, help="(default: 0)")
-    p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: 1)")
+    p.add_argument("--workers", type=non_negative_int, default=None, help="data-loading processes (default: 1)")
     p.add_argument("--threads", type=int, default=None, help="torch compute threads per process")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu)")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
@@ -42,28 +44,28 @@ def add_parser(sub) -> None:
                    help="distil from this detector (repeatable: an ensemble): MODEL:WEIGHTS for a registered "
                         "model (same as --model: per-prior distillation; another model: its detections), "
                         "yunet:PATH.onnx (OpenCV FaceDetectorYN) or centerface:PATH.onnx (ONNX Runtime)")
-    p.add_argument("--kd-cls-weight", type=float, default=None, help="same-architecture teacher: class KL weight")
-    p.add_argument("--kd-loc-weight", type=float, default=None, help="same-architecture teacher: box term weight")
-    p.add_argument("--kd-landm-weight", type=float, default=None,
+    p.add_argument("--kd-cls-weight", type=non_negative_float, default=None, help="same-architecture teacher: class KL weight")
+    p.add_argument("--kd-loc-weight", type=non_negative_float, default=None, help="same-architecture teacher: box term weight")
+    p.add_argument("--kd-landm-weight", type=non_negative_float, default=None,
                    help="same-architecture teacher: landmark term weight")
-    p.add_argument("--kd-temperature", type=float, default=None, help="same-architecture teacher: softmax T")
-    p.add_argument("--teacher-min-score", type=float, default=None,
+    p.add_argument("--kd-temperature", type=positive_float, default=None, help="same-architecture teacher: softmax T")
+    p.add_argument("--teacher-min-score", type=probability, default=None,
                    help="detection teachers: faces below this score are not used")
-    p.add_argument("--teacher-positive-score", type=float, default=None,
+    p.add_argument("--teacher-positive-score", type=probability, default=None,
                    help="detection teachers: an unlabelled face at this score or more becomes a positive "
                         "(below: never a negative)")
-    p.add_argument("--teacher-landmark-weight", type=float, default=None,
+    p.add_argument("--teacher-landmark-weight", type=non_negative_float, default=None,
                    help="detection teachers: weight of teacher landmarks (times the teacher's score)")
     p.add_argument("--freeze-bn", action="store_true", default=None,
                    help="keep BatchNorm statistics fixed (fine-tuning with small per-process batches on CPUs)")
-    p.add_argument("--checkpoint-minutes", type=float, default=None, help="(default: 5)")
-    p.add_argument("--eval-every", type=int, default=None, help="epochs between dev evaluations (0: never; default: 5)")
+    p.add_argument("--checkpoint-minutes", type=positive_float, default=None, help="(default: 5)")
+    p.add_argument("--eval-every", type=non_negative_int, default=None, help="epochs between dev evaluations (0: never; default: 5)")
     p.add_argument("--val-images", type=Path, default=None, help="WIDER val images folder for dev evaluation")
     p.add_argument("--val-gt", type=Path, default=None, help="WIDER ground_truth folder (.mat files)")
     p.add_argument("--val-list", type=Path, default=None, help="wider_val.txt list of the dev images")
-    p.add_argument("--val-long-side", type=int, default=None, help="(default: 320)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this step (with a checkpoint)")
-    p.add_argument("--log-every", type=int, default=None, help="(default: 10)")
+    p.add_argument("--val-long-side", type=non_negative_int, default=None, help="(default: 320)")
+    p.add_argument("--max-steps", type=non_negative_int, default=None, help="stop after this step (with a checkpoint)")
+    p.add_argument("--log-every", type=positive_int, default=None, help="(default: 10)")
     p.set_defaults(func=run)
 
 

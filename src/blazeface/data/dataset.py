@@ -16,6 +16,9 @@ pair, so a run resumed at (epoch, position) sees exactly the images AND the crop
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -29,7 +32,7 @@ from ..config import ModelConfig
 from ..errors import BlazefaceError
 from ..priors import prior_boxes
 from ..matching import PriorMatcher
-from .labels import Sample, load_source
+from .labels import Sample, clip_to_images, load_source
 from .transforms import build_preset, make_target
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ class FaceTrainingDataset(Dataset):
                           if isinstance(preset, str) else preset)
         self.seed = int(seed)
         self._warned: set[Path] = set()
+        self.owner_pid = os.getpid()  # the training process; DataLoader workers watch it (worker_init)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -110,9 +114,38 @@ def collate(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, d
 
 def worker_init(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: one thread per worker (the workers are the parallelism; OpenCV's
-    own pool would oversubscribe the cores and can hang after fork)."""
+    own pool would oversubscribe the cores and can hang after fork), and a watchdog that ends the worker
+    when the training process is gone (killed with SIGKILL, it cannot stop its workers itself; they come
+    from a fork server, so torch's own check of the parent process watches the fork server instead)."""
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    info = torch.utils.data.get_worker_info()
+    owner = getattr(info.dataset, "owner_pid", None) if info is not None else None
+    if owner and owner != os.getpid():
+        threading.Thread(target=_exit_when_gone, args=(owner,), name="owner-watchdog", daemon=True).start()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _exit_when_gone(pid: int, interval: float = 1.0) -> None:
+    while process_alive(pid):
+        time.sleep(interval)
+    os._exit(0)  # the owner is gone: nobody reads this worker's batches
 
 
 @dataclass(frozen=True)
@@ -214,8 +247,10 @@ def build_training_data(specs: Sequence[str | DataSpec], model_config: ModelConf
     parsed = [parse_data_spec(s) for s in specs]
     sources = [load_source(spec.path) for spec in parsed]
     for spec, samples in zip(parsed, sources):
+        clip_to_images(samples)
         dropped = ", ".join(f"{n} {why}" for why, n in samples.dropped.items())
-        log.info("data %s: %d images, %d faces%s", spec.path, len(samples), samples.num_faces,
+        log.info("data %s: %d images, %d faces%s%s", spec.path, len(samples), samples.num_faces,
+                 f", {samples.clipped} boxes clipped to their image" if samples.clipped else "",
                  f" (left out {dropped})" if dropped else "")
     samples = [s for source in sources for s in source]
     dataset = FaceTrainingDataset(samples, model_config, size, preset, seed, preset_options, **match_options)

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import BlazefaceError
 
 NO_POINTS = [-1.0] * 10
+MAX_COORDINATE = 1e6  # pixels; anything larger is a broken label (and overflows float32 sums)
 # Preference order when a folder holds several label files (teacher landmarks beat none).
 LABEL_FILES = ("label_landmarks.txt", "label.txt", "labels.txt")
 
@@ -56,6 +57,7 @@ class SampleList(list):
         super().__init__(samples)
         self.source = source
         self.dropped: Counter = Counter()  # reason -> number of faces, e.g. {"degenerate": 12, "invalid": 3}
+        self.clipped = 0  # faces whose box reached outside the image and was cut to it (clip_to_images)
 
     @property
     def num_faces(self) -> int:
@@ -87,6 +89,9 @@ def _floats(parts: list[str], path: Path, lineno: int) -> list[float]:
         raise _error(path, lineno, f"not a number: {bad!r}") from None
     if not all(math.isfinite(v) for v in values):
         raise _error(path, lineno, "non-finite value (nan or inf)")
+    if any(abs(v) > MAX_COORDINATE for v in values):
+        bad = next(p for p, v in zip(parts, values) if abs(v) > MAX_COORDINATE)
+        raise _error(path, lineno, f"value {bad} is out of range (|v| > {MAX_COORDINATE:g} pixels)")
     return values
 
 
@@ -255,4 +260,59 @@ def load_source(source: str | Path) -> SampleList:
     images = label_file.parent / "images"
     if not images.is_dir():
         raise BlazefaceError(f"{label_file.parent}: no images/ folder beside {label_file.name}")
-    return _reader_for(label_file)(label_file, images)
+    samples = _reader_for(label_file)(label_file, images)
+    if not samples:
+        raise BlazefaceError(f"{label_file}: the label file names no images")
+    return samples
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's or PNG's header (a few bytes read), else by decoding; None when the
+    file cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return None
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:2] == b"\xff\xd8":
+        pos = 2
+        while pos + 9 <= len(head) and head[pos] == 0xFF:
+            marker, length = head[pos + 1], int.from_bytes(head[pos + 2:pos + 4], "big")
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                height = int.from_bytes(head[pos + 5:pos + 7], "big")
+                width = int.from_bytes(head[pos + 7:pos + 9], "big")
+                return width, height  # stored size: the dataset reads images ignoring EXIF orientation
+            pos += 2 + length
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    return None if image is None else (image.shape[1], image.shape[0])
+
+
+def clip_to_images(samples: SampleList) -> None:
+    """Cut every box to its image (sizes from the files' headers), in place: a box reaching outside is
+    clipped and counted in ``samples.clipped``; one left under a pixel wide or high is dropped
+    (``samples.dropped["outside"]``). Images that cannot be read are left as they are (the dataset skips
+    them with a warning)."""
+    for k, sample in enumerate(samples):
+        if not sample.num_faces:
+            continue
+        size = image_size(sample.image_path)
+        if size is None:
+            continue
+        width, height = size
+        boxes = sample.boxes
+        clipped = boxes.copy()
+        clipped[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+        clipped[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+        changed = (clipped != boxes).any(axis=1)
+        if not changed.any():
+            continue
+        keep = ((clipped[:, 2] - clipped[:, 0]) >= 1) & ((clipped[:, 3] - clipped[:, 1]) >= 1)
+        samples.clipped += int((changed & keep).sum())
+        if not keep.all():
+            samples.dropped["outside"] += int((~keep).sum())
+        samples[k] = Sample(sample.image_path, clipped[keep], sample.landmarks[keep], sample.has_landmarks[keep],
+                            sample.landmark_weight[keep], sample.exhaustive)

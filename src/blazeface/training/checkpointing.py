@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,45 @@ def save_atomic(obj, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files :func:`save_atomic` leaves when its process is killed mid-write
+    (``.<name>.<random>.tmp``); call at the start of a run, when no save of this folder is in flight."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file() and (re.fullmatch(r"\..+\.pth\.\w+\.tmp", tmp.name) or tmp.name == ".metrics.jsonl.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def truncate_metrics(path: str | Path, step: int) -> int:
+    """Cut a metrics JSON Lines file back to the records of steps <= ``step`` (a resumed run logs the steps
+    after its checkpoint again); records without a step are kept. -> the number of lines removed."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, removed = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record_step = json.loads(line).get("step")
+        except (ValueError, AttributeError):
+            record_step = None  # a line torn by the kill: drop it
+            if line.strip():
+                removed += 1
+                continue
+        if isinstance(record_step, (int, float)) and record_step > step:
+            removed += 1
+            continue
+        kept.append(line)
+    if removed:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(tmp, path)
+    return removed
 
 
 def _umask() -> int:

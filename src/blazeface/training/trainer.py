@@ -26,7 +26,8 @@ from ..data.transforms import build_preset
 from ..errors import BlazefaceError
 from ..models import create_model, get_config
 from ..checkpoint import with_metadata
-from .checkpointing import load_checkpoint, rng_state, save_atomic, set_rng_state
+from .checkpointing import (load_checkpoint, remove_stale_temporaries, rng_state, save_atomic, set_rng_state,
+                            truncate_metrics)
 from .distributed import World, all_reduce_sum, barrier, cleanup, init_distributed
 from .ema import ModelEMA
 from .loss import DenseDistillationLoss, MultiBoxLoss
@@ -260,6 +261,8 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
         self.step = int(pos["step"])
+        if self.world.is_main:  # the steps after the checkpoint are trained (and logged) again
+            truncate_metrics(self.metrics_path, self.step)
         # The learning rate is a function of the step: derive it from this run's schedule instead of trusting
         # the saved one. Identical when --epochs is unchanged; with a different --epochs the cosine is
         # re-planned from this step (the rate moves once, then decays smoothly to the new end), which is how
@@ -326,6 +329,7 @@ class Trainer:
         stop.install()
         self.out.mkdir(parents=True, exist_ok=True)
         if self.world.is_main:
+            remove_stale_temporaries(self.out)  # left by a run killed while saving
             (self.out / "options.json").write_text(json.dumps(self.opt.to_json(), indent=2))
         last_save = time.monotonic()
         end = self.total_steps if self.opt.max_steps is None else min(self.total_steps, self.opt.max_steps)

@@ -1,0 +1,113 @@
+"""Where the commands' outputs go, so that an output never replaces an input nor another output.
+
+Folder inputs keep their structure under ``--out``, starting with the folder's own name (``detect a/ b/
+--out o`` writes ``o/a/x.jpg`` and ``o/b/x.jpg``); single files go to the top of ``--out``. An output
+that would be an input is refused; two inputs that still map to one output (``clip.mp4`` and ``clip.mov``
+both becoming ``clip.mp4``) get distinct names (``clip-2.mp4``).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from ..errors import BlazefaceError
+from ..io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, find_files
+
+
+def expand_inputs(inputs: list[str], suffixes: set[str] | str | None = None
+                  ) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """-> ([(path, its path under --out)], [error lines]). Folders are searched (recursively) for
+    ``suffixes`` (default: images and videos; ``"all"``: every file but hidden ones); an input file of any
+    type is kept (it fails later, with a message, if unreadable)."""
+    suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES if suffixes is None else suffixes
+    found, errors = [], []
+    for text in inputs:
+        if "\0" in text:
+            errors.append(f"{text!r}: not a valid path")
+            continue
+        path = Path(text)
+        if path.is_dir():
+            files = (find_files(path, suffixes) if suffixes != "all" else
+                     sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")))
+            if not files:
+                errors.append(f"{path}: folder holds no images or videos")
+            root = Path(path.resolve().name)
+            found.extend((f, root / f.relative_to(path)) for f in files)
+        elif path.exists():
+            found.append((path, Path(path.name)))
+        else:
+            errors.append(f"{path}: no such file or folder")
+    return found, errors
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+class OutputPlan:
+    """Hands out output paths: ``target(input, wanted)`` -> the path to write (``wanted`` or a distinct
+    variant of it), or raises ``BlazefaceError`` when it would be one of the inputs."""
+
+    def __init__(self, inputs: list[Path]):
+        self._inputs = {p.resolve() for p in inputs}
+        self._taken: dict[Path, Path] = {}  # resolved output -> the input writing it
+
+    def target(self, source: Path, wanted: Path) -> Path:
+        candidate, n = wanted, 1
+        while True:
+            key = candidate.resolve()
+            if key in self._inputs or (candidate.exists() and same_file(candidate, source)):
+                raise BlazefaceError(f"{source}: the output {candidate} would overwrite "
+                                     f"{'the' if same_file(candidate, source) else 'an'} input; choose another "
+                                     f"--out folder")
+            if key not in self._taken:
+                self._taken[key] = source
+                return candidate
+            n += 1
+            candidate = wanted.with_name(f"{wanted.stem}-{n}{wanted.suffix}")
+
+
+def check_out_folder(out: Path | None) -> None:
+    """``--out`` must be a folder (made if missing), not a file."""
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise BlazefaceError(f"--out {out}: is a file; --out names a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BlazefaceError(f"--out {out}: cannot make this folder ({exc.strerror or exc})") from None
+
+
+def check_json_target(target: str | None) -> None:
+    """``--json`` must name a writable file (or ``-``)."""
+    if not target or target == "-":
+        return
+    path = Path(target)
+    if path.is_dir():
+        raise BlazefaceError(f"--json {path}: is a folder; --json names a file (or '-' for stdout)")
+    if not path.parent.is_dir():
+        raise BlazefaceError(f"--json {path}: no folder {path.parent} to write it in")
+
+
+def plan_targets(files: list[tuple[Path, Path]], wanted: Callable[[Path, Path], Path],
+                 extra_inputs: list[Path] = ()) -> list[tuple[Path, Path | None, str | None]]:
+    """[(input, output or None, error or None)] for every input, ``wanted(path, rel)`` naming its output."""
+    plan = OutputPlan([p for p, _ in files] + list(extra_inputs))
+    out = []
+    for path, rel in files:
+        want = wanted(path, rel)
+        try:
+            target = plan.target(path, want)
+        except BlazefaceError as exc:
+            out.append((path, None, str(exc)))
+            continue
+        if target != want:
+            print(f"blazeface: note: {path} -> {target} ({want} is another input's output)", file=sys.stderr)
+        out.append((path, target, None))
+    return out
