@@ -15,8 +15,13 @@ FORMATS = ("onnx", "ncnn")
 __all__ = ["FORMATS", "OUTPUT_NAMES", "export_model", "model_metadata"]
 
 
-def export_model(model_name: str, weights, out: str | Path, fmt: str = "onnx", *, fp16: bool = False) -> list[Path]:
-    """Build ``model_name`` with ``weights`` (None: the shipped ones) and export it; returns the files written."""
+def export_model(model_name: str, weights, out: str | Path, fmt: str = "onnx", *, fp16: bool = False,
+                 int8: bool = False, calibration: str | Path | None = None, calibration_count: int = 300,
+                 calibration_method: str = "minmax", long_side: int = 640) -> list[Path]:
+    """Build ``model_name`` with ``weights`` (None: the shipped ones) and export it; returns the files written.
+
+    ``int8``: ONNX only, statically quantized (see :mod:`blazeface.export.quantize`), calibrated on
+    ``calibration_count`` images of the folder ``calibration`` letterboxed to ``long_side``."""
     from ..models import create_model
     from ..models.registry import SHIPPED
     from .metadata import file_sha256
@@ -25,6 +30,15 @@ def export_model(model_name: str, weights, out: str | Path, fmt: str = "onnx", *
         raise BlazefaceError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if fp16 and fmt != "ncnn":
         raise BlazefaceError("--fp16 applies to ncnn exports (fp16 weights); ONNX exports are fp32")
+    if int8 and fmt != "onnx":
+        # ncnn's int8 tools (ncnn2table, ncnn2int8) come only with a source build of ncnn: neither the
+        # ncnn nor the pnnx wheel on PyPI nor Debian ships them.
+        raise BlazefaceError("--int8 applies to ONNX exports (ncnn's quantization tools are not installable "
+                             "from PyPI or Debian)")
+    if int8 and calibration is None:
+        raise BlazefaceError("--int8 needs --calibration DIR: a folder of photos like the ones to detect on")
+    if calibration is not None and not int8:
+        raise BlazefaceError("--calibration applies to --int8 exports")
     out = Path(out)
     if fmt == "ncnn" and out.suffix != ".param":
         raise BlazefaceError(f"{out}: an ncnn export is named by its .param (the .bin is written beside it)")
@@ -32,6 +46,18 @@ def export_model(model_name: str, weights, out: str | Path, fmt: str = "onnx", *
     digest = None
     if weights is not None and Path(weights).is_file():
         digest = file_sha256(weights)
+    if fmt == "onnx" and int8:
+        import tempfile
+
+        from .onnx import export_onnx
+        from .quantize import calibration_images, quantize_onnx
+
+        images = calibration_images(calibration, calibration_count)  # a bad folder fails before any work
+        with tempfile.TemporaryDirectory(prefix="blazeface-export-") as tmp:
+            fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", weights_sha256=digest)
+            quantize_onnx(fp32, out, images, long_side=long_side, method=calibration_method,
+                          source=f"{len(images)} images of {Path(calibration).name}/")
+        return [out]
     if fmt == "onnx":
         from .onnx import export_onnx
 

@@ -36,6 +36,8 @@ class OnnxRunner:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BlazefaceError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        # "int8" for quantized exports (blazeface.export.quantize); files from elsewhere say nothing.
+        self.precision = self.metadata.get("precision", "fp32")
         if config is not None:
             check_metadata(self.metadata, config, path)
         inputs = self.session.get_inputs()
