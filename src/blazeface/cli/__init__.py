@@ -33,13 +33,34 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # command not built yet
         module.add_parser(sub)
+    add_threads_option(parser)
     return parser
+
+
+THREADS_HELP = ("CPU threads for torch, ONNX Runtime, ncnn and OpenCV alike, set once for the process "
+                "(default: 1, the fastest measured for single images, batches and video on a shared machine; "
+                "never more than the cores available)")
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` on every command that has none of its own: one option, one policy
+    (:mod:`blazeface.threads`), without each command's parser having to declare it."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in subparsers:
+        for child in action.choices.values():
+            add_threads_option(child)
+    if not subparsers and "--threads" not in parser._option_string_actions:
+        parser.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from ..threads import configure
+
+        # Training feeds big batches: it keeps a thread per core unless told otherwise.
+        configure(getattr(args, "threads", None), training=args.command == "train")
         return int(args.func(args) or 0)
     except BlazefaceError as exc:
         print(f"blazeface {args.command}: error: {exc}", file=sys.stderr)
@@ -67,9 +88,10 @@ def add_model_args(parser: argparse.ArgumentParser, backend: bool = True) -> Non
                         help="checkpoint to load, or with --backend onnx/ncnn an exported .onnx / .param "
                              "(default: the weights shipped in the package)")
     if backend:
-        parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "ncnn"],
-                            help="inference backend (default: torch); onnx and ncnn export the checkpoint on "
-                                 "first use and cache it; onnx is about twice as fast on one CPU core")
+        parser.add_argument("--backend", default=None, choices=["torch", "onnx", "ncnn"],
+                            help="inference backend (default: onnx when onnxruntime is installed, the fastest "
+                                 "here, else torch; an .onnx or .param --weights picks its own); onnx and ncnn "
+                                 "export a checkpoint on first use and cache it in ~/.cache/blazeface/exports")
 
 
 @contextmanager
