@@ -44,7 +44,6 @@ def test_configure_sets_every_library_and_never_exceeds_the_cores(restore_thread
     assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1 and threads.current() == 1
     assert threads.configure(8) == 2  # capped at the cores
     assert torch.get_num_threads() == 2 and cv2.getNumThreads() == 2
-    assert threads.configure(None, training=True) == 2
     with pytest.raises(BlazefaceError, match=">= 0"):
         threads.resolve(-1)
 

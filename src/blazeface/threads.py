@@ -4,12 +4,11 @@ The CLI calls :func:`configure` once, from ``--threads`` (every command has it);
 without an explicit ``threads`` take :func:`current`. Library users who never call it get each library's
 own default, as before.
 
-Default: one thread. Measured with ``benchmarks/bench_threads.py`` (2-core VM, a training run on the
-other core): a second thread made single images about 1.1x faster through ONNX Runtime when a core was
-idle, and 1.3-2.5x slower as soon as another process was busy (its threads wait for each other on a
-shared core), for single images, batches of 8 and video frames alike; torch's default of one thread per
-core was what made ``blur`` run at 4.3 instead of 10.9 frames/s beside another process. One thread per
-process is also what scales: run one process per core for throughput.
+Default: one thread. Measured with ``benchmarks/bench_threads.py`` (ONNX Runtime, 640x480, 2-core VM with a
+training run busy on both cores): a second thread made single images of blaze 1.4x slower and of slim no
+faster, and batches of 8 at most 1.09x faster; with torch, 2 threads (its default here) made ``blur`` run at
+4.3 frames/s against 10.9 with one beside another busy process. Video is a stream of single images. One
+thread per process is also what scales: run one process per core for throughput.
 """
 from __future__ import annotations
 
@@ -28,20 +27,20 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def resolve(threads: int | None, training: bool = False) -> int:
-    """``threads`` (None or 0: the default; for training one per core), never more than the cores available."""
+def resolve(threads: int | None) -> int:
+    """``threads`` (None or 0: the default), never more than the cores available."""
     if threads is not None and threads < 0:
         from .errors import BlazefaceError
 
         raise BlazefaceError(f"--threads must be >= 0 (0: the default), not {threads}")
-    return min(threads or (cpu_count() if training else DEFAULT_THREADS), cpu_count())
+    return min(threads or DEFAULT_THREADS, cpu_count())
 
 
-def configure(threads: int | None = None, training: bool = False) -> int:
+def configure(threads: int | None = None) -> int:
     """Set the thread count for the whole process (torch, OpenCV now; ONNX Runtime and ncnn runners made
     later read :func:`current`). Returns the count set."""
     global _configured
-    count = resolve(threads, training)
+    count = resolve(threads)
     import cv2
     import torch
 

@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from ..threads import configure
 
-        # Training feeds big batches: it keeps a thread per core unless told otherwise.
-        configure(getattr(args, "threads", None), training=args.command == "train")
+        # Training keeps the libraries' defaults unless told otherwise: torch honours OMP_NUM_THREADS, which
+        # torchrun sets for each of its processes, and one process uses every core for its big batches.
+        if args.command != "train" or args.threads:
+            configure(args.threads)
         return int(args.func(args) or 0)
     except BlazefaceError as exc:
         print(f"blazeface {args.command}: error: {exc}", file=sys.stderr)
