@@ -64,7 +64,7 @@ def _checkpoint(model_name: str, weights) -> Path:
         return path
     path = Path(weights)
     if not path.is_file():
-        raise BlazefaceError(f"{path}: no such file")
+        raise BlazefaceError(f"{path}: weights file not found")  # as the torch backend says it
     return path
 
 
