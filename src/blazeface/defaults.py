@@ -12,7 +12,8 @@ BATCH_SIZE = 8  # images per forward pass in detect_batch
 
 MODEL = "blaze"  # when neither the caller nor the weights file names one
 
-# Inference backends, and the one used when neither the caller nor the weights file decides.
+# Inference backends, and the fallback when neither the caller nor the weights file decides and ONNX Runtime
+# is not installed (backends.default_backend picks onnx when it is).
 BACKENDS = ("torch", "onnx", "ncnn")
 BACKEND = "torch"
 # Weights-file suffixes that name their backend (a checkpoint, .pth, runs on any).

@@ -40,7 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # command not built yet
         module.add_parser(sub)
+    add_threads_option(parser)
     return parser
+
+
+THREADS_HELP = ("CPU threads for torch, ONNX Runtime, ncnn and OpenCV alike, set once for the process "
+                "(default: 1, the fastest measured for single images, batches and video on a shared machine; "
+                "never more than the cores available)")
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` on every command that has none of its own: one option, one policy
+    (:mod:`blazeface.threads`), without each command's parser having to declare it."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in subparsers:
+        for child in action.choices.values():
+            add_threads_option(child)
+    if not subparsers and "--threads" not in parser._option_string_actions:
+        parser.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error already printed on one line
         return exc.code if isinstance(exc.code, int) else 2
     try:
+        from ..threads import configure
+
+        # Training keeps the libraries' defaults unless told otherwise: torch honours OMP_NUM_THREADS, which
+        # torchrun sets for each of its processes, and one process uses every core for its big batches.
+        if args.command != "train" or args.threads:
+            configure(args.threads)
         return int(args.func(args) or 0)
     except BlazefaceError as exc:
         print(f"blazeface {args.command}: error: {cli_message(str(exc))}", file=sys.stderr)
@@ -100,9 +123,9 @@ def add_model_args(parser: argparse.ArgumentParser, backend: bool = True) -> Non
                              "(default: the weights shipped in the package)")
     if backend:
         parser.add_argument("--backend", default=None, choices=list(defaults.BACKENDS),
-                            help=f"inference backend (default: the one the --weights suffix names, else "
-                                 f"{defaults.BACKEND}); onnx and ncnn export a checkpoint on first use and cache "
-                                 "it; onnx is about twice as fast on one CPU core")
+                            help="inference backend (default: the one the --weights suffix names, else onnx when "
+                                 "onnxruntime is installed, the fastest here, else torch); onnx and ncnn export a "
+                                 "checkpoint on first use and cache it in ~/.cache/blazeface/exports")
 
 
 @contextmanager

@@ -18,13 +18,27 @@ FORMATS = ("onnx", "ncnn")
 __all__ = ["FORMATS", "OUTPUT_NAMES", "export_model", "model_metadata"]
 
 
-def export_model(model_name: str | None, weights, out: str | Path, fmt: str = "onnx", *, fp16: bool = False) -> list[Path]:
+def export_model(model_name: str | None, weights, out: str | Path, fmt: str = "onnx", *, fp16: bool = False,
+                 int8: bool = False, calibration: str | Path | None = None, calibration_count: int = 300,
+                 calibration_method: str = "minmax", long_side: int = 640) -> list[Path]:
     """Build ``model_name`` with ``weights`` (None: the shipped ones) and export it; returns the files written.
-    ``model_name`` None: the model the weights file names (default blaze)."""
+    ``model_name`` None: the model the weights file names (default blaze).
+
+    ``int8``: ONNX only, statically quantized (see :mod:`blazeface.export.quantize`), calibrated on
+    ``calibration_count`` images of the folder ``calibration`` letterboxed to ``long_side``."""
     if fmt not in FORMATS:
         raise BlazefaceError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if fp16 and fmt != "ncnn":
         raise BlazefaceError("fp16=True applies to ncnn exports (fp16 weights); ONNX exports are fp32")
+    if int8 and fmt != "onnx":
+        # ncnn's int8 tools (ncnn2table, ncnn2int8) come only with a source build of ncnn: neither the
+        # ncnn nor the pnnx wheel on PyPI nor Debian ships them.
+        raise BlazefaceError("int8=True applies to ONNX exports (ncnn's quantization tools are not installable "
+                             "from PyPI or Debian)")
+    if int8 and calibration is None:
+        raise BlazefaceError("int8=True needs calibration=DIR: a folder of photos like the ones to detect on")
+    if calibration is not None and not int8:
+        raise BlazefaceError("calibration applies to int8 exports")
     out = Path(out)
     if fmt == "ncnn" and out.suffix != ".param":
         raise BlazefaceError(f"{out}: an ncnn export is named by its .param (the .bin is written beside it)")
@@ -32,6 +46,17 @@ def export_model(model_name: str | None, weights, out: str | Path, fmt: str = "o
     path = resolve_weights(model_name, weights)
     model = create_model(model_name, weights=path)
     digest = file_sha256(path)
+    if fmt == "onnx" and int8:
+        import tempfile
+
+        from .quantize import calibration_images, quantize_onnx
+
+        images = calibration_images(calibration, calibration_count)  # a bad folder fails before any work
+        with tempfile.TemporaryDirectory(prefix="blazeface-export-") as tmp:
+            fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", weights_sha256=digest)
+            quantize_onnx(fp32, out, images, long_side=long_side, method=calibration_method,
+                          source=f"{len(images)} images of {Path(calibration).name}/")
+        return [out]
     if fmt == "onnx":
         return [export_onnx(model, out, weights_sha256=digest)]
     param, bin_path = export_ncnn(model, out, fp16=fp16, weights_sha256=digest)

@@ -35,6 +35,10 @@ class NcnnRunner:
             check_metadata(self.metadata, config, param)
         self._ncnn = ncnn
         net = ncnn.Net()
+        if threads is None:
+            from ..threads import current
+
+            threads = current()  # the process's thread policy, when the CLI set one
         if threads:
             net.opt.num_threads = int(threads)
         if precise:

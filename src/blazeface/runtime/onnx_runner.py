@@ -14,7 +14,8 @@ from ..optional import require
 class OnnxRunner:
     """(N, 3, H, W) float32 batch -> (loc, conf, landm) through an exported ``.onnx``.
 
-    ``threads``: ONNX Runtime's intra-op threads (None: its default, one per core).
+    ``threads``: ONNX Runtime's intra-op threads (None: the process's policy, :mod:`blazeface.threads`, when
+    it was set, else ONNX Runtime's default of one per core).
     ``config``: when given, the file's metadata must describe this model (name, priors, mean).
     """
 
@@ -27,6 +28,10 @@ class OnnxRunner:
             raise BlazefaceError(f"{path}: no such ONNX file")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is None:
+            from ..threads import current
+
+            threads = current()  # the process's thread policy, when the CLI set one
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
@@ -36,6 +41,8 @@ class OnnxRunner:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BlazefaceError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        # "int8" for quantized exports (blazeface.export.quantize); files from elsewhere say nothing.
+        self.precision = self.metadata.get("precision", "fp32")
         if config is not None:
             check_metadata(self.metadata, config, path)
         inputs = self.session.get_inputs()

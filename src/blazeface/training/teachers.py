@@ -207,7 +207,8 @@ class ModelTeacher:
         if self._detector is None:
             from ..inference import FaceDetector
 
-            self._detector = FaceDetector(self.name, weights=self.path, conf=self.score_threshold, long_side=0)
+            self._detector = FaceDetector(self.name, weights=self.path, backend="torch", conf=self.score_threshold,
+                                          long_side=0)
         faces = list(self._detector.detect(image))
         if not faces:
             return TeacherFaces.empty()

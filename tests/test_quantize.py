@@ -1,0 +1,117 @@
+"""int8 ONNX exports (ONNX Runtime static quantization): the command, the file, and parity with fp32.
+
+Calibrates on a few variants of the bundled photo (mirrored, scaled, shifted in brightness) written to a
+temporary folder, so it needs nothing from ../shared.
+"""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from blazeface import FaceDetector
+from blazeface.cli import main
+from conftest import SAMPLE
+
+onnx = pytest.importorskip("onnx", reason="needs the 'onnx' extra")
+pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra")
+pytest.importorskip("onnxslim", reason="needs the 'onnx' extra")
+
+
+@pytest.fixture(scope="module")
+def calibration_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calibration")
+    image = cv2.imread(str(SAMPLE))
+    h, w = image.shape[:2]
+    variants = {
+        "sample.jpg": image,
+        "mirrored.jpg": image[:, ::-1],
+        "half.png": cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA),
+        "crop.jpg": image[h // 6:, w // 5:],
+        "dark.jpg": cv2.convertScaleAbs(image, alpha=0.7),
+        "bright.jpg": cv2.convertScaleAbs(image, alpha=1.2, beta=10),
+    }
+    (folder / "sub").mkdir()
+    for name, picture in variants.items():
+        assert cv2.imwrite(str(folder / ("sub" if name == "crop.jpg" else "") / name), picture)
+    (folder / "notes.txt").write_text("not an image: ignored")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def int8_models(calibration_dir, tmp_path_factory):
+    out, root = {}, tmp_path_factory.mktemp("int8")
+    for name in ("slim", "blaze"):
+        path = root / f"{name}_int8.onnx"
+        assert main(["export", "--model", name, "--format", "onnx", "--int8", "--calibration",
+                     str(calibration_dir), "--out", str(path)]) == 0
+        out[name] = path
+    return out
+
+
+def box_iou(a, b):
+    x1, y1 = np.maximum(a[:2], b[:2])
+    x2, y2 = np.minimum(a[2:], b[2:])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+@pytest.mark.parametrize("name", ["slim", "blaze"])
+def test_int8_finds_the_same_faces_as_fp32(int8_models, name):
+    fp32 = FaceDetector(name, backend="onnx", conf=0.5, threads=1).detect(str(SAMPLE))
+    int8 = FaceDetector(name, backend="onnx", weights=int8_models[name], conf=0.5, threads=1).detect(str(SAMPLE))
+    assert len(fp32) >= 5
+    assert len(int8) == len(fp32)
+    unmatched = [face.box for face in int8]
+    for face in fp32:
+        best = max(range(len(unmatched)), key=lambda k: box_iou(face.box, unmatched[k]))
+        assert box_iou(face.box, unmatched[best]) >= 0.9, (face.box, unmatched[best])
+        del unmatched[best]
+
+
+@pytest.mark.parametrize("name", ["slim", "blaze"])
+def test_int8_file_is_quantized_and_says_so(int8_models, name):
+    from blazeface.runtime.onnx_runner import OnnxRunner
+
+    proto = onnx.load(str(int8_models[name]))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    int8_weights = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert len(int8_weights) >= 40  # every convolution but the first
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["precision"] == "int8" and meta["model"] == name
+    info = json.loads(meta["quantization"])
+    assert info["format"] == "QDQ" and info["weights"] == "int8 per channel"
+    assert info["calibration"] == "6 images of " + info["calibration"].split(" of ")[1]
+    assert [i.name for i in proto.graph.input] == ["input"]
+    assert [o.name for o in proto.graph.output] == ["loc", "conf", "landm"]
+    runner = OnnxRunner(int8_models[name], threads=1)
+    assert runner.precision == "int8"
+    # Still dynamic in batch, height and width.
+    loc, conf, landm = runner(np.zeros((2, 3, 128, 160), np.float32))
+    assert loc.shape[0] == 2 and conf.shape[2] == 2 and landm.shape[2] == 10
+
+
+def test_int8_wrong_model_is_refused(int8_models, capsys):
+    code = main(["detect", str(SAMPLE), "--model", "rfb", "--backend", "onnx", "--weights", str(int8_models["slim"])])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and "slim" in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--format", "ncnn", "--int8", "--calibration", "DIR"], "--int8 applies to ONNX"),
+    (["--format", "onnx", "--int8"], "--int8 needs --calibration"),
+    (["--format", "onnx", "--calibration", "DIR"], "--calibration applies to --int8"),
+    (["--format", "onnx", "--int8", "--calibration", "MISSING"], "calibration folder not found"),
+    (["--format", "onnx", "--int8", "--calibration", "EMPTY"], "no images to calibrate on"),
+])
+def test_int8_export_errors_are_one_line(tmp_path, capsys, extra, message):
+    (tmp_path / "EMPTY").mkdir()
+    (tmp_path / "DIR").mkdir()
+    extra = [str(tmp_path / e) if e in ("DIR", "MISSING", "EMPTY") else e for e in extra]
+    out = tmp_path / ("m.param" if "ncnn" in extra else "m.onnx")
+    code = main(["export", "--model", "slim", "--out", str(out)] + extra)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()
