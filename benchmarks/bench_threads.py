@@ -27,7 +27,7 @@ def main() -> int:
     from blazeface.benchmarking import bench_image
     from blazeface.inference import letterbox_size, preprocess
     from blazeface.models import get_config
-    from blazeface.runtime import make_runner
+    from blazeface.backends import make_runner
     from blazeface.threads import cpu_count
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

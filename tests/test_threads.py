@@ -9,7 +9,7 @@ import torch
 
 from blazeface import BlazefaceError, threads
 from blazeface.cli import COMMANDS, build_parser, main
-from blazeface.runtime import default_backend
+from blazeface.backends import backend_for, default_backend
 from conftest import SAMPLE
 
 
@@ -76,10 +76,10 @@ def test_bad_thread_count_is_one_line(capsys):
 
 
 def test_default_backend(monkeypatch):
-    assert default_backend("m.onnx") == "onnx"
-    assert default_backend("m.param") == "ncnn"
+    assert backend_for("m.onnx") == "onnx"
+    assert backend_for("m.param") == "ncnn"
     have_ort = all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx", "onnxslim"))
     assert default_backend() == ("onnx" if have_ort else "torch")
-    assert default_backend("ckpt.pth") == default_backend()
+    assert backend_for("ckpt.pth") == backend_for(None) == default_backend()
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert default_backend() == "torch"
