@@ -102,7 +102,7 @@ def test_int8_wrong_model_is_refused(int8_models, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--format", "ncnn", "--int8", "--calibration", "DIR"], "--int8 applies to ONNX"),
     (["--format", "onnx", "--int8"], "--int8 needs --calibration"),
-    (["--format", "onnx", "--calibration", "DIR"], "--calibration applies to --int8"),
+    (["--format", "onnx", "--calibration", "DIR"], "applies only with --int8"),
     (["--format", "onnx", "--int8", "--calibration", "MISSING"], "calibration folder not found"),
     (["--format", "onnx", "--int8", "--calibration", "EMPTY"], "no images to calibrate on"),
 ])

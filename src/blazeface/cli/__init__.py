@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # Library errors name Python arguments (``pass model='slim'``, ``conf must be ...``); the CLI says flags.
 _ARGUMENTS = ("model", "weights", "backend", "conf", "nms", "long_side", "top_k", "keep_top_k", "batch_size",
-              "threads", "device", "fp16", "color", "data", "allow_missing")
+              "threads", "device", "fp16", "int8", "calibration", "color", "data", "allow_missing")
 _ASSIGNMENT = re.compile(r"\b(" + "|".join(_ARGUMENTS) + r")=('([^']*)'|\S+)")
 _SUBJECT = re.compile(r"^(" + "|".join(_ARGUMENTS) + r") must be\b")
 

@@ -38,7 +38,7 @@ def export_model(model_name: str | None, weights, out: str | Path, fmt: str = "o
     if int8 and calibration is None:
         raise BlazefaceError("int8=True needs calibration=DIR: a folder of photos like the ones to detect on")
     if calibration is not None and not int8:
-        raise BlazefaceError("calibration applies to int8 exports")
+        raise BlazefaceError("calibration=DIR applies only with int8=True")
     out = Path(out)
     if fmt == "ncnn" and out.suffix != ".param":
         raise BlazefaceError(f"{out}: an ncnn export is named by its .param (the .bin is written beside it)")
