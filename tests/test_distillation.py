@@ -30,8 +30,23 @@ def data(tmp_path_factory):
 
 
 def outputs(model, images):
+    """Eval-mode outputs with the class part as logits (the log of the eval-mode softmax), as the trainer
+    gets them from a dense teacher."""
     with torch.no_grad():
-        return tuple(t.float() for t in model(images))
+        loc, conf, landm = model(images)
+    return loc, torch.log(conf.clamp_min(1e-12)), landm
+
+
+def test_dense_teacher_gives_logits_whose_softmax_is_the_models_probabilities():
+    """In eval mode a detector returns softmax probabilities; the distillation loss takes logits."""
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 64, 64)
+    teacher = load_teacher(f"slim:{SLIM}", "slim")
+    _, logits, _ = teacher.dense(images)
+    with torch.no_grad():
+        _, probabilities, _ = teacher.model()(images)
+    assert torch.allclose(logits.softmax(-1), probabilities, atol=1e-6)
+    assert probabilities[..., 1].mean() < 0.1  # mostly background: a second softmax would push this to ~0.3
 
 
 def test_dense_loss_is_zero_for_the_teacher_itself_and_positive_otherwise():

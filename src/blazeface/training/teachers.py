@@ -200,8 +200,11 @@ class ModelTeacher:
 
     @torch.no_grad()
     def dense(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw outputs on a batch, the class part as logits: in eval mode the detectors return softmax
+        probabilities (as the originals, so exports carry the softmax), and their logarithm is a logit pair
+        with that softmax, which the distillation loss then tempers."""
         loc, conf, landm = self.model()(images)
-        return loc.float(), conf.float(), landm.float()
+        return loc.float(), torch.log(conf.float().clamp_min(1e-12)), landm.float()
 
     def detect(self, image: np.ndarray) -> TeacherFaces:
         if self._detector is None:
