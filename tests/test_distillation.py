@@ -11,14 +11,13 @@ from blazeface import BlazefaceError
 from blazeface.config import TrainConfig
 from blazeface.data.transforms import make_target
 from blazeface.models import create_model, shipped_weights
-from blazeface.training.checkpointing import load_checkpoint
 from blazeface.training.loss import DenseDistillationLoss
 from blazeface.matching import PriorMatcher
 from blazeface.training.teachers import (TeacherFaces, TeacherTargets, fuse_detections, load_teacher,
                                          merge_teacher_faces, parse_teacher_spec)
 from blazeface.training.trainer import Trainer
 from conftest import REPO, requires_shared, DATA
-from test_training import make_dataset, options
+from test_training import make_dataset, options, train_one_and_two_processes
 
 SLIM = shipped_weights("slim")
 MNET = shipped_weights("mnet")
@@ -180,19 +179,7 @@ def test_resume_with_a_teacher_continues_exactly(data, tmp_path, teacher):
 
 
 def test_two_processes_equal_one_with_a_dense_teacher(data, tmp_path):
-    common = ["--model", "slim", "--data", str(data), "--epochs", "1", "--batch-size", "4", "--input-size", "64",
-              "--workers", "0", "--eval-every", "0", "--max-steps", "2", "--freeze-bn", "--no-bf16", "--threads", "1",
-              "--teacher", f"slim:{SLIM}"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
-    one = subprocess.run([sys.executable, "-m", "blazeface", "train", *common, "--out", str(tmp_path / "one")],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "blazeface", "train", *common, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-2000:]
-    a = load_checkpoint(tmp_path / "one" / "last.pth")["model"]
-    b = load_checkpoint(tmp_path / "two" / "last.pth")["model"]
+    a, b = train_one_and_two_processes(data, tmp_path, "--teacher", f"slim:{SLIM}", steps=2)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
 

@@ -122,10 +122,11 @@ def test_atomic_save_keeps_old_checkpoint_on_failure(tmp_path):
         load_checkpoint(path)
 
 
-def test_two_processes_equal_one(data, tmp_path):
-    """torchrun with 2 processes x batch 2 reaches the weights of 1 process x batch 4 (same data order)."""
+def train_one_and_two_processes(data, tmp_path, *extra: str, steps: int = 3):
+    """The final weights of 1 process x batch 4 and of torchrun with 2 processes x batch 2 (same data order)."""
     common = ["--model", "slim", "--data", str(data), "--epochs", "1", "--batch-size", "4", "--input-size", "64",
-              "--workers", "0", "--eval-every", "0", "--max-steps", "3", "--freeze-bn", "--no-bf16", "--threads", "1"]
+              "--workers", "0", "--eval-every", "0", "--max-steps", str(steps), "--freeze-bn", "--no-bf16",
+              "--threads", "1", *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
     one = subprocess.run([sys.executable, "-m", "blazeface", "train", *common, "--out", str(tmp_path / "one")],
                          env=env, capture_output=True, text=True, timeout=600)
@@ -134,8 +135,13 @@ def test_two_processes_equal_one(data, tmp_path):
                           "-m", "blazeface", "train", *common, "--out", str(tmp_path / "two")],
                          env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-2000:]
-    a = load_checkpoint(tmp_path / "one" / "last.pth")["model"]
-    b = load_checkpoint(tmp_path / "two" / "last.pth")["model"]
+    return (load_checkpoint(tmp_path / "one" / "last.pth")["model"],
+            load_checkpoint(tmp_path / "two" / "last.pth")["model"])
+
+
+def test_two_processes_equal_one(data, tmp_path):
+    """torchrun with 2 processes x batch 2 reaches the weights of 1 process x batch 4 (same data order)."""
+    a, b = train_one_and_two_processes(data, tmp_path)
     start = Trainer(options(data, tmp_path / "init", max_steps=0)).model.state_dict()
     moved = max((a[k] - start[k]).abs().max().item() for k in a if a[k].is_floating_point())
     assert moved > 1e-4  # training really changed the weights
