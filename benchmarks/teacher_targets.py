@@ -40,10 +40,8 @@ def main() -> int:
     cfg = get_config(args.model)
     train = cfg.train
     labelling = TeacherLabelling(build_preset("small-faces", train.input_size, cfg.mean_bgr),
-                                 [load_teacher(spec, args.model) for spec in args.teacher],
-                                 TeacherTargets(min_score=train.teacher_min_score,
-                                                positive_score=train.teacher_positive_score,
-                                                landmark_weight=train.teacher_landmark_weight))
+                                 [load_teacher(spec) for spec in args.teacher],
+                                 TeacherTargets.from_train_config(train))
     data = args.data or [f"{DATA}/{source}" for source in WIDER_HEAVY_MIX]
     dataset, mixer = build_training_data(data, cfg, preset=labelling, seed=args.seed)
     indices, seeds = mixer.epoch_items(0)

@@ -40,7 +40,7 @@ def test_dense_teacher_gives_logits_whose_softmax_is_the_models_probabilities():
     """In eval mode a detector returns softmax probabilities; the distillation loss takes logits."""
     torch.manual_seed(0)
     images = torch.randn(2, 3, 64, 64)
-    teacher = load_teacher(f"slim:{SLIM}", "slim")
+    teacher = load_teacher(f"slim:{SLIM}")
     _, logits, _ = teacher.dense(images)
     with torch.no_grad():
         _, probabilities, _ = teacher.model()(images)
@@ -143,9 +143,9 @@ def test_teacher_specs_fail_in_one_line(tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(os.urandom(256))
     with pytest.raises(BlazefaceError, match="junk.onnx: OpenCV cannot load"):
-        load_teacher(f"yunet:{junk}", "blaze")
+        load_teacher(f"yunet:{junk}")
     with pytest.raises(BlazefaceError, match="does not match model 'rfb'"):
-        load_teacher(f"rfb:{SLIM}", "slim")
+        load_teacher(f"rfb:{SLIM}")
 
 
 def test_cli_bad_teacher_is_one_line_before_training(data, tmp_path):
@@ -189,8 +189,8 @@ def test_yunet_and_centerface_teachers_find_the_faces_of_a_crowd_photo():
     import cv2
 
     image = cv2.imread(str(DATA / "facemask" / "images" / "maksssksksss209.jpg"))
-    yunet = load_teacher(f"yunet:{DATA / 'teachers' / 'yunet_n_dynamic.onnx'}", "blaze").detect(image)
-    centerface = load_teacher(f"centerface:{DATA / 'teachers' / 'centerface.onnx'}", "blaze").detect(image)
+    yunet = load_teacher(f"yunet:{DATA / 'teachers' / 'yunet_n_dynamic.onnx'}").detect(image)
+    centerface = load_teacher(f"centerface:{DATA / 'teachers' / 'centerface.onnx'}").detect(image)
     confident = [f for f in (yunet, centerface)]
     assert all((f.scores >= 0.5).sum() >= 10 for f in confident)
     # The two agree on most confident faces, landmarks included (same order: image-left eye first).

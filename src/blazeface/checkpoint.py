@@ -1,7 +1,7 @@
 """Loading weights: this project's checkpoints and the original repositories' state dicts.
 
-A ``weights.pth`` written by the trainer is a plain state dict (it loads with ``torch.load(...,
-weights_only=True)``) plus one string entry, :data:`META_KEY`, holding JSON that names the model and its
+A ``weights.pth`` written by the trainer is a plain state dict (safe to read with weights_only loading)
+plus one string entry, :data:`META_KEY`, holding JSON that names the model and its
 configuration, so the file says which model it is. Loading strips that entry.
 """
 from __future__ import annotations

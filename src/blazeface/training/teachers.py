@@ -220,7 +220,7 @@ class ModelTeacher:
                             np.array([f.score for f in faces], np.float32))
 
 
-def load_teacher(spec: str | TeacherSpec, student: str):
+def load_teacher(spec: str | TeacherSpec):
     """Build the teacher of ``spec`` and load it once here, so a broken file fails before training starts."""
     spec = spec if isinstance(spec, TeacherSpec) else parse_teacher_spec(spec)
     if spec.kind == "yunet":
@@ -244,7 +244,7 @@ def fuse_detections(per_teacher: Sequence[TeacherFaces], iou: float = 0.55) -> T
     ``iou`` with the cluster's fused box); each cluster's box and landmarks are the score-weighted means and
     its score the sum of its members' scores over the number of teachers, so a face only one of two
     teachers sees keeps half its confidence. One teacher: returned unchanged."""
-    per_teacher = [t for t in per_teacher]
+    per_teacher = list(per_teacher)
     if len(per_teacher) == 1:
         return per_teacher[0]
     n_teachers = len(per_teacher)
@@ -287,6 +287,12 @@ class TeacherTargets:
     landmark_weight: float = 0.5  # teacher landmarks filling a face without landmark labels: x score x this
     min_landmark_size: float = 8.0  # pixels: smaller teacher faces give no landmarks
     supervise_background: bool = True  # non-exhaustive photos (MTFL): the teacher vouches for the background
+
+    @classmethod
+    def from_train_config(cls, train) -> "TeacherTargets":
+        """The settings a model's :class:`~blazeface.config.TrainConfig` (with its overrides) names."""
+        return cls(min_score=train.teacher_min_score, positive_score=train.teacher_positive_score,
+                   landmark_weight=train.teacher_landmark_weight)
 
 
 def merge_teacher_faces(target: dict, faces: TeacherFaces, cfg: TeacherTargets) -> dict:

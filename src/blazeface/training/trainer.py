@@ -166,7 +166,7 @@ class Trainer:
                                  "processes")
         self.model_cfg = replace(base, train=self.train_cfg)
         # Teachers load before anything else is built, so a broken teacher file fails in a second.
-        teachers = [load_teacher(spec, options.model) for spec in options.teachers]
+        teachers = [load_teacher(spec) for spec in options.teachers]
         self._check_not_teacher_weights(teachers)
         self.dense_teachers = [t for t in teachers if is_dense(t, options.model)]
         detection_teachers = [t for t in teachers if not is_dense(t, options.model)]
@@ -174,9 +174,7 @@ class Trainer:
         if detection_teachers:
             size = self.train_cfg.input_size
             preset = TeacherLabelling(build_preset("small-faces", size, self.model_cfg.mean_bgr), detection_teachers,
-                                      TeacherTargets(min_score=self.train_cfg.teacher_min_score,
-                                                     positive_score=self.train_cfg.teacher_positive_score,
-                                                     landmark_weight=self.train_cfg.teacher_landmark_weight))
+                                      TeacherTargets.from_train_config(self.train_cfg))
         self.dataset, self.mixer = build_training_data(options.data, self.model_cfg, self.train_cfg.input_size,
                                                        preset=preset, seed=options.seed,
                                                        epoch_size=options.epoch_size)
