@@ -86,6 +86,20 @@ def test_batch_equals_single(blaze):
         assert np.allclose([f.box for f in a], [f.box for f in b], atol=1e-3)
 
 
+def test_calling_the_detector(blaze):
+    """detector(image) is detect(image); detector([images]) is detect_batch, keyword overrides included."""
+    from PIL import Image
+
+    bgr = cv2.imread(str(SAMPLE))
+    assert blaze(SAMPLE) == blaze.detect(SAMPLE)
+    assert blaze(str(SAMPLE), conf=0.9) == blaze.detect(SAMPLE, conf=0.9)
+    assert blaze(Image.open(SAMPLE)) == blaze.detect(Image.open(SAMPLE))
+    batch = blaze([bgr, SAMPLE], conf=0.9)
+    assert isinstance(batch, list) and batch == blaze.detect_batch([bgr, SAMPLE], conf=0.9)
+    assert blaze(bgr) == blaze.detect(bgr)
+    assert "model='blaze'" in repr(blaze)
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path):
     from blazeface.io import as_bgr, read_image
 

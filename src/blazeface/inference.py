@@ -61,6 +61,7 @@ class FaceDetector:
     >>> faces[0].box, faces[0].score, faces[0].landmarks       # the best face
     >>> faces.boxes, faces.scores, faces.landmarks             # (N, 4), (N,), (N, 5, 2) arrays
     >>> detector.conf = 0.3                                    # thresholds are attributes
+    >>> detector(["a.jpg", "b.jpg"])                           # calling it: one image or a list of them
 
     ``conf``, ``nms``, ``long_side``, ``top_k``, ``keep_top_k`` and ``color`` are attributes, validated when
     set; ``detect(image, conf=...)`` overrides one for a single call.
@@ -153,7 +154,18 @@ class FaceDetector:
         side = self.long_side if long_side is None else long_side
         return letterbox_size(width, height, side, self.config.size_multiple)
 
+    def __repr__(self) -> str:
+        return (f"FaceDetector(model={self.model_name!r}, runner={type(self.runner).__name__}, conf={self.conf:g}, "
+                f"nms={self.nms:g}, long_side={self.long_side})")
+
     # -- detection -----------------------------------------------------------------------------------
+    def __call__(self, source, **overrides):
+        """``detector(image)`` is :meth:`detect`; ``detector([image, ...])`` (a list, tuple or other
+        non-array iterable) is :meth:`detect_batch`, as a model is called in ultralytics."""
+        if isinstance(source, (str, Path, np.ndarray)) or not isinstance(source, Iterable) or hasattr(source, "getpixel"):
+            return self.detect(source, **overrides)
+        return self.detect_batch(source, **overrides)
+
     def stream(self, source, batch_size: int = defaults.BATCH_SIZE):
         """Every frame of a video file (path) or camera (index) with its faces: yields
         ``StreamFrame(index, timestamp, image, faces)`` (unpackable as a tuple), ``faces`` as
