@@ -304,6 +304,9 @@ def test_jpeg_block_edit_follows_exif_orientation(tmp_path, capsys):
     diff = np.abs(cv2.imread(str(written)).astype(int) - cv2.imread(str(rotated))).max(axis=2)
     assert np.median(diff[mask]) > 10
     assert b"Exif" in written.read_bytes()[:200]
+    region = edit_region(rotated, mask)  # the stored 4:2:0 blocks of the mask, and their ring, seen upright
+    assert np.array_equal(np.rot90(region), _touched_pixels(np.rot90(mask), (16, 16), ring=(1, 1)))
+    assert np.array_equal(cv2.imread(str(rotated))[~region], cv2.imread(str(written))[~region])
     assert jpeglib.read_dct(str(written)).Y.shape == jpeglib.read_dct(str(rotated)).Y.shape
 
 

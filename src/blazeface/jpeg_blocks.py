@@ -112,10 +112,13 @@ def _read_dct(src: Path):
         raise BlazefaceError(f"{src}: cannot read the JPEG's coefficients ({str(exc).splitlines()[0][:120]})") from None
 
 
-def edit_region(src: str | Path, changed: np.ndarray, orientation: int = 0) -> np.ndarray:
+def edit_region(src: str | Path, changed: np.ndarray, orientation: int | None = None) -> np.ndarray:
     """The upright (H, W) bool mask of the pixels that ``write_jpeg_blocks(src, ..., changed, orientation)``
-    may change: the MCUs touching ``changed`` and, where chroma is subsampled, the ring of MCUs around them
-    (see the module's docstring). Every pixel outside it decodes bit-identically."""
+    may change: the MCUs touching ``changed`` (an upright (H, W) bool mask) and, where chroma is subsampled,
+    the ring of MCUs around them (see the module's docstring). Every pixel outside it decodes
+    bit-identically. ``orientation`` as ``read_jpeg`` returns it (read from the file when None)."""
+    if orientation is None:
+        orientation = read_jpeg(src)[1]
     mask = _to_stored(changed, orientation)
     factors, touched, (mcu_h, mcu_w) = _grid(_read_dct(Path(src)), mask)
     region = np.kron(_with_ring(touched, factors), np.ones((mcu_h, mcu_w), bool))[:mask.shape[0], :mask.shape[1]]
