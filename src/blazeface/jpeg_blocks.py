@@ -5,14 +5,14 @@ coefficients; markers (EXIF, ICC) are kept.
 
 Which pixels can change (``edit_region``): the re-encoded MCUs and, where chroma is subsampled, the ring of
 MCUs around them (along the subsampled axes only: none at 4:4:4 or grey, left and right at 4:2:2, all eight
-neighbours at 4:2:0). A decoder's default chroma "fancy upsampling" (libjpeg-turbo's, so OpenCV's, PIL's and
-the browsers') interpolates each pixel's chroma from the nearest chroma sample and its neighbour, so the
-outermost pixel row or column of an untouched MCU reads the edge samples of a re-encoded neighbour and moves
-with it. The ring cannot be avoided without a privacy hole: keeping those edge samples would mean keeping the
-chroma of every MCU at the edge of a mask (a small face may lie entirely in such MCUs) unblurred. The ring
-MCUs keep their coefficients (re-encoding them would only add loss), so only that one pixel row or column
-of theirs next to a re-encoded MCU changes; every pixel outside the region decodes bit-identically, with
-or without fancy upsampling.
+neighbours at 4:2:0). A decoder's default chroma "fancy upsampling" (libjpeg-turbo's, so OpenCV's, PIL's,
+Chromium's and Firefox's) interpolates each pixel's chroma from the nearest chroma sample and its neighbour,
+so the outermost pixel row or column of an untouched MCU reads the edge samples of a re-encoded neighbour and
+moves with it. The ring cannot be avoided without a privacy hole: keeping those edge samples would mean
+keeping the chroma of every MCU at the edge of a mask (a small face may lie entirely in such MCUs) unblurred.
+The ring MCUs keep their coefficients (re-encoding them would only add loss), so only that one pixel row or
+column of theirs next to a re-encoded MCU changes; every pixel outside the region decodes bit-identically,
+with or without fancy upsampling.
 """
 from __future__ import annotations
 
