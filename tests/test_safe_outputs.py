@@ -9,6 +9,7 @@ import pytest
 
 from blazeface import FaceDetector
 from blazeface.cli import main
+from blazeface.jpeg_blocks import edit_region
 from blazeface.privacy import face_mask
 from blazeface.video import ffmpeg_exe, probe, video_encoder
 from conftest import SAMPLE
@@ -182,33 +183,63 @@ def test_blur_edits_a_jpeg_block_by_block(tmp_path, capsys):
     assert np.array_equal(before.Y[~luma], after.Y[~luma]) and not np.array_equal(before.Y[luma], after.Y[luma])
     assert np.array_equal(before.Cb[~touched[:before.Cb.shape[0]]], after.Cb[~touched[:before.Cb.shape[0]]])
     assert record["jpeg_blocks"] == touched.sum()
-    # Decoded pixels: identical outside the 16-pixel blocks (a decoder's chroma upsampling reaches one pixel
-    # further; without it, exactly the blocks).
+    # Decoded pixels: without chroma upsampling, identical outside the re-encoded 16-pixel blocks; with the
+    # default fancy upsampling (OpenCV, PIL, browsers) their new chroma reaches the next pixel, so identical
+    # outside the blocks and the ring of blocks around them (whose coefficients were kept above).
     blocks = np.kron(touched, np.ones((16, 16), bool))[:210, :400]
     exact = jpeglib.read_spatial(str(SAMPLE), flags=["-DO_FANCY_UPSAMPLING"]).spatial
     edited = jpeglib.read_spatial(str(written), flags=["-DO_FANCY_UPSAMPLING"]).spatial
     assert np.array_equal(exact[~blocks], edited[~blocks])
-    grown = cv2.dilate(blocks.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    assert np.array_equal(cv2.imread(str(SAMPLE))[~grown], cv2.imread(str(written))[~grown])
+    region = _touched_pixels(mask, (16, 16), ring=(1, 1))
+    assert np.array_equal(edit_region(SAMPLE, mask), region)
+    assert_same_outside(SAMPLE, written, region)
+    assert not np.array_equal(cv2.imread(str(SAMPLE))[~blocks], cv2.imread(str(written))[~blocks])  # the ring
     diff = np.abs(cv2.imread(str(written)).astype(int) - cv2.imread(str(SAMPLE))).max(axis=2)
     assert np.median(diff[mask]) > 10  # the faces are blurred
+    # ... in colour too: the chroma of every MCU the masks touch is re-encoded.
+    def chroma(path):
+        return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2YCrCb)[..., 1:].astype(int)
+
+    hue = np.abs(chroma(written) - chroma(SAMPLE)).max(axis=2)
+    assert (hue[mask] > 0).mean() > 0.8
 
 
-@pytest.mark.parametrize("sampling,mcu", [("444", (8, 8)), ("422", (8, 16)), ("440", (16, 8)), ("420", (16, 16)),
-                                          ("grey", (8, 8)), ("progressive", (16, 16))])
-def test_jpeg_block_edit_stays_inside_the_touched_mcus(tmp_path, sample, sampling, mcu):
-    from blazeface.jpeg_blocks import read_jpeg, write_jpeg_blocks
+def assert_same_outside(before, after, region):
+    """The two JPEGs decode to the same pixels outside ``region`` with OpenCV and with PIL (both libjpeg-turbo
+    with its default fancy chroma upsampling, as browsers decode)."""
+    from PIL import Image
+
+    assert np.array_equal(cv2.imread(str(before), cv2.IMREAD_UNCHANGED)[~region],
+                          cv2.imread(str(after), cv2.IMREAD_UNCHANGED)[~region])
+    with Image.open(before) as a, Image.open(after) as b:
+        assert a.mode == b.mode
+        assert np.array_equal(np.asarray(a)[~region], np.asarray(b)[~region])
+
+
+@pytest.mark.parametrize("sampling,mcu,ring", [
+    ("444", (8, 8), (0, 0)), ("422", (8, 16), (0, 1)), ("440", (16, 8), (1, 0)), ("420", (16, 16), (1, 1)),
+    ("grey", (8, 8), (0, 0)), ("progressive", (16, 16), (1, 1)),
+    ("pil444", (8, 8), (0, 0)), ("pil420", (16, 16), (1, 1))])
+def test_jpeg_block_edit_stays_inside_the_touched_mcus(tmp_path, sample, sampling, mcu, ring):
+    """Every pixel outside the touched MCUs (and, with subsampled chroma, the ring of MCUs that a decoder's
+    chroma upsampling reaches) decodes bit-identically; in the ring only the pixel next to a touched MCU."""
+    from PIL import Image
+
+    from blazeface.jpeg_blocks import edit_region, read_jpeg, write_jpeg_blocks
 
     image = sample[:201, :397]  # sizes that are no multiple of a block
-    params = [cv2.IMWRITE_JPEG_QUALITY, 88]
-    if sampling == "grey":
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    elif sampling == "progressive":
-        params += [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]
-    else:
-        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, getattr(cv2, f"IMWRITE_JPEG_SAMPLING_FACTOR_{sampling}")]
     src = tmp_path / "in.jpg"
-    cv2.imwrite(str(src), image, params)
+    if sampling.startswith("pil"):
+        Image.fromarray(image[..., ::-1]).save(src, quality=88, subsampling={"pil444": 0, "pil420": 2}[sampling])
+    else:
+        params = [cv2.IMWRITE_JPEG_QUALITY, 88]
+        if sampling == "grey":
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        elif sampling == "progressive":
+            params += [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]
+        else:
+            params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, getattr(cv2, f"IMWRITE_JPEG_SAMPLING_FACTOR_{sampling}")]
+        cv2.imwrite(str(src), image, params)
     upright, orientation = read_jpeg(src)
     mask = np.zeros(upright.shape[:2], bool)
     mask[50:90, 100:160] = True
@@ -216,21 +247,29 @@ def test_jpeg_block_edit_stays_inside_the_touched_mcus(tmp_path, sample, samplin
     edited = upright.copy()
     edited[mask] = 0
     write_jpeg_blocks(src, tmp_path / "out.jpg", edited, mask, orientation)
-    before, after = cv2.imread(str(src)), cv2.imread(str(tmp_path / "out.jpg"))
     blocks = _touched_pixels(mask, mcu)
-    grown = cv2.dilate(blocks.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    assert np.array_equal(before[~grown], after[~grown])
+    region = _touched_pixels(mask, mcu, ring)
+    assert np.array_equal(edit_region(src, mask, orientation), region)
+    assert_same_outside(src, tmp_path / "out.jpg", region)
+    before, after = cv2.imread(str(src)), cv2.imread(str(tmp_path / "out.jpg"))
+    seam = cv2.dilate(blocks.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert np.array_equal(before[~seam], after[~seam])  # in the ring, only the pixel next to a touched MCU
+    if ring == (0, 0):
+        assert np.array_equal(before[~blocks], after[~blocks])
     assert after[mask].mean() < 8  # the edit is there, within the file's own quantisation
     assert (tmp_path / "out.jpg").stat().st_size <= 1.5 * src.stat().st_size
 
 
-def _touched_pixels(mask, mcu):
-    """The pixels of every (height, width) ``mcu`` block that touches ``mask``."""
+def _touched_pixels(mask, mcu, ring=(0, 0)):
+    """The pixels of every (height, width) ``mcu`` block that touches ``mask``, with the ``ring`` (rows,
+    columns) of blocks around each."""
     h, w = mask.shape
     my, mx = mcu
     padded = np.zeros((-(-h // my) * my, -(-w // mx) * mx), bool)
     padded[:h, :w] = mask
     touched = padded.reshape(padded.shape[0] // my, my, padded.shape[1] // mx, mx).any(axis=(1, 3))
+    kernel = np.ones((2 * ring[0] + 1, 2 * ring[1] + 1), np.uint8)
+    touched = cv2.dilate(touched.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
     return np.kron(touched, np.ones((my, mx), bool))[:h, :w]
 
 
@@ -265,6 +304,9 @@ def test_jpeg_block_edit_follows_exif_orientation(tmp_path, capsys):
     diff = np.abs(cv2.imread(str(written)).astype(int) - cv2.imread(str(rotated))).max(axis=2)
     assert np.median(diff[mask]) > 10
     assert b"Exif" in written.read_bytes()[:200]
+    region = edit_region(rotated, mask)  # the stored 4:2:0 blocks of the mask, and their ring, seen upright
+    assert np.array_equal(np.rot90(region), _touched_pixels(np.rot90(mask), (16, 16), ring=(1, 1)))
+    assert np.array_equal(cv2.imread(str(rotated))[~region], cv2.imread(str(written))[~region])
     assert jpeglib.read_dct(str(written)).Y.shape == jpeglib.read_dct(str(rotated)).Y.shape
 
 

@@ -1,9 +1,18 @@
 """Edit a JPEG without a generation of loss: only the MCUs (16x16 pixels at 4:2:0, 8x8 at 4:4:4) that touch
 an edit are re-encoded, with the file's own quantisation tables and chroma subsampling; every other block
-keeps its DCT coefficients, so every pixel outside the re-encoded MCUs decodes bit-identically (with a
-decoder's chroma "fancy upsampling", a pixel touching a re-encoded MCU may move by a level or two: that
-filter mixes in the neighbouring chroma sample) and the file keeps about its size. ``jpeglib`` reads and
-writes the coefficients; markers (EXIF, ICC) are kept.
+keeps its DCT coefficients, and the file keeps about its size. ``jpeglib`` reads and writes the
+coefficients; markers (EXIF, ICC) are kept.
+
+Which pixels can change (``edit_region``): the re-encoded MCUs and, where chroma is subsampled, the ring of
+MCUs around them (along the subsampled axes only: none at 4:4:4 or grey, left and right at 4:2:2, all eight
+neighbours at 4:2:0). A decoder's default chroma "fancy upsampling" (libjpeg-turbo's, so OpenCV's, PIL's,
+Chromium's and Firefox's) interpolates each pixel's chroma from the nearest chroma sample and its neighbour,
+so the outermost pixel row or column of an untouched MCU reads the edge samples of a re-encoded neighbour and
+moves with it. The ring cannot be avoided without a privacy hole: keeping those edge samples would mean
+keeping the chroma of every MCU at the edge of a mask (a small face may lie entirely in such MCUs) unblurred.
+The ring MCUs keep their coefficients (re-encoding them would only add loss), so only that one pixel row or
+column of theirs next to a re-encoded MCU changes; every pixel outside the region decodes bit-identically,
+with or without fancy upsampling.
 """
 from __future__ import annotations
 
@@ -72,17 +81,58 @@ def _dct8(blocks: np.ndarray) -> np.ndarray:
     return dctn(blocks, axes=(-2, -1), norm="ortho")
 
 
+def _grid(jpeg, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """(per-component sampling factors (v, h), the MCUs that ``mask`` (stored (H, W) bool) touches, the MCU's
+    (height, width) in pixels)."""
+    factors = np.asarray(jpeg.samp_factor).reshape(-1, 2)  # per component (v, h): jpeglib's order
+    mcu_h, mcu_w = 8 * int(factors[:, 0].max()), 8 * int(factors[:, 1].max())
+    height, width = mask.shape
+    rows, cols = -(-height // mcu_h), -(-width // mcu_w)
+    padded = np.zeros((rows * mcu_h, cols * mcu_w), bool)
+    padded[:height, :width] = mask
+    return factors, padded.reshape(rows, mcu_h, cols, mcu_w).any(axis=(1, 3)), (mcu_h, mcu_w)
+
+
+def _with_ring(touched: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """``touched`` MCUs and their neighbours along the axes where some component is subsampled (the MCUs
+    whose pixels a decoder's chroma upsampling lets a re-encoded MCU reach)."""
+    grow_y = int((factors[:, 0] < factors[:, 0].max()).any())
+    grow_x = int((factors[:, 1] < factors[:, 1].max()).any())
+    padded = np.pad(touched, ((grow_y, grow_y), (grow_x, grow_x)))
+    rows, cols = touched.shape
+    return np.logical_or.reduce([padded[dy:dy + rows, dx:dx + cols]
+                                 for dy in range(2 * grow_y + 1) for dx in range(2 * grow_x + 1)])
+
+
+def _read_dct(src: Path):
+    jpeglib = _require_jpeglib()
+    try:
+        return jpeglib.read_dct(str(src))
+    except Exception as exc:  # jpeglib raises its own types for libjpeg errors
+        raise BlazefaceError(f"{src}: cannot read the JPEG's coefficients ({str(exc).splitlines()[0][:120]})") from None
+
+
+def edit_region(src: str | Path, changed: np.ndarray, orientation: int | None = None) -> np.ndarray:
+    """The upright (H, W) bool mask of the pixels that ``write_jpeg_blocks(src, ..., changed, orientation)``
+    may change: the MCUs touching ``changed`` (an upright (H, W) bool mask) and, where chroma is subsampled,
+    the ring of MCUs around them (see the module's docstring). Every pixel outside it decodes
+    bit-identically. ``orientation`` as ``read_jpeg`` returns it (read from the file when None)."""
+    if orientation is None:
+        orientation = read_jpeg(src)[1]
+    mask = _to_stored(changed, orientation)
+    factors, touched, (mcu_h, mcu_w) = _grid(_read_dct(Path(src)), mask)
+    region = np.kron(_with_ring(touched, factors), np.ones((mcu_h, mcu_w), bool))[:mask.shape[0], :mask.shape[1]]
+    return np.ascontiguousarray(_ORIENTATIONS[orientation](region))
+
+
 def write_jpeg_blocks(src: str | Path, dst: str | Path, upright: np.ndarray, changed: np.ndarray,
                       orientation: int = 0) -> int:
     """Write ``dst``: the JPEG ``src`` with the MCUs that touch ``changed`` (an upright (H, W) bool mask)
-    re-encoded from ``upright`` (the edited upright BGR image). -> the number of MCUs re-encoded.
+    re-encoded, luma and chroma, from ``upright`` (the edited upright BGR image); the pixels that may change
+    are ``edit_region(src, changed, orientation)``. -> the number of MCUs re-encoded.
     Raises ``BlazefaceError`` for JPEGs this cannot edit (CMYK, 12-bit)."""
-    jpeglib = _require_jpeglib()
     src, dst = Path(src), Path(dst)
-    try:
-        jpeg = jpeglib.read_dct(str(src))
-    except Exception as exc:  # jpeglib raises its own types for libjpeg errors
-        raise BlazefaceError(f"{src}: cannot read the JPEG's coefficients ({str(exc).splitlines()[0][:120]})") from None
+    jpeg = _read_dct(src)
     space = str(jpeg.jpeg_color_space)
     if not (space.endswith("YCbCr") or space.endswith("GRAYSCALE")):
         raise BlazefaceError(f"{src}: a {space} JPEG cannot be edited block by block "
@@ -92,13 +142,9 @@ def write_jpeg_blocks(src: str | Path, dst: str | Path, upright: np.ndarray, cha
     height, width = image.shape[:2]
     if (height, width) != (jpeg.height, jpeg.width):
         raise BlazefaceError(f"{src}: decoded {width}x{height}, the JPEG says {jpeg.width}x{jpeg.height}")
-    factors = np.asarray(jpeg.samp_factor).reshape(-1, 2)  # per component (v, h): jpeglib's order
-    vmax, hmax = int(factors[:, 0].max()), int(factors[:, 1].max())
-    mcu_w, mcu_h = 8 * hmax, 8 * vmax
-    rows, cols = -(-height // mcu_h), -(-width // mcu_w)
-    padded = np.zeros((rows * mcu_h, cols * mcu_w), bool)
-    padded[:height, :width] = mask
-    touched = padded.reshape(rows, mcu_h, cols, mcu_w).any(axis=(1, 3))
+    factors, touched, (mcu_h, mcu_w) = _grid(jpeg, mask)
+    rows, cols = touched.shape
+    vmax, hmax = mcu_h // 8, mcu_w // 8
     if not touched.any():
         jpeg.write_dct(str(dst))
         return 0
