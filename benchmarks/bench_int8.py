@@ -73,25 +73,17 @@ def node_classes(optimized_path: str) -> dict[str, str]:
     """Node name -> class, read from the graph ONNX Runtime actually runs (after its fusions)."""
     import onnx
 
+    from blazeface.export.quantize import conv_kinds
+
     proto = onnx.load(optimized_path)
-    shapes = {i.name: list(i.dims) for i in proto.graph.initializer}
+    kinds = conv_kinds(proto)
     classes = {}
     for node in proto.graph.node:
-        weight = node.input[3] if node.op_type == "QLinearConv" else (node.input[1] if len(node.input) > 1 else "")
-        if "Conv" not in node.op_type or weight not in shapes:
-            classes[node.name] = node.op_type
-            continue
-        dims = shapes[weight]
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        # QLinearConv's weights stay OIHW here; NHWC kernels only change the activations' layout.
-        out_ch, in_per_group, *kernel = dims
-        if group > 1 and in_per_group == 1:
-            kind = "depthwise"
-        elif all(k == 1 for k in kernel):
-            kind = "pointwise"
+        if node.name in kinds:
+            precision = "int8" if node.op_type == "QLinearConv" else "fp32"
+            classes[node.name] = f"{precision} conv {kinds[node.name]}"
         else:
-            kind = "stem" if in_per_group * group == 3 else "full"
-        classes[node.name] = f"{'int8' if node.op_type == 'QLinearConv' else 'fp32'} conv {kind}"
+            classes[node.name] = node.op_type
     return classes
 
 

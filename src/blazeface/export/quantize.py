@@ -79,13 +79,15 @@ def first_conv(proto) -> list[str]:
 
 def conv_kinds(proto) -> dict[str, str]:
     """Every convolution's name -> what it is: "stem" (reads 3 channels), "depthwise" (one group per
-    channel), "pointwise" (1x1) or "full" (any other kernel). Lets a benchmark quantize only some kinds."""
+    channel), "pointwise" (1x1) or "full" (any other kernel). Lets a benchmark quantize only some kinds.
+    Also reads the graphs ONNX Runtime optimises to (QLinearConv, FusedConv, its NCHWc Conv)."""
     shapes = {i.name: list(i.dims) for i in proto.graph.initializer}
     kinds = {}
     for node in proto.graph.node:
-        if node.op_type != "Conv" or node.input[1] not in shapes:
+        weight = node.input[3] if node.op_type == "QLinearConv" else node.input[1] if len(node.input) > 1 else ""
+        if not node.op_type.endswith("Conv") or weight not in shapes:
             continue
-        out_ch, in_per_group, *kernel = shapes[node.input[1]]
+        out_ch, in_per_group, *kernel = shapes[weight]
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
         if group > 1 and in_per_group == 1:
             kinds[node.name] = "depthwise"
