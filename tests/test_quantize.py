@@ -3,6 +3,7 @@
 Calibrates on a few variants of the bundled photo (mirrored, scaled, shifted in brightness) written to a
 temporary folder, so it needs nothing from ../shared.
 """
+import collections
 import json
 
 import cv2
@@ -115,3 +116,38 @@ def test_int8_export_errors_are_one_line(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not out.exists()
+
+
+def test_pointwise_only_qoperator_keeps_the_rest_in_float(calibration_dir, tmp_path):
+    """The benchmark's mixed-precision variant: only 1x1 convolutions become QLinearConv (QOperator
+    format); depthwise, full and stem convolutions keep float weights, and the file still finds the faces."""
+    from blazeface.backends import exported_model
+    from blazeface.export.quantize import conv_kinds, quantize_onnx
+
+    fp32 = exported_model("onnx", "slim")
+    kinds = conv_kinds(onnx.load(str(fp32)))
+    assert set(kinds.values()) == {"stem", "depthwise", "pointwise", "full"}
+    out = quantize_onnx(fp32, tmp_path / "slim_pw.onnx", calibration_dir, quant_format="qoperator",
+                        only_kinds=["pointwise"])
+    proto = onnx.load(str(out))
+    ops = collections.Counter(n.op_type for n in proto.graph.node)
+    assert ops["QLinearConv"] == sum(k == "pointwise" for k in kinds.values())
+    assert ops["Conv"] == len(kinds) - ops["QLinearConv"]
+    info = json.loads({p.key: p.value for p in proto.metadata_props}["quantization"])
+    assert info["format"] == "QOperator" and info["ops"] == ["Conv"]
+    fp32_faces = FaceDetector("slim", backend="onnx", conf=0.5, threads=1).detect(str(SAMPLE))
+    faces = FaceDetector("slim", backend="onnx", weights=out, conf=0.5, threads=1).detect(str(SAMPLE))
+    assert len(fp32_faces) >= 5 and len(faces) == len(fp32_faces)
+
+
+def test_unknown_quantization_settings_are_refused(tmp_path):
+    from blazeface.backends import exported_model
+    from blazeface.errors import BlazefaceError
+    from blazeface.export.quantize import quantize_onnx
+
+    fp32 = exported_model("onnx", "slim")
+    with pytest.raises(BlazefaceError, match="quantization format"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", [SAMPLE], quant_format="qlinear")
+    with pytest.raises(BlazefaceError, match="weight type"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", [SAMPLE], weight_type="int4")
+    assert not (tmp_path / "x.onnx").exists()

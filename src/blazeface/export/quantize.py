@@ -27,6 +27,11 @@ from ..optional import require
 
 # Which calibration methods the CLI offers (onnxruntime.quantization.CalibrationMethod members).
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# Graph formats (onnxruntime.quantization.QuantFormat) and weight types. The defaults (QDQ, int8 weights)
+# were the fastest on an AVX2 CPU without VNNI; the others are kept for benchmarks/bench_int8.py, which
+# measures them (QOperator: QLinearConv nodes written directly; uint8 weights: the u8u8 kernels).
+QUANT_FORMATS = ("qdq", "qoperator")
+WEIGHT_TYPES = ("int8", "uint8")
 DEFAULT_CALIBRATION_COUNT = 300
 DEFAULT_LONG_SIDE = 640
 # Op types whose inputs/outputs get quantized. Conv is where the time goes; with Relu quantized too ONNX
@@ -72,6 +77,27 @@ def first_conv(proto) -> list[str]:
     return [n.name for n in proto.graph.node if n.op_type == "Conv" and INPUT_NAME in n.input][:1]
 
 
+def conv_kinds(proto) -> dict[str, str]:
+    """Every convolution's name -> what it is: "stem" (reads 3 channels), "depthwise" (one group per
+    channel), "pointwise" (1x1) or "full" (any other kernel). Lets a benchmark quantize only some kinds.
+    Also reads the graphs ONNX Runtime optimises to (QLinearConv, FusedConv, its NCHWc Conv)."""
+    shapes = {i.name: list(i.dims) for i in proto.graph.initializer}
+    kinds = {}
+    for node in proto.graph.node:
+        weight = node.input[3] if node.op_type == "QLinearConv" else node.input[1] if len(node.input) > 1 else ""
+        if not node.op_type.endswith("Conv") or weight not in shapes:
+            continue
+        out_ch, in_per_group, *kernel = shapes[weight]
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if group > 1 and in_per_group == 1:
+            kinds[node.name] = "depthwise"
+        elif all(k == 1 for k in kernel):
+            kinds[node.name] = "pointwise"
+        else:
+            kinds[node.name] = "stem" if in_per_group * group == 3 else "full"
+    return kinds
+
+
 def _reader(files, mean_bgr, multiple, long_side):
     quantization = require("onnxruntime.quantization", "onnx")
 
@@ -89,7 +115,9 @@ def _reader(files, mean_bgr, multiple, long_side):
 def quantize_onnx(fp32_path: str | Path, out: str | Path, calibration: str | Path | Sequence[Path], *,
                   count: int = DEFAULT_CALIBRATION_COUNT, long_side: int = DEFAULT_LONG_SIDE,
                   method: str = "minmax", per_channel: bool = True, reduce_range: bool = False,
-                  exclude: Sequence[str] | None = None, source: str | None = None) -> Path:
+                  exclude: Sequence[str] | None = None, source: str | None = None, quant_format: str = "qdq",
+                  weight_type: str = "int8", op_types: Sequence[str] = QUANTIZED_OPS,
+                  only_kinds: Sequence[str] | None = None) -> Path:
     """Quantize the fp32 export ``fp32_path`` to int8 at ``out``.
 
     ``calibration``: a folder (``count`` of its images are used) or a list of image files.
@@ -97,6 +125,11 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, calibration: str | Pat
     ``reduce_range``: 7-bit weights, for CPUs without VNNI whose uint8 x int8 instructions can saturate.
     ``exclude``: node names to leave in float (None: the first convolution, see :func:`first_conv`).
     ``source``: how the calibration set is described in the metadata (default: its size and folder).
+    ``quant_format``: "qdq" (default) or "qoperator"; ``weight_type``: "int8" (default) or "uint8";
+    ``op_types``: the op types to quantize. ``only_kinds``: quantize only these kinds of convolution
+    (:func:`conv_kinds`, e.g. ``["pointwise"]``) with nothing else (``op_types`` is then just Conv): ONNX
+    Runtime quantizes a float convolution itself when quantized tensors surround it, so a mixed-precision
+    graph must leave the activations around the float convolutions in float.
     """
     onnx = require("onnx", "onnx")
     quantization = require("onnxruntime.quantization", "onnx")
@@ -104,6 +137,10 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, calibration: str | Pat
 
     if method not in CALIBRATION_METHODS:
         raise BlazefaceError(f"unknown calibration method {method!r}; choose one of: {', '.join(CALIBRATION_METHODS)}")
+    if quant_format not in QUANT_FORMATS:
+        raise BlazefaceError(f"unknown quantization format {quant_format!r}; choose one of: {', '.join(QUANT_FORMATS)}")
+    if weight_type not in WEIGHT_TYPES:
+        raise BlazefaceError(f"unknown weight type {weight_type!r}; choose one of: {', '.join(WEIGHT_TYPES)}")
     fp32_path, out = Path(fp32_path), Path(out)
     proto = onnx.load(str(fp32_path))
     meta = {p.key: p.value for p in proto.metadata_props}
@@ -128,23 +165,31 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, calibration: str | Pat
         # Shape inference and ORT's graph optimisations first, as ONNX Runtime recommends for static
         # quantization (folds what can be folded so the QDQ pairs land on the fused convolutions).
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)  # blaze: symbolic inference gives up on its pooled shortcuts
-        if exclude is None:
-            exclude = first_conv(onnx.load(str(prepared)))
+        prepared_proto = onnx.load(str(prepared))
+        if only_kinds is not None:
+            op_types = ("Conv",)
+            exclude = [*(exclude or []), *(name for name, kind in conv_kinds(prepared_proto).items()
+                                           if kind not in only_kinds)]
+        elif exclude is None:
+            exclude = first_conv(prepared_proto)
+        formats = {"qdq": quantization.QuantFormat.QDQ, "qoperator": quantization.QuantFormat.QOperator}
+        weights = {"int8": quantization.QuantType.QInt8, "uint8": quantization.QuantType.QUInt8}
         partial = Path(tmp) / "int8.onnx"
         quantization.quantize_static(
             str(prepared), str(partial), _reader(files, mean_bgr, multiple, long_side),
-            quant_format=quantization.QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
+            quant_format=formats[quant_format], op_types_to_quantize=list(op_types),
             per_channel=per_channel, reduce_range=reduce_range,
-            activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
+            activation_type=quantization.QuantType.QUInt8, weight_type=weights[weight_type],
             calibrate_method=methods[method], nodes_to_exclude=list(exclude),
             extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False,
                            "CalibMovingAverage": False},
             calibration_providers=["CPUExecutionProvider"])
         quantized = onnx.load(str(partial))
     meta.update({"precision": "int8",
-                 "quantization": json.dumps({"format": "QDQ", "activations": "uint8 per tensor",
-                                             "weights": "int8 per channel" if per_channel else "int8 per tensor",
-                                             "reduce_range": reduce_range, "ops": list(QUANTIZED_OPS),
+                 "quantization": json.dumps({"format": {"qdq": "QDQ", "qoperator": "QOperator"}[quant_format],
+                                             "activations": "uint8 per tensor",
+                                             "weights": f"{weight_type} per {'channel' if per_channel else 'tensor'}",
+                                             "reduce_range": reduce_range, "ops": list(op_types),
                                              "excluded": list(exclude), "calibration": source,
                                              "long_side": long_side, "method": method})})
     del quantized.metadata_props[:]
