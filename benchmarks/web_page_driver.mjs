@@ -36,7 +36,7 @@ async function handle(msg) {
     const errors = [];
     page.on('pageerror', (err) => errors.push(String(err)));
     await page.goto(`${opts.url}?${msg.query}`);
-    await page.waitForFunction(() => ['done', 'error'].includes(window.blazeface?.state));
+    await page.waitForFunction(() => window.blazeface?.state === 'error' || window.blazeface?.loaded);
     const state = await page.evaluate(() => ({
       error: window.blazeface.error, runtime: window.blazeface.runtime, crossOriginIsolated: self.crossOriginIsolated,
       faces: window.blazeface.last?.faces.length, inputSize: window.blazeface.last?.inputSize }));

@@ -12,6 +12,7 @@ const threads = Number(params.get('threads')) ||
 const backend = ['auto', 'wasm', 'webgpu'].includes(params.get('backend')) ? params.get('backend') : 'auto';
 const RECENT_FRAMES = 30; // the per-frame time shown is the median of this many recent frames
 const TIMED_FRAMES = 20; // the "Time 20 frames" button
+const ON_LOAD_FRAMES = 5; // the sample's frames after the first, on load, so the time shown is a warm one
 const DISPLAY_MIN = 800; // long side of the drawn picture: small photos are enlarged, big ones reduced
 const DISPLAY_MAX = 1280;
 // RGB of left eye, right eye, nose, left mouth corner, right mouth corner (as src/blazeface/draw.py).
@@ -19,7 +20,7 @@ const LANDMARK_COLOURS = ['#0000ff', '#ffff00', '#ff00ff', '#00ff00', '#ff8000']
 
 // Exposed for the end-to-end test (tests/test_web.py) and for curious users in the console.
 const demo = { state: 'loading', models: [], last: null, frames: 0, error: null, runtime, frameMs: null,
-  timeFrames };
+  loaded: false, timeFrames };
 window.blazeface = demo;
 
 let models = [];
@@ -27,8 +28,9 @@ const detectors = new Map(); // model id -> Promise<Detector>
 let current = null; // the still picture: {bitmap, name, width, height, result, detector}
 let webcam = null; // {stream, running}
 let queue = Promise.resolve(); // session runs, one at a time
-// Recent per-frame times (preprocess + inference + postprocess, ms) of one model, backend and input size.
-const recent = { key: '', times: [] };
+// Recent per-frame times (preprocess + inference + postprocess, ms) of one model, backend and input size;
+// the first frame of each (the warm-up: memory planning, WebGPU shader compilation) is kept apart.
+const recent = { key: '', times: [], warmup: 0 };
 
 function setState(state) {
   demo.state = state;
@@ -94,12 +96,16 @@ function median(values) {
 /** Note one frame's time; the median restarts when the model, backend or input size changes. */
 function recordFrame(det, result, decoded) {
   const key = `${currentModel().id}|${det.backend}|${result.box.inputSize.join('x')}`;
-  if (key !== recent.key) Object.assign(recent, { key, times: [] });
   const { preprocess, inference } = result.timings;
-  recent.times.push(preprocess + inference + decoded.postprocess);
-  if (recent.times.length > RECENT_FRAMES) recent.times.shift();
+  const ms = preprocess + inference + decoded.postprocess;
+  if (key !== recent.key) {
+    Object.assign(recent, { key, times: [], warmup: ms });
+  } else {
+    recent.times.push(ms);
+    if (recent.times.length > RECENT_FRAMES) recent.times.shift();
+  }
   demo.frames += 1;
-  demo.frameMs = median(recent.times);
+  demo.frameMs = recent.times.length ? median(recent.times) : recent.warmup;
 }
 
 function draw(picture, width, height, faces) {
@@ -147,8 +153,9 @@ function report(name, det, result, decoded, extra = '') {
   const frames = recent.times.length;
   const model = currentModel().model ?? currentModel().id;
   const ms = demo.frameMs < 10 ? demo.frameMs.toFixed(1) : Math.round(demo.frameMs);
+  const over = frames ? `median of ${frames} frame${frames === 1 ? '' : 's'}` : 'first frame, a warm-up';
   $('latency').textContent = `${model} · ${backendLabel(det)} · ${ms} ms/frame ` +
-    `(median of ${frames} frame${frames === 1 ? '' : 's'}; last: preprocess ${t.preprocess.toFixed(1)}, ` +
+    `(${over}; last: preprocess ${t.preprocess.toFixed(1)}, ` +
     `inference ${t.inference.toFixed(1)}, postprocess ${t.postprocess.toFixed(1)}) · input ${w}x${h} · ` +
     `${n} face${n === 1 ? '' : 's'}${extra}`;
   demo.last = {
@@ -349,11 +356,14 @@ async function init() {
     return;
   }
   setState('ready');
-  // The sample at once, so the page shows what it does (and how fast) before any click.
+  // The sample at once, so the page shows what it does before any click, then a few more frames of it so
+  // the time shown is a warm one (unless the user has opened something else meanwhile).
   await showSample();
+  if (demo.state === 'done' && current?.name === 'sample.jpg') await timeFrames(ON_LOAD_FRAMES);
   if (demo.state === 'done') {
     $('status').textContent += ' · open a photo, drop one on the picture or start the webcam';
   }
+  demo.loaded = true;
 }
 
 init();
