@@ -6,8 +6,8 @@
 Starts `blazeface web` on a free port (the shipped weights, exported to ONNX on first use), opens the page in
 headless Chromium (Debian's /usr/bin/chromium through playwright-core from web/node_modules, driven by
 benchmarks/web_page_driver.mjs) once per model x backend: WebAssembly with each --threads count, and WebGPU
-when the browser finds an adapter (headless Chromium here gets SwiftShader, WebGPU emulated on the CPU; on a
-machine with a GPU it is the GPU). Each page detects the bundled sample on load; the script then calls the
+when the browser finds a hardware adapter (--webgpu; headless Chromium on a machine without a GPU offers only
+SwiftShader, WebGPU emulated on the CPU, far slower than wasm). Each page detects the bundled sample on load; the script then calls the
 page's own timer (window.blazeface.timeFrames, the "Time 20 frames" button) so the numbers are what the page
 shows: preprocess (canvas read, resize, normalise) + inference + postprocess (decode, NMS), drawing not
 included.
@@ -45,6 +45,7 @@ class Page:
         self.id = f"{model}-{backend}-{threads}"
         self.query = f"model={model}&backend={backend}&threads={threads}&long={long_side}"
         self.times: list[float] = []
+        self.stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
         self.info: dict = {}
 
     @property
@@ -104,7 +105,9 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=30, help="timed frames per configuration")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--per-round", type=int, default=5)
-    p.add_argument("--no-webgpu", action="store_true", help="skip WebGPU (SwiftShader here is slow)")
+    p.add_argument("--webgpu", choices=("auto", "software", "off"), default="auto",
+                   help="auto: time WebGPU when the browser has a hardware adapter; software: also on a software "
+                        "one (SwiftShader: minutes for the first frame on 2 cores); off: never")
     p.add_argument("--native-threads", type=int, default=1, help="threads of the native ONNX Runtime reference "
                    "(0: no native reference)")
     p.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
@@ -117,12 +120,17 @@ def main() -> int:
     cores = os.cpu_count() or 1
     threads = sorted({int(t) for t in args.threads.split(",")}) if args.threads else sorted({1, cores})
     pages = [Page(m, "wasm", n, args.long_side) for m in models for n in threads]
-    if not args.no_webgpu:
-        pages += [Page(m, "webgpu", 1, args.long_side) for m in models]
     load_before = os.getloadavg()
     server, url = start_server(models)
-    driver = Driver(url, args.chromium, webgpu=not args.no_webgpu)
+    driver = Driver(url, args.chromium, webgpu=args.webgpu != "off")
     try:
+        if args.webgpu != "off":  # what the page picks by itself says whether there is a hardware adapter
+            probe = driver(cmd="open", id="probe", query=f"model={models[0]}&threads=1&long={args.long_side}")
+            runtime = probe.get("runtime", {})
+            if runtime.get("backend") == "webgpu" or args.webgpu == "software":
+                pages += [Page(m, "webgpu", 1, args.long_side) for m in models]
+            else:
+                print(f"# WebGPU not timed: {runtime.get('note') or probe.get('error')}", file=sys.stderr)
         for page in list(pages):
             page.info = driver(cmd="open", id=page.id, query=page.query)
             if page.info.get("error") or page.info["runtime"]["backend"] != page.backend:
@@ -131,6 +139,7 @@ def main() -> int:
                 pages.remove(page)
                 continue
             driver(cmd="time", id=page.id, frames=args.warmup)
+            print(f"# {page.id}: {page.label}, loaded and warmed up", file=sys.stderr, flush=True)
         input_size = next(p.info["inputSize"] for p in pages)
         natives = {}
         if args.native_threads:  # the sample resized to the page's letterbox (FaceDetector pads as the page does)
@@ -150,9 +159,12 @@ def main() -> int:
                     if "error" in answer:
                         raise SystemExit(f"{who.id}: {answer['error']}")
                     who.times += answer["times"]
+                    for stage, values in answer["stages"].items():
+                        who.stages[stage] += values
                 else:
                     natives[who].run(n)
             done += n
+            print(f"# {done}/{args.frames} frames each", file=sys.stderr, flush=True)
         if args.screenshot and pages:
             driver(cmd="screenshot", id=pages[0].id, path=str(Path(args.screenshot).resolve()))
     finally:
@@ -161,14 +173,16 @@ def main() -> int:
         server.wait(timeout=30)
     load_after = os.getloadavg()
 
-    native_ms = {m: s.result.medians()["total"] for m, s in natives.items()}
-    rows = []
+    native = {m: s.result.medians() for m, s in natives.items()}
+    rows = []  # model, runtime, preprocess, inference, postprocess, total, total / native total, faces
     for page in pages:
+        stages = [statistics.median(page.stages[s]) for s in ("preprocess", "inference", "postprocess")]
         ms = statistics.median(page.times)
-        ratio = ms / native_ms[page.model] if page.model in native_ms else float("nan")
-        rows.append((page.model, page.label, ms, ratio, page.info.get("faces")))
-    for m, ms in native_ms.items():
-        rows.append((m, f"native ONNX Runtime x{args.native_threads} (Python)", ms, 1.0, natives[m].result.faces))
+        ratio = ms / native[page.model]["total"] if page.model in native else float("nan")
+        rows.append((page.model, page.label, *stages, ms, ratio, page.info.get("faces")))
+    for m, med in native.items():
+        rows.append((m, f"native ONNX Runtime x{args.native_threads} (Python)", med["preprocess"], med["inference"],
+                     med["postprocess"], med["total"], 1.0, natives[m].result.faces))
     command = "python benchmarks/bench_web.py " + " ".join(sys.argv[1:])
     meta = (f"{platform.processor() or platform.machine()}, {cores} cores, load average {load_before[0]:.1f} "
             f"before / {load_after[0]:.1f} after; Chromium headless, long side {args.long_side} "
@@ -176,15 +190,17 @@ def main() -> int:
             f"{time.strftime('%Y-%m-%d', time.gmtime())}")
     if args.markdown:
         print(f"`{command}`\n\n{meta}\n")
-        print("| model | runtime | ms / frame | / native ORT | faces |\n|---|---|---:|---:|---:|")
-        for model, label, ms, ratio, faces in rows:
-            print(f"| `{model}` | {label} | {ms:.1f} | {ratio:.2f} | {faces} |")
+        print("| model | runtime | preprocess | inference | postprocess | ms / frame | / native ORT | faces |\n"
+              "|---|---|---:|---:|---:|---:|---:|---:|")
+        for model, label, pre, inf, post, ms, ratio, faces in rows:
+            print(f"| `{model}` | {label} | {pre:.1f} | {inf:.1f} | {post:.1f} | **{ms:.1f}** | {ratio:.2f} | {faces} |")
     else:
         print(meta)
         width = max(len(r[1]) for r in rows)
-        print(f"{'model':6}  {'runtime':{width}}  {'ms/frame':>8}  {'/native':>7}  faces")
-        for model, label, ms, ratio, faces in rows:
-            print(f"{model:6}  {label:{width}}  {ms:8.1f}  {ratio:7.2f}  {faces}")
+        print(f"{'model':6}  {'runtime':{width}}  {'pre':>6}  {'infer':>7}  {'post':>5}  {'ms/frame':>8}  "
+              f"{'/native':>7}  faces")
+        for model, label, pre, inf, post, ms, ratio, faces in rows:
+            print(f"{model:6}  {label:{width}}  {pre:6.1f}  {inf:7.1f}  {post:5.1f}  {ms:8.1f}  {ratio:7.2f}  {faces}")
     return 0
 
 

@@ -4,10 +4,11 @@ import { configureRuntime, Detector, runtime } from './detector.js';
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 // Multi-threaded wasm needs SharedArrayBuffer, i.e. a cross-origin isolated page (`blazeface web` sends
-// the COOP/COEP headers): one thread per core, at most 4 (more gained nothing in benchmarks/bench_web.py);
-// ?threads=N overrides.
+// the COOP/COEP headers). Threads: onnxruntime-web's own rule, half the logical cores (hyper-threads share a
+// core; the page's own thread needs one too), at most 4. On a busy 2-core machine 2 threads were 3 times
+// slower than 1 (benchmarks/bench_web.py): spinning workers compete with everything else. ?threads=N overrides.
 const threads = Number(params.get('threads')) ||
-  (self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1);
+  (self.crossOriginIsolated ? Math.min(4, Math.ceil((navigator.hardwareConcurrency || 1) / 2)) : 1);
 // 'auto': WebGPU on a hardware adapter, else WebAssembly; ?backend=wasm or ?backend=webgpu forces one.
 const backend = ['auto', 'wasm', 'webgpu'].includes(params.get('backend')) ? params.get('backend') : 'auto';
 const RECENT_FRAMES = 30; // the per-frame time shown is the median of this many recent frames
@@ -261,13 +262,15 @@ async function webcamLoop(session) {
 
 /**
  * Run the current picture `count` more times (the "Time 20 frames" button; benchmarks/bench_web.py calls it
- * too) and return {frameMs, times}: the median and every frame's time (ms), as the page shows them.
+ * too) and return {frameMs, times, stages}: the median and every frame's time (ms), as the page shows them,
+ * and each frame's preprocess, inference and postprocess times.
  */
 async function timeFrames(count = TIMED_FRAMES) {
   const picture = current;
   if (!picture) throw new Error('no picture to time: open a photo first');
   const det = await detector();
   const times = [];
+  const stages = { preprocess: [], inference: [], postprocess: [] };
   setState('busy');
   $('time').disabled = true;
   try {
@@ -276,13 +279,16 @@ async function timeFrames(count = TIMED_FRAMES) {
       const decoded = det.decode(result, options());
       recordFrame(det, result, decoded);
       times.push(result.timings.preprocess + result.timings.inference + decoded.postprocess);
+      stages.preprocess.push(result.timings.preprocess);
+      stages.inference.push(result.timings.inference);
+      stages.postprocess.push(decoded.postprocess);
       Object.assign(picture, { result, detector: det });
     }
   } finally {
     $('time').disabled = false;
   }
   if (picture === current) redecode();
-  return { frameMs: median(times), times };
+  return { frameMs: median(times), times, stages };
 }
 
 function stopWebcam() {
