@@ -1,4 +1,4 @@
-"""The browser demo's server: static files of ``web/``, onnxruntime-web's wasm build, and exported models.
+"""The browser demo's server: static files of ``web/``, onnxruntime-web's builds, and exported models.
 
 Everything the page needs comes from this server (no CDN): the page and its JavaScript (``web/``),
 onnxruntime-web's ``dist/`` files (``web/node_modules``, installed with ``npm ci --prefix web``), the
