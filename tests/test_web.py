@@ -200,6 +200,8 @@ def test_page_in_headless_chromium(tmp_path, monkeypatch):
     with DemoServer(models, port=0, root=WEB).start() as server:
         options = {"url": server.url, "image": str(SAMPLE), "screenshot": screenshot, "webcam": True,
                    "threshold": 0.9, "switchTo": models[1].id if len(models) > 1 else None, "timeFrames": 3,
+                   # WebGPU asked for where this Chromium (--disable-gpu) has no adapter: wasm, saying why.
+                   "secondQuery": f"backend=webgpu&model={models[-1].id}&conf=0.5&long={long_side}",
                    "chromium": CHROMIUM, "timeoutMs": 90000,
                    # Two wasm threads, so the threaded build really runs (the page's own default is one per
                    # core, at most 4).
@@ -267,3 +269,9 @@ def test_page_in_headless_chromium(tmp_path, monkeypatch):
     assert webcam["error"] is None and webcam["frames"] >= 3
     assert webcam["last"]["source"] == "webcam" and webcam["last"]["width"] > 0
     assert " ms/frame (median of " in result["webcamText"] and "frames/s" in result["webcamText"], result
+
+    second = result["second"]
+    assert second["error"] is None and second["last"]["model"] == models[-1].id, second
+    assert (second["runtime"]["requested"], second["runtime"]["backend"]) == ("webgpu", "wasm"), second
+    assert "WebGPU" in second["runtime"]["note"] and len(second["last"]["faces"]) >= 5, second
+    assert " · wasm ×" in result["secondText"], result["secondText"]

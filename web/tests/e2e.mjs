@@ -8,8 +8,9 @@
 // Loads the page and waits for the sample it detects on load (what the page found, window.blazeface.last;
 // the backend it runs; the latency line; the colours on its canvas); opens the photo through the file input
 // and waits for those detections; then, as asked, times a few more frames with the page's timer, moves the
-// score threshold, switches to another model and runs the webcam mode on Chromium's fake camera for a few
-// frames. Prints one JSON line.
+// score threshold, switches to another model, runs the webcam mode on Chromium's fake camera for a few
+// frames and opens the page once more with secondQuery (e.g. "backend=webgpu" where there is no GPU).
+// Prints one JSON line.
 import { chromium } from 'playwright-core';
 
 const opts = JSON.parse(process.argv[2]);
@@ -115,6 +116,16 @@ try {
                                                    error: window.blazeface.error }), stills);
       result.webcamText = await page.textContent('#latency');
       await page.click('#webcam'); // stop
+    }
+    if (opts.secondQuery && !result.error) { // the same page opened again with other settings
+      const other = await context.newPage();
+      other.setDefaultTimeout(timeout);
+      other.on('pageerror', (err) => result.pageErrors.push(String(err)));
+      await other.goto(`${opts.url}?${opts.secondQuery}`);
+      await other.waitForFunction(() => window.blazeface?.state === 'error' || window.blazeface?.loaded);
+      result.second = await other.evaluate(() => ({ runtime: window.blazeface.runtime, last: window.blazeface.last,
+                                                   error: window.blazeface.error }));
+      result.secondText = await other.textContent('#latency');
     }
   }
 } catch (err) {
