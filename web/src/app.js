@@ -228,6 +228,7 @@ async function startWebcam() {
   await video.play();
   webcam = { stream, running: true };
   $('webcam').textContent = 'Stop webcam';
+  $('time').disabled = true; // the webcam's own frames are timed
   setStatus('Webcam: detecting live');
   setState('webcam');
   webcamLoop(webcam);
@@ -268,13 +269,15 @@ async function webcamLoop(session) {
 async function timeFrames(count = TIMED_FRAMES) {
   const picture = current;
   if (!picture) throw new Error('no picture to time: open a photo first');
+  const model = $('model').value;
   const det = await detector();
   const times = [];
   const stages = { preprocess: [], inference: [], postprocess: [] };
   setState('busy');
   $('time').disabled = true;
   try {
-    for (let i = 0; i < count && picture === current; i += 1) {
+    // Stops early when another picture, the webcam or another model takes over.
+    for (let i = 0; i < count && picture === current && $('model').value === model; i += 1) {
       const result = await exclusive(() => det.run(picture.bitmap, picture.width, picture.height, longSide()));
       const decoded = det.decode(result, options());
       recordFrame(det, result, decoded);
@@ -285,9 +288,9 @@ async function timeFrames(count = TIMED_FRAMES) {
       Object.assign(picture, { result, detector: det });
     }
   } finally {
-    $('time').disabled = false;
+    $('time').disabled = Boolean(webcam);
   }
-  if (picture === current) redecode();
+  if (picture === current && $('model').value === model) redecode();
   return { frameMs: median(times), times, stages };
 }
 
@@ -298,6 +301,7 @@ function stopWebcam() {
   $('video').srcObject = null;
   webcam = null;
   $('webcam').textContent = 'Start webcam';
+  $('time').disabled = false;
   if (demo.state === 'webcam') setState('ready');
 }
 
@@ -345,7 +349,9 @@ async function init() {
   });
   $('sample').addEventListener('click', showSample);
   $('webcam').addEventListener('click', () => (webcam ? stopWebcam() : startWebcam()));
-  $('time').addEventListener('click', () => timeFrames().catch((err) => setStatus(err.message, true)));
+  $('time').addEventListener('click', () => {
+    if (current) timeFrames().catch((err) => setStatus(`Timing failed: ${err.message}`, true));
+  });
   const stage = $('stage');
   stage.addEventListener('dragover', (event) => event.preventDefault());
   stage.addEventListener('drop', (event) => {
