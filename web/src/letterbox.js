@@ -45,10 +45,14 @@ function resizeAxis(src, dst) {
 function bilinearRows(rgba, srcW, srcH, dstW, dstH, emit) {
   const [xi, xa] = resizeAxis(srcW, dstW);
   const [yi, ya] = resizeAxis(srcH, dstH);
+  // Per column: byte offsets of the two neighbours and their weights (1 - a and a, as the one-pass formula).
   const c0 = new Int32Array(dstW), c1 = new Int32Array(dstW);
+  const w0 = new Float64Array(dstW), w1 = new Float64Array(dstW);
   for (let x = 0; x < dstW; x++) {
     c0[x] = xi[x] * 4;
     c1[x] = Math.min(xi[x] + 1, srcW - 1) * 4;
+    w0[x] = 1 - xa[x];
+    w1[x] = xa[x];
   }
   const rows = [new Float64Array(dstW * 3), new Float64Array(dstW * 3)];
   const rowOf = [-1, -1]; // the source row each buffer holds
@@ -60,10 +64,10 @@ function bilinearRows(rgba, srcW, srcH, dstW, dstH, emit) {
     const row = rows[slot];
     const base = sy * srcW * 4;
     for (let x = 0, o = 0; x < dstW; x++, o += 3) {
-      const p0 = base + c0[x], p1 = base + c1[x], a = xa[x];
-      row[o] = rgba[p0] * (1 - a) + rgba[p1] * a;
-      row[o + 1] = rgba[p0 + 1] * (1 - a) + rgba[p1 + 1] * a;
-      row[o + 2] = rgba[p0 + 2] * (1 - a) + rgba[p1 + 2] * a;
+      const p0 = base + c0[x], p1 = base + c1[x], a0 = w0[x], a1 = w1[x];
+      row[o] = rgba[p0] * a0 + rgba[p1] * a1;
+      row[o + 1] = rgba[p0 + 1] * a0 + rgba[p1 + 1] * a1;
+      row[o + 2] = rgba[p0 + 2] * a0 + rgba[p1 + 2] * a1;
     }
     rowOf[slot] = sy;
     return row;
@@ -80,13 +84,14 @@ function bilinearRows(rgba, srcW, srcH, dstW, dstH, emit) {
  * Bilinear resize of RGBA pixels (srcW x srcH) to dstW x dstH with OpenCV's INTER_LINEAR geometry (pixel
  * centres aligned, edges clamped), so the network sees what the Python side's cv2.resize gives it (canvas
  * scaling differs by browser and moved weak detections by several pixels). Values are rounded to integers
- * like cv2's uint8 output; its fixed-point weights can still differ by one level.
+ * like cv2's uint8 output; its fixed-point weights can still differ by one level. (x + 0.5) | 0 is
+ * Math.round for these non-negative values, several times faster in V8 here.
  */
 export function resizeBilinear(rgba, srcW, srcH, dstW, dstH) {
   const out = new Uint8ClampedArray(dstW * dstH * 4);
   bilinearRows(rgba, srcW, srcH, dstW, dstH, (y, top, bottom, b) => {
     for (let x = 0, i = 0, o = y * dstW * 4; x < dstW; x++, o += 4) {
-      for (let k = 0; k < 3; k++, i++) out[o + k] = Math.round(top[i] * (1 - b) + bottom[i] * b);
+      for (let k = 0; k < 3; k++, i++) out[o + k] = ((top[i] * (1 - b) + bottom[i] * b + 0.5) | 0);
       out[o + 3] = 255;
     }
   });
@@ -125,9 +130,9 @@ export function letterboxInput(rgba, srcW, srcH, box, meanBgr, out = null) {
   }
   bilinearRows(rgba, srcW, srcH, rw, rh, (y, top, bottom, b) => {
     for (let x = 0, i = 0, dst = y * w; x < rw; x++, i += 3, dst++) {
-      out[r + dst] = Math.round(top[i] * (1 - b) + bottom[i] * b) - mr;
-      out[g + dst] = Math.round(top[i + 1] * (1 - b) + bottom[i + 1] * b) - mg;
-      out[dst] = Math.round(top[i + 2] * (1 - b) + bottom[i + 2] * b) - mb;
+      out[r + dst] = ((top[i] * (1 - b) + bottom[i] * b + 0.5) | 0) - mr;
+      out[g + dst] = ((top[i + 1] * (1 - b) + bottom[i + 1] * b + 0.5) | 0) - mg;
+      out[dst] = ((top[i + 2] * (1 - b) + bottom[i + 2] * b + 0.5) | 0) - mb;
     }
   });
   return out;
