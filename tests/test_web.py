@@ -15,7 +15,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from blazeface import BlazefaceError, FaceDetector
+from blazeface import BlazefaceError, FaceDetector, list_models
 from blazeface.cli import main
 from blazeface.geometry import box_iou
 from blazeface.models import get_config
@@ -136,8 +136,9 @@ def test_cli_with_shipped_weights_missing_says_so(fake_web, monkeypatch, tmp_pat
 
 def test_resolve_models(tmp_path):
     # Without --model: every registered model, the fastest in the browser first (the page opens on it).
-    assert resolve_models(None, None) == [(m, None) for m in DEFAULT_MODELS]
-    assert resolve_models(None, None)[0] == ("slim", None)
+    default = resolve_models(None, None)
+    assert sorted(default) == sorted((m, None) for m in list_models())
+    assert [m for m, _ in default[:len(DEFAULT_MODELS)]] == list(DEFAULT_MODELS) and default[0] == ("slim", None)
     assert resolve_models(["blaze", "slim"], ["a.pth", "b.pth"]) == [("blaze", "a.pth"), ("slim", "b.pth")]
     with pytest.raises(BlazefaceError, match="one --weights per --model"):
         resolve_models(["blaze"], ["a.pth", "b.pth"])
