@@ -15,11 +15,12 @@ import urllib.request
 import numpy as np
 import pytest
 
-from blazeface import BlazefaceError, FaceDetector
+from blazeface import BlazefaceError, FaceDetector, list_models
 from blazeface.cli import main
 from blazeface.geometry import box_iou
 from blazeface.models import get_config
-from blazeface.webserver import ORT_FILES, DemoServer, ServedModel, check_web_files, ort_dir, resolve_models
+from blazeface.webserver import (DEFAULT_MODELS, ORT_FILES, DemoServer, ServedModel, check_web_files, ort_dir,
+                                 resolve_models)
 from conftest import REPO, SAMPLE
 
 WEB = REPO / "web"
@@ -71,6 +72,11 @@ def test_server_files_and_isolation_headers(fake_web):
         assert status == 200 and headers["content-type"] == "text/javascript"
         status, headers, _ = fetch(server.url + "ort/ort-wasm-simd-threaded.wasm")
         assert status == 200 and headers["content-type"] == "application/wasm"
+        for name in ORT_FILES:  # both builds the page may import (wasm, WebGPU) and what each loads
+            status, headers, _ = fetch(server.url + "ort/" + name, method="HEAD")
+            want = "application/wasm" if name.endswith(".wasm") else "text/javascript"
+            assert status == 200 and headers["content-type"] == want, name
+            assert {k: headers[k] for k in ISOLATION} == ISOLATION, name
         assert fetch(server.url + "src/app.js")[0] == 200
         status, headers, body = fetch(server.url + "src/app.js", method="HEAD")
         assert status == 200 and body == b"" and headers["content-length"] == str(len("export {};\n"))
@@ -125,10 +131,14 @@ def test_cli_with_shipped_weights_missing_says_so(fake_web, monkeypatch, tmp_pat
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     assert main(["web", "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "missing the shipped weights of 'blaze'" in err
+    assert len(err.splitlines()) == 1 and "missing the shipped weights of 'slim'" in err  # the first served
 
 
 def test_resolve_models(tmp_path):
+    # Without --model: every registered model, the fastest in the browser first (the page opens on it).
+    default = resolve_models(None, None)
+    assert sorted(default) == sorted((m, None) for m in list_models())
+    assert [m for m, _ in default[:len(DEFAULT_MODELS)]] == list(DEFAULT_MODELS) and default[0] == ("slim", None)
     assert resolve_models(["blaze", "slim"], ["a.pth", "b.pth"]) == [("blaze", "a.pth"), ("slim", "b.pth")]
     with pytest.raises(BlazefaceError, match="one --weights per --model"):
         resolve_models(["blaze"], ["a.pth", "b.pth"])
@@ -177,8 +187,9 @@ def iou(a, b) -> float:
 
 @pytest.mark.skipif(browser_skip_reason() is not None, reason=browser_skip_reason() or "")
 def test_page_in_headless_chromium(tmp_path, monkeypatch):
-    """Serve the page, open the CC0 sample through the file input in headless Chromium, and compare the
-    detections with the Python API's; then run the webcam mode on Chromium's fake camera."""
+    """Serve the page in headless Chromium: it detects the CC0 sample on load (drawn on its canvas, with its
+    backend and per-frame time), as the Python API does; then open the same photo through the file input,
+    time a few frames, move the threshold, switch model, and run the webcam mode on Chromium's fake camera."""
     from blazeface.webserver import prepare_models
 
     monkeypatch.setenv("BLAZEFACE_CACHE", str(tmp_path / "cache"))  # a fresh export, not a stale cached one
@@ -189,10 +200,13 @@ def test_page_in_headless_chromium(tmp_path, monkeypatch):
     long_side = get_config("blaze").long_side
     with DemoServer(models, port=0, root=WEB).start() as server:
         options = {"url": server.url, "image": str(SAMPLE), "screenshot": screenshot, "webcam": True,
-                   "threshold": 0.9, "switchTo": models[1].id if len(models) > 1 else None,
-                   "chromium": CHROMIUM, "timeoutMs": 60000,
-                   # One wasm thread: CI machines are small (the page itself uses up to 4).
-                   "query": f"threads=1&conf=0.5&long={long_side}"}
+                   "threshold": 0.9, "switchTo": models[1].id if len(models) > 1 else None, "timeFrames": 3,
+                   # WebGPU asked for where this Chromium (--disable-gpu) has no adapter: wasm, saying why.
+                   "secondQuery": f"backend=webgpu&model={models[-1].id}&conf=0.5&long={long_side}",
+                   "chromium": CHROMIUM, "timeoutMs": 90000,
+                   # Two wasm threads, so the threaded build really runs (the page's own default is one per
+                   # core, at most 4).
+                   "query": f"threads=2&conf=0.5&long={long_side}"}
         done = subprocess.run([NODE, str(WEB / "tests" / "e2e.mjs"), json.dumps(options)], capture_output=True,
                               text=True, timeout=180, cwd=WEB, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -200,14 +214,37 @@ def test_page_in_headless_chromium(tmp_path, monkeypatch):
     assert result.get("error") is None, result
     assert result["crossOriginIsolated"] is True  # the server's COOP/COEP headers work
     assert result["foreignRequests"] == [] and result["pageErrors"] == [] and result["console"] == [], result
-    photo = result["photo"]
+    # The multi-threaded SIMD build, served with its MIME types, running on two threads (two Web Workers
+    # besides the page would mean more; one is the second thread). This Chromium has no GPU, so no WebGPU:
+    # the page says why and runs WebAssembly.
+    assert result["ortFiles"]["ort-wasm-simd-threaded.wasm"] == [200, "application/wasm"], result["ortFiles"]
+    assert result["ortFiles"]["ort-wasm-simd-threaded.mjs"] == [200, "text/javascript"], result["ortFiles"]
+    assert "ort.webgpu.min.mjs" not in result["ortFiles"]  # only the build in use is downloaded
+    runtime = result["runtime"]
+    assert (runtime["backend"], runtime["threads"], runtime["requested"]) == ("wasm", 2, "auto"), runtime
+    assert "WebGPU" in runtime["note"] and result["workers"] >= 1, result
+
+    # On load, without a click: the sample, detected and drawn, with what ran and how fast.
+    on_load = result["onLoad"]
+    assert (on_load["source"], on_load["width"], on_load["height"]) == ("sample.jpg", 400, 210)
+    assert (on_load["model"], on_load["backend"], on_load["threads"]) == (models[0].id, "wasm", 2)
+    assert on_load["frames"] == 5 and on_load["frameMs"] > 0  # the first frame, a warm-up, is not counted
+    assert result["onLoadText"].startswith("blaze · wasm ×2 threads · ") and " ms/frame (median of 5 frames;" in \
+        result["onLoadText"], result["onLoadText"]
+    assert f"{len(on_load['faces'])} faces" in result["onLoadText"] and "sample.jpg" in result["onLoadStatus"]
+    canvas = result["canvas"]
+    assert (canvas["width"], canvas["height"]) == (800, 420) and canvas["brightFraction"] > 0.5, canvas
+    assert canvas["counts"]["box"] > 100 and all(n > 20 for n in canvas["counts"].values()), canvas
+
+    photo = result["photo"]  # the same photo through the file input: the same faces
     assert (photo["source"], photo["width"], photo["height"]) == ("sample.jpg", 400, 210)
+    assert photo["faces"] == on_load["faces"] and photo["frames"] == 6
 
     # Every face the Python API finds above 0.7 is found in the browser (its resize differs a little, so
     # only borderline faces may differ), with box IoU >= 0.9 and the five landmarks in the same places.
     python_faces = FaceDetector("blaze", weights=weights, conf=0.7).detect(str(SAMPLE))
     assert len(python_faces) >= 10
-    browser = photo["faces"]
+    browser = on_load["faces"]
     for face in python_faces:
         best = max(browser, key=lambda b: iou(face.box, b["box"]))
         assert iou(face.box, best["box"]) >= 0.9, (face.to_dict(), best)
@@ -215,6 +252,12 @@ def test_page_in_headless_chromium(tmp_path, monkeypatch):
         assert np.abs(np.array(best["landmarks"]) - face.landmarks).max() < 0.05 * size, (face.to_dict(), best)
         assert abs(best["score"] - face.score) < 0.1
     assert os.path.getsize(screenshot) > 10_000
+
+    # The page's timer (the "Time 20 frames" button): more frames, the same faces, the median shown.
+    timed = result["timed"]
+    assert len(timed["times"]) == 3 and timed["frameMs"] > 0
+    assert result["timedLast"]["faces"] == browser and result["timedLast"]["frames"] == 9
+    assert " ms/frame (median of 9 frames;" in result["timedText"], result["timedText"]
 
     # The threshold slider re-runs only the post-processing: the same detections, cut at 0.9.
     assert result["thresholded"]["faces"] == [f for f in browser if f["score"] > 0.9]
@@ -226,3 +269,10 @@ def test_page_in_headless_chromium(tmp_path, monkeypatch):
     webcam = result["webcam"]
     assert webcam["error"] is None and webcam["frames"] >= 3
     assert webcam["last"]["source"] == "webcam" and webcam["last"]["width"] > 0
+    assert " ms/frame (median of " in result["webcamText"] and "frames/s" in result["webcamText"], result
+
+    second = result["second"]
+    assert second["error"] is None and second["last"]["model"] == models[-1].id, second
+    assert (second["runtime"]["requested"], second["runtime"]["backend"]) == ("webgpu", "wasm"), second
+    assert "WebGPU" in second["runtime"]["note"] and len(second["last"]["faces"]) >= 5, second
+    assert " · wasm ×" in result["secondText"], result["secondText"]

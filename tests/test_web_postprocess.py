@@ -241,3 +241,33 @@ def test_resize_matches_opencv(tmp_path):
     for k, want in enumerate(expected):
         got = np.frombuffer((tmp_path / f"out{k}.raw").read_bytes(), np.uint8).reshape(want.shape)
         assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, k
+
+
+def test_network_input_matches_python(tmp_path):
+    """The page's network input (resize, BGR minus the mean, CHW, zero padding; in one pass into a reused
+    buffer) is Python's preprocess() within one level (cv2's fixed-point resize weights), padding exactly 0."""
+    import cv2
+
+    from blazeface.letterbox import preprocess
+
+    photo = cv2.imread(str(SAMPLE))  # 400x210
+    noise = np.random.default_rng(1).integers(0, 256, (45, 31, 3), dtype=np.uint8)
+    mean = [104.0, 117.0, 123.0]
+    # (image, long side, size multiple, reuse): up, down, unchanged size with padding only, odd multiples.
+    plan = [(photo, 640, 32, False), (photo, 640, 32, True), (photo, 320, 1, True), (photo, 400, 32, True),
+            (noise, 97, 8, True), (noise, 20, 1, False)]
+    cases, expected = [], []
+    for k, (image, long_side, multiple, reuse) in enumerate(plan):
+        (tmp_path / f"in{k}.raw").write_bytes(cv2.cvtColor(image, cv2.COLOR_BGR2RGBA).tobytes())
+        cases.append({"kind": "input", "rgba": str(tmp_path / f"in{k}.raw"), "width": image.shape[1],
+                      "height": image.shape[0], "longSide": long_side, "multiple": multiple, "meanBgr": mean,
+                      "reuse": reuse, "out": str(tmp_path / f"out{k}.f32")})
+        box = letterbox_size(image.shape[1], image.shape[0], long_side, multiple)
+        expected.append((box, preprocess(image, box, mean)))
+    results = run_node(cases, tmp_path)
+    for k, ((box, want), got_meta) in enumerate(zip(expected, results)):
+        assert tuple(got_meta["inputSize"]) == box.input_size and got_meta["reused"] == plan[k][3]
+        got = np.fromfile(tmp_path / f"out{k}.f32", "<f4").reshape(want.shape)
+        assert np.abs(got - want).max() <= 1, k
+        rw, rh = box.resized_size
+        assert not got[:, rh:, :].any() and not got[:, :, rw:].any(), k  # stale values cleared from the padding

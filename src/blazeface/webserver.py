@@ -1,4 +1,4 @@
-"""The browser demo's server: static files of ``web/``, onnxruntime-web's wasm build, and exported models.
+"""The browser demo's server: static files of ``web/``, onnxruntime-web's builds, and exported models.
 
 Everything the page needs comes from this server (no CDN): the page and its JavaScript (``web/``),
 onnxruntime-web's ``dist/`` files (``web/node_modules``, installed with ``npm ci --prefix web``), the
@@ -23,8 +23,13 @@ from urllib.parse import unquote, urlsplit
 
 from .errors import BlazefaceError
 
-# The page's module, onnxruntime-web's WebAssembly-only build, and the files that build loads.
-ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+# onnxruntime-web's builds the page imports and the files each loads: the WebAssembly-only one (SIMD,
+# multi-threaded) and the WebGPU one (its own asyncify variant of the wasm runs what WebGPU does not).
+ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm",
+             "ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm")
+# Served without --model, in this order: the page opens on the first, the fastest in the browser
+# (benchmarks/bench_web.py), so the demo is quick on any machine.
+DEFAULT_MODELS = ("slim", "rfb", "mnet", "blaze")
 ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Embedder-Policy": "require-corp",
@@ -89,7 +94,7 @@ def _onnx_model_name(path: Path) -> str | None:
 def resolve_models(models: list[str] | None, weights: list[str] | None) -> list[tuple[str, str | None]]:
     """``--model`` / ``--weights`` lists -> (model name, weights or None for the shipped ones) pairs.
 
-    No weights: the named models (default: every registered model) with their shipped
+    No weights: the named models (default: every registered model, fastest first) with their shipped
     weights. Weights: paired in order with the models; exported ``.onnx`` files need no model name (their
     metadata has it).
     """
@@ -100,7 +105,7 @@ def resolve_models(models: list[str] | None, weights: list[str] | None) -> list[
     for name in models:
         get_config(name)  # unknown names fail in one line
     if not weights:
-        return [(m, None) for m in models or list_models()]
+        return [(m, None) for m in models or _default_models(list_models())]
     if not models and all(Path(w).suffix == ".onnx" for w in weights):
         pairs = []
         for w in weights:
@@ -114,6 +119,11 @@ def resolve_models(models: list[str] | None, weights: list[str] | None) -> list[
     if len(models) != len(weights):
         raise BlazefaceError(f"give one --weights per --model ({len(models)} model(s), {len(weights)} weights)")
     return list(zip(models, weights))
+
+
+def _default_models(registered: list[str]) -> list[str]:
+    """Every registered model, the ones of DEFAULT_MODELS first in its order (any others after, as listed)."""
+    return sorted(registered, key=lambda m: DEFAULT_MODELS.index(m) if m in DEFAULT_MODELS else len(DEFAULT_MODELS))
 
 
 def prepare_models(pairs: list[tuple[str, str | None]]) -> list[ServedModel]:

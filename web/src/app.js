@@ -1,19 +1,27 @@
 // The demo page: pick a model, a photo or the webcam; detect in the browser; draw boxes, scores, landmarks.
-import { configureRuntime, Detector } from './detector.js';
+import { configureRuntime, Detector, runtime } from './detector.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 // Multi-threaded wasm needs SharedArrayBuffer, i.e. a cross-origin isolated page (`blazeface web` sends
-// the COOP/COEP headers); ?threads=N overrides.
+// the COOP/COEP headers). Threads: onnxruntime-web's own rule, half the logical cores (hyper-threads share a
+// core; the page's own thread needs one too), at most 4. On a busy 2-core machine 2 threads were 3 times
+// slower than 1 (benchmarks/bench_web.py): spinning workers compete with everything else. ?threads=N overrides.
 const threads = Number(params.get('threads')) ||
-  (self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1);
+  (self.crossOriginIsolated ? Math.min(4, Math.ceil((navigator.hardwareConcurrency || 1) / 2)) : 1);
+// 'auto': WebGPU on a hardware adapter, else WebAssembly; ?backend=wasm or ?backend=webgpu forces one.
+const backend = ['auto', 'wasm', 'webgpu'].includes(params.get('backend')) ? params.get('backend') : 'auto';
+const RECENT_FRAMES = 30; // the per-frame time shown is the median of this many recent frames
+const TIMED_FRAMES = 20; // the "Time 20 frames" button
+const ON_LOAD_FRAMES = 5; // the sample's frames after the first, on load, so the time shown is a warm one
 const DISPLAY_MIN = 800; // long side of the drawn picture: small photos are enlarged, big ones reduced
 const DISPLAY_MAX = 1280;
 // RGB of left eye, right eye, nose, left mouth corner, right mouth corner (as src/blazeface/draw.py).
 const LANDMARK_COLOURS = ['#0000ff', '#ffff00', '#ff00ff', '#00ff00', '#ff8000'];
 
 // Exposed for the end-to-end test (tests/test_web.py) and for curious users in the console.
-const demo = { state: 'loading', models: [], last: null, frames: 0, error: null };
+const demo = { state: 'loading', models: [], last: null, frames: 0, error: null, runtime, frameMs: null,
+  loaded: false, timeFrames };
 window.blazeface = demo;
 
 let models = [];
@@ -21,6 +29,9 @@ const detectors = new Map(); // model id -> Promise<Detector>
 let current = null; // the still picture: {bitmap, name, width, height, result, detector}
 let webcam = null; // {stream, running}
 let queue = Promise.resolve(); // session runs, one at a time
+// Recent per-frame times (preprocess + inference + postprocess, ms) of one model, backend and input size;
+// the first frame of each (the warm-up: memory planning, WebGPU shader compilation) is kept apart.
+const recent = { key: '', times: [], warmup: 0 };
 
 function setState(state) {
   demo.state = state;
@@ -66,8 +77,36 @@ async function detector() {
   $('model-info').textContent = `${entry.label}: from the ONNX metadata: model ${c.model}, steps ` +
     `${JSON.stringify(c.steps)}, min sizes ${JSON.stringify(c.minSizes)}, variances ` +
     `${JSON.stringify(c.variances)}, mean (BGR) ${JSON.stringify(c.meanBgr)}, size multiple ${c.sizeMultiple}; ` +
-    `onnxruntime-web wasm, ${threads} thread(s), cross-origin isolated: ${self.crossOriginIsolated ? 'yes' : 'no'}`;
+    `onnxruntime-web ${backendLabel(det)}, cross-origin isolated: ${self.crossOriginIsolated ? 'yes' : 'no'}` +
+    `${runtime.note ? ` (${runtime.note})` : ''}`;
   return det;
+}
+
+/** "wasm ×2 threads" or "WebGPU (adapter)": what onnxruntime-web really runs, not what was asked. */
+function backendLabel(det) {
+  if (det.backend === 'webgpu') return `WebGPU (${runtime.adapter})`;
+  return `wasm ×${runtime.threads} thread${runtime.threads === 1 ? '' : 's'}`;
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** Note one frame's time; the median restarts when the model, backend or input size changes. */
+function recordFrame(det, result, decoded) {
+  const key = `${currentModel().id}|${det.backend}|${result.box.inputSize.join('x')}`;
+  const { preprocess, inference } = result.timings;
+  const ms = preprocess + inference + decoded.postprocess;
+  if (key !== recent.key) {
+    Object.assign(recent, { key, times: [], warmup: ms });
+  } else {
+    recent.times.push(ms);
+    if (recent.times.length > RECENT_FRAMES) recent.times.shift();
+  }
+  demo.frames += 1;
+  demo.frameMs = recent.times.length ? median(recent.times) : recent.warmup;
 }
 
 function draw(picture, width, height, faces) {
@@ -107,17 +146,23 @@ function draw(picture, width, height, faces) {
   }
 }
 
-function report(name, result, decoded, extra = '') {
+function report(name, det, result, decoded, extra = '') {
   const t = { ...result.timings, postprocess: decoded.postprocess };
   t.total = t.preprocess + t.inference + t.postprocess;
   const [w, h] = result.box.inputSize;
   const n = decoded.faces.length;
-  $('latency').textContent = `${t.total.toFixed(1)} ms per frame (preprocess ${t.preprocess.toFixed(1)}, ` +
+  const frames = recent.times.length;
+  const model = currentModel().model ?? currentModel().id;
+  const ms = demo.frameMs < 10 ? demo.frameMs.toFixed(1) : Math.round(demo.frameMs);
+  const over = frames ? `median of ${frames} frame${frames === 1 ? '' : 's'}` : 'first frame, a warm-up';
+  $('latency').textContent = `${model} · ${backendLabel(det)} · ${ms} ms/frame ` +
+    `(${over}; last: preprocess ${t.preprocess.toFixed(1)}, ` +
     `inference ${t.inference.toFixed(1)}, postprocess ${t.postprocess.toFixed(1)}) · input ${w}x${h} · ` +
     `${n} face${n === 1 ? '' : 's'}${extra}`;
   demo.last = {
     source: name, model: currentModel().id, width: result.box.imageSize[0], height: result.box.imageSize[1],
-    inputSize: [w, h], conf: options().conf, timings: t,
+    inputSize: [w, h], conf: options().conf, timings: t, backend: det.backend, threads: runtime.threads,
+    frameMs: demo.frameMs, frames,
     faces: decoded.faces.map((f) => ({ box: f.box, score: f.score, landmarks: f.landmarks })),
   };
 }
@@ -131,18 +176,21 @@ async function detectPicture() {
     const result = await exclusive(() => det.run(picture.bitmap, picture.width, picture.height, longSide()));
     if (picture !== current) return; // a newer picture arrived meanwhile
     Object.assign(picture, { result, detector: det });
-    redecode();
+    const decoded = det.decode(result, options());
+    recordFrame(det, result, decoded);
+    redecode(decoded);
   } catch (err) {
     setStatus(`Detection failed: ${err.message}`, true);
   }
 }
 
-function redecode() {
+/** Draw and report the current picture's faces; `decoded` when fresh, else post-process its raw outputs again. */
+function redecode(decoded = null) {
   const picture = current;
   if (!picture || !picture.result) return;
-  const decoded = picture.detector.decode(picture.result, options());
+  decoded = decoded ?? picture.detector.decode(picture.result, options());
   draw(picture.bitmap, picture.width, picture.height, decoded.faces);
-  report(picture.name, picture.result, decoded);
+  report(picture.name, picture.detector, picture.result, decoded);
   setStatus(`${picture.name} (${picture.width}x${picture.height}), ${currentModel().label}`);
   setState('done');
 }
@@ -180,6 +228,7 @@ async function startWebcam() {
   await video.play();
   webcam = { stream, running: true };
   $('webcam').textContent = 'Stop webcam';
+  $('time').disabled = true; // the webcam's own frames are timed
   setStatus('Webcam: detecting live');
   setState('webcam');
   webcamLoop(webcam);
@@ -203,13 +252,46 @@ async function webcamLoop(session) {
       times.push(now);
       while (times.length > 1 && now - times[0] > 2000) times.shift();
       const fps = times.length > 1 ? (times.length - 1) / ((now - times[0]) / 1000) : 0;
-      demo.frames += 1;
-      report('webcam', result, decoded, fps ? ` · ${fps.toFixed(1)} frames/s` : '');
+      recordFrame(det, result, decoded);
+      report('webcam', det, result, decoded, fps ? ` · ${fps.toFixed(1)} frames/s` : '');
     } catch (err) {
       setStatus(`Webcam detection failed: ${err.message}`, true);
       stopWebcam();
     }
   }
+}
+
+/**
+ * Run the current picture `count` more times (the "Time 20 frames" button; benchmarks/bench_web.py calls it
+ * too) and return {frameMs, times, stages}: the median and every frame's time (ms), as the page shows them,
+ * and each frame's preprocess, inference and postprocess times.
+ */
+async function timeFrames(count = TIMED_FRAMES) {
+  const picture = current;
+  if (!picture) throw new Error('no picture to time: open a photo first');
+  const model = $('model').value;
+  const det = await detector();
+  const times = [];
+  const stages = { preprocess: [], inference: [], postprocess: [] };
+  setState('busy');
+  $('time').disabled = true;
+  try {
+    // Stops early when another picture, the webcam or another model takes over.
+    for (let i = 0; i < count && picture === current && $('model').value === model; i += 1) {
+      const result = await exclusive(() => det.run(picture.bitmap, picture.width, picture.height, longSide()));
+      const decoded = det.decode(result, options());
+      recordFrame(det, result, decoded);
+      times.push(result.timings.preprocess + result.timings.inference + decoded.postprocess);
+      stages.preprocess.push(result.timings.preprocess);
+      stages.inference.push(result.timings.inference);
+      stages.postprocess.push(decoded.postprocess);
+      Object.assign(picture, { result, detector: det });
+    }
+  } finally {
+    $('time').disabled = Boolean(webcam);
+  }
+  if (picture === current && $('model').value === model) redecode();
+  return { frameMs: median(times), times, stages };
 }
 
 function stopWebcam() {
@@ -219,11 +301,22 @@ function stopWebcam() {
   $('video').srcObject = null;
   webcam = null;
   $('webcam').textContent = 'Start webcam';
+  $('time').disabled = false;
   if (demo.state === 'webcam') setState('ready');
 }
 
+async function showSample() {
+  const response = await fetch('sample.jpg');
+  await showPicture(await response.blob(), 'sample.jpg');
+}
+
 async function init() {
-  configureRuntime({ threads });
+  try {
+    await configureRuntime({ threads, backend });
+  } catch (err) {
+    setStatus(`Cannot load ONNX Runtime Web: ${err.message}`, true);
+    return;
+  }
   let response;
   try {
     response = await fetch('models.json');
@@ -254,11 +347,11 @@ async function init() {
     const file = event.target.files[0];
     if (file) showPicture(file, file.name);
   });
-  $('sample').addEventListener('click', async () => {
-    const response = await fetch('sample.jpg');
-    showPicture(await response.blob(), 'sample.jpg');
-  });
+  $('sample').addEventListener('click', showSample);
   $('webcam').addEventListener('click', () => (webcam ? stopWebcam() : startWebcam()));
+  $('time').addEventListener('click', () => {
+    if (current) timeFrames().catch((err) => setStatus(`Timing failed: ${err.message}`, true));
+  });
   const stage = $('stage');
   stage.addEventListener('dragover', (event) => event.preventDefault());
   stage.addEventListener('drop', (event) => {
@@ -274,8 +367,15 @@ async function init() {
     setStatus(`Cannot load ${currentModel().label}: ${err.message}`, true);
     return;
   }
-  setStatus('Ready: open a photo, drop one on the picture, try the sample or start the webcam.');
   setState('ready');
+  // The sample at once, so the page shows what it does before any click, then a few more frames of it so
+  // the time shown is a warm one (unless the user has opened something else meanwhile).
+  await showSample();
+  if (demo.state === 'done' && current?.name === 'sample.jpg') await timeFrames(ON_LOAD_FRAMES);
+  if (demo.state === 'done') {
+    $('status').textContent += ' · open a photo, drop one on the picture or start the webcam';
+  }
+  demo.loaded = true;
 }
 
 init();

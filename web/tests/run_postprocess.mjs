@@ -6,7 +6,7 @@
 // Raw arrays are little-endian float32 files (numpy's tofile).
 import { readFileSync, writeFileSync } from 'node:fs';
 
-import { letterboxSize, resizeBilinear, toFaces } from '../src/letterbox.js';
+import { letterboxInput, letterboxSize, resizeBilinear, toFaces } from '../src/letterbox.js';
 import { modelConfig, onnxMetadata } from '../src/onnxmeta.js';
 import { nms, postprocess } from '../src/postprocess.js';
 import { priorBoxes } from '../src/priors.js';
@@ -44,6 +44,16 @@ const results = cases.map((c) => {
                                  c.dstWidth, c.dstHeight);
       writeFileSync(c.out, Buffer.from(out.buffer));
       return { bytes: out.length };
+    }
+    case 'input': { // the network input the page builds, into a reused buffer of stale values when asked
+      const buf = readFileSync(c.rgba);
+      const box = letterboxSize(c.width, c.height, c.longSide, c.multiple);
+      const [w, h] = box.inputSize;
+      const stale = c.reuse ? new Float32Array(3 * w * h).fill(-7) : null;
+      const out = letterboxInput(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), c.width, c.height,
+                                 box, c.meanBgr, stale);
+      writeFileSync(c.out, Buffer.from(out.buffer, out.byteOffset, out.byteLength));
+      return { inputSize: box.inputSize, reused: out === stale };
     }
     case 'letterbox':
       return c.sizes.map(([w, h, longSide, multiple]) => letterboxSize(w, h, longSide, multiple));

@@ -14,7 +14,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "web", help="serve the browser demo (detection runs in the browser)",
         description="Serve the browser demo on localhost: the page runs the exported ONNX models with "
-                    "onnxruntime-web (WebAssembly), so photos and camera frames never leave the browser. "
+                    "onnxruntime-web (WebGPU or WebAssembly), so photos and camera frames never leave the browser. "
                     "Models are exported on first use and cached. Needs the page's files (web/ of the "
                     "repository, with `npm ci --prefix web` run once) and the 'onnx' extra.")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free one)")
@@ -22,7 +22,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="address to listen on (default: 127.0.0.1; browsers allow the webcam only on localhost "
                         "or https)")
     p.add_argument("--model", action="append", metavar="M[,M...]",
-                   help="models to serve, repeatable or a comma list (default: every model with shipped weights)")
+                   help="models to serve, repeatable or a comma list (default: every model with shipped weights, the "
+                        "fastest in the browser first: the page opens on it)")
     p.add_argument("--weights", action="append", metavar="P[,P...]",
                    help="a checkpoint or exported .onnx per --model, in the same order (default: the shipped "
                         "weights); .onnx files need no --model")
