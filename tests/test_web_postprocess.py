@@ -7,7 +7,6 @@ what the export writes. Raw outputs are synthetic (every registered model, heavy
 top-k limits) and, where ../shared is present, the original checkpoints' real outputs.
 """
 import json
-import shutil
 import subprocess
 
 import numpy as np
@@ -18,9 +17,8 @@ from blazeface.inference import Letterbox, letterbox_size, to_faces
 from blazeface.models import get_config
 from blazeface.postprocess import PostprocessConfig, nms, postprocess
 from blazeface.priors import prior_boxes
-from conftest import DATA, REPO, SAMPLE
+from conftest import DATA, NODE, REPO, SAMPLE
 
-NODE = shutil.which("node")
 RUNNER = REPO / "web" / "tests" / "run_postprocess.mjs"
 pytestmark = pytest.mark.skipif(NODE is None, reason="needs Node.js (node) to run the page's JavaScript")
 

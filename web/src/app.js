@@ -4,11 +4,11 @@ import { configureRuntime, Detector, runtime } from './detector.js';
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 // Multi-threaded wasm needs SharedArrayBuffer, i.e. a cross-origin isolated page (`blazeface web` sends
-// the COOP/COEP headers). Threads: onnxruntime-web's own rule, half the logical cores (hyper-threads share a
-// core; the page's own thread needs one too), at most 4. On a busy 2-core machine 2 threads were 3 times
-// slower than 1 (benchmarks/bench_web.py): spinning workers compete with everything else. ?threads=N overrides.
+// the COOP/COEP headers). Threads: one per logical core, at most 4. On this 2-core test machine, quiet, 2 threads
+// took 0.71x the time of 1 for slim at 640 (benchmarks/bench_web.py); with a training run busy on both cores
+// they were 3x slower (spinning workers compete with it), so ?threads=N overrides for a loaded machine.
 const threads = Number(params.get('threads')) ||
-  (self.crossOriginIsolated ? Math.min(4, Math.ceil((navigator.hardwareConcurrency || 1) / 2)) : 1);
+  (self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1);
 // 'auto': WebGPU on a hardware adapter, else WebAssembly; ?backend=wasm or ?backend=webgpu forces one.
 const backend = ['auto', 'wasm', 'webgpu'].includes(params.get('backend')) ? params.get('backend') : 'auto';
 const RECENT_FRAMES = 30; // the per-frame time shown is the median of this many recent frames

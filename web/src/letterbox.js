@@ -38,45 +38,59 @@ function resizeAxis(src, dst) {
 }
 
 /**
- * Bilinear resize in two passes: each source row is interpolated along x once (into R, G, B doubles) and
- * reused by the output rows that need it; emit(y, top, bottom, b) gets the two x-interpolated rows and the
- * y weight of output row y. The arithmetic is the one-pass formula's, so results are identical.
+ * Bilinear resize in two passes, one output row at a time: each source row is interpolated along x once (into
+ * R, G, B doubles) and reused by the output rows that need it. After advance(y), `top` and `bottom` hold the
+ * two x-interpolated source rows of output row y and `b` its y weight. The arithmetic is the one-pass
+ * formula's, so results are identical. A class the callers loop over rather than a per-row callback: V8
+ * optimises the callers' inner loops then (1.3-1.6x faster in node, 400x210 -> 640x336).
  */
-function bilinearRows(rgba, srcW, srcH, dstW, dstH, emit) {
-  const [xi, xa] = resizeAxis(srcW, dstW);
-  const [yi, ya] = resizeAxis(srcH, dstH);
-  // Per column: byte offsets of the two neighbours and their weights (1 - a and a, as the one-pass formula).
-  const c0 = new Int32Array(dstW), c1 = new Int32Array(dstW);
-  const w0 = new Float64Array(dstW), w1 = new Float64Array(dstW);
-  for (let x = 0; x < dstW; x++) {
-    c0[x] = xi[x] * 4;
-    c1[x] = Math.min(xi[x] + 1, srcW - 1) * 4;
-    w0[x] = 1 - xa[x];
-    w1[x] = xa[x];
+class BilinearRows {
+  constructor(rgba, srcW, srcH, dstW, dstH) {
+    const [xi, xa] = resizeAxis(srcW, dstW);
+    [this.yi, this.ya] = resizeAxis(srcH, dstH);
+    // Per column: byte offsets of the two neighbours and their weights (1 - a and a, as the one-pass formula).
+    this.c0 = new Int32Array(dstW);
+    this.c1 = new Int32Array(dstW);
+    this.w0 = new Float64Array(dstW);
+    this.w1 = new Float64Array(dstW);
+    for (let x = 0; x < dstW; x++) {
+      this.c0[x] = xi[x] * 4;
+      this.c1[x] = Math.min(xi[x] + 1, srcW - 1) * 4;
+      this.w0[x] = 1 - xa[x];
+      this.w1[x] = xa[x];
+    }
+    Object.assign(this, { rgba, srcW, srcH, topRow: -1, bottomRow: -1, b: 0 });
+    this.top = new Float64Array(dstW * 3);
+    this.bottom = new Float64Array(dstW * 3);
   }
-  const rows = [new Float64Array(dstW * 3), new Float64Array(dstW * 3)];
-  const rowOf = [-1, -1]; // the source row each buffer holds
-  // Source row sy interpolated along x, from a buffer or computed into the one not holding row `keep`.
-  const horizontal = (sy, keep) => {
-    if (rowOf[0] === sy) return rows[0];
-    if (rowOf[1] === sy) return rows[1];
-    const slot = rowOf[0] === keep ? 1 : 0;
-    const row = rows[slot];
-    const base = sy * srcW * 4;
-    for (let x = 0, o = 0; x < dstW; x++, o += 3) {
+
+  advance(y) {
+    const r0 = this.yi[y], r1 = Math.min(r0 + 1, this.srcH - 1);
+    if (this.topRow !== r0) {
+      if (this.bottomRow === r0) { // one source row down: the old bottom row is the new top row
+        [this.top, this.bottom] = [this.bottom, this.top];
+        this.bottomRow = -1;
+      } else {
+        this.interpolate(r0, this.top);
+      }
+      this.topRow = r0;
+    }
+    if (this.bottomRow !== r1) {
+      this.interpolate(r1, this.bottom);
+      this.bottomRow = r1;
+    }
+    this.b = this.ya[y];
+  }
+
+  interpolate(sy, row) {
+    const { rgba, c0, c1, w0, w1 } = this;
+    const base = sy * this.srcW * 4;
+    for (let x = 0, o = 0, n = c0.length; x < n; x++, o += 3) {
       const p0 = base + c0[x], p1 = base + c1[x], a0 = w0[x], a1 = w1[x];
       row[o] = rgba[p0] * a0 + rgba[p1] * a1;
       row[o + 1] = rgba[p0 + 1] * a0 + rgba[p1 + 1] * a1;
       row[o + 2] = rgba[p0 + 2] * a0 + rgba[p1 + 2] * a1;
     }
-    rowOf[slot] = sy;
-    return row;
-  };
-  for (let y = 0; y < dstH; y++) {
-    const r0 = yi[y], r1 = Math.min(yi[y] + 1, srcH - 1);
-    const top = horizontal(r0, r1);
-    const bottom = horizontal(r1, r0);
-    emit(y, top, bottom, ya[y]);
   }
 }
 
@@ -89,12 +103,15 @@ function bilinearRows(rgba, srcW, srcH, dstW, dstH, emit) {
  */
 export function resizeBilinear(rgba, srcW, srcH, dstW, dstH) {
   const out = new Uint8ClampedArray(dstW * dstH * 4);
-  bilinearRows(rgba, srcW, srcH, dstW, dstH, (y, top, bottom, b) => {
+  const rows = new BilinearRows(rgba, srcW, srcH, dstW, dstH);
+  for (let y = 0; y < dstH; y++) {
+    rows.advance(y);
+    const { top, bottom, b } = rows;
     for (let x = 0, i = 0, o = y * dstW * 4; x < dstW; x++, o += 4) {
       for (let k = 0; k < 3; k++, i++) out[o + k] = ((top[i] * (1 - b) + bottom[i] * b + 0.5) | 0);
       out[o + 3] = 255;
     }
-  });
+  }
   return out;
 }
 
@@ -128,13 +145,17 @@ export function letterboxInput(rgba, srcW, srcH, box, meanBgr, out = null) {
     }
     return out;
   }
-  bilinearRows(rgba, srcW, srcH, rw, rh, (y, top, bottom, b) => {
+  const rows = new BilinearRows(rgba, srcW, srcH, rw, rh);
+  for (let y = 0; y < rh; y++) {
+    rows.advance(y);
+    const { top, bottom, b } = rows;
+    const nb = 1 - b;
     for (let x = 0, i = 0, dst = y * w; x < rw; x++, i += 3, dst++) {
-      out[r + dst] = ((top[i] * (1 - b) + bottom[i] * b + 0.5) | 0) - mr;
-      out[g + dst] = ((top[i + 1] * (1 - b) + bottom[i + 1] * b + 0.5) | 0) - mg;
-      out[dst] = ((top[i + 2] * (1 - b) + bottom[i + 2] * b + 0.5) | 0) - mb;
+      out[r + dst] = ((top[i] * nb + bottom[i] * b + 0.5) | 0) - mr;
+      out[g + dst] = ((top[i + 1] * nb + bottom[i + 1] * b + 0.5) | 0) - mg;
+      out[dst] = ((top[i + 2] * nb + bottom[i + 2] * b + 0.5) | 0) - mb;
     }
-  });
+  }
   return out;
 }
 
