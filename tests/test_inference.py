@@ -97,6 +97,7 @@ def test_calling_the_detector(blaze):
     batch = blaze([bgr, SAMPLE], conf=0.9)
     assert isinstance(batch, list) and batch == blaze.detect_batch([bgr, SAMPLE], conf=0.9)
     assert blaze(bgr) == blaze.detect(bgr)
+    assert blaze(iter([bgr])) == blaze.detect_batch([bgr])  # an iterator is a batch too
     assert "model='blaze'" in repr(blaze)
 
 

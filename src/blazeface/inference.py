@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -48,6 +48,23 @@ def _count(name: str, value, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
         raise BlazefaceError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
+
+
+class _Validated:
+    """A detector setting checked when set: ``check(name, value)`` raises ``BlazefaceError`` or returns
+    the value to store."""
+
+    def __init__(self, check):
+        self.check = check
+
+    def __set_name__(self, owner, name):
+        self.name, self.slot = name, "_" + name
+
+    def __get__(self, obj, owner=None):
+        return self if obj is None else getattr(obj, self.slot)
+
+    def __set__(self, obj, value):
+        setattr(obj, self.slot, self.check(self.name, value))
 
 
 STAGES = ("preprocess", "inference", "postprocess", "total")
@@ -92,45 +109,11 @@ class FaceDetector:
         self.timings: dict[str, float] = {}
 
     # -- validated settings --------------------------------------------------------------------------
-    @property
-    def conf(self) -> float:
-        return self._conf
-
-    @conf.setter
-    def conf(self, value: float) -> None:
-        self._conf = _number("conf", value, 0.0, 1.0)
-
-    @property
-    def nms(self) -> float:
-        return self._nms
-
-    @nms.setter
-    def nms(self, value: float) -> None:
-        self._nms = _number("nms", value, 0.0, 1.0)
-
-    @property
-    def long_side(self) -> int:
-        return self._long_side
-
-    @long_side.setter
-    def long_side(self, value: int) -> None:
-        self._long_side = _count("long_side", value, 0)
-
-    @property
-    def top_k(self) -> int:
-        return self._top_k
-
-    @top_k.setter
-    def top_k(self, value: int) -> None:
-        self._top_k = _count("top_k", value, 1)
-
-    @property
-    def keep_top_k(self) -> int:
-        return self._keep_top_k
-
-    @keep_top_k.setter
-    def keep_top_k(self, value: int) -> None:
-        self._keep_top_k = _count("keep_top_k", value, 1)
+    conf = _Validated(lambda name, value: _number(name, value, 0.0, 1.0))
+    nms = _Validated(lambda name, value: _number(name, value, 0.0, 1.0))
+    long_side = _Validated(lambda name, value: _count(name, value, 0))
+    top_k = _Validated(lambda name, value: _count(name, value, 1))
+    keep_top_k = _Validated(lambda name, value: _count(name, value, 1))
 
     @property
     def color(self) -> str:
@@ -160,11 +143,11 @@ class FaceDetector:
 
     # -- detection -----------------------------------------------------------------------------------
     def __call__(self, source, **overrides):
-        """``detector(image)`` is :meth:`detect`; ``detector([image, ...])`` (a list, tuple or other
-        non-array iterable) is :meth:`detect_batch`, as a model is called in ultralytics."""
-        if isinstance(source, (str, Path, np.ndarray)) or not isinstance(source, Iterable) or hasattr(source, "getpixel"):
-            return self.detect(source, **overrides)
-        return self.detect_batch(source, **overrides)
+        """``detector(image)`` is :meth:`detect`; ``detector([image, ...])`` (a list, tuple or iterator of
+        images) is :meth:`detect_batch`, as a model is called in ultralytics."""
+        if isinstance(source, (list, tuple, Iterator)):
+            return self.detect_batch(source, **overrides)
+        return self.detect(source, **overrides)
 
     def stream(self, source, batch_size: int = defaults.BATCH_SIZE):
         """Every frame of a video file (path) or camera (index) with its faces: yields

@@ -74,28 +74,41 @@ def parse_teacher_spec(spec: str) -> TeacherSpec:
 
 # -- detection teachers ----------------------------------------------------------------------------------
 
-class YuNetTeacher:
+class _LazyRuntime:
+    """A detection teacher whose runtime handle (an OpenCV net, an ONNX Runtime session) opens on first use
+    and is never pickled: each data worker receives the teacher's settings and opens its own."""
+
+    _runtime = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_runtime": None}
+
+    def _open(self):
+        raise NotImplementedError
+
+    def load(self):
+        """Open the runtime now (a broken file is a one-line error before training starts)."""
+        if self._runtime is None:
+            self._runtime = self._open()
+        return self
+
+
+class YuNetTeacher(_LazyRuntime):
     """YuNet (``cv2.FaceDetectorYN``) on BGR uint8 images of any size."""
 
     def __init__(self, path: Path, score_threshold: float = 0.3, nms: float = 0.45, top_k: int = 1000):
         self.path, self.score_threshold, self.nms, self.top_k = Path(path), score_threshold, nms, top_k
-        self._net = None
 
-    def __getstate__(self):
-        return {**self.__dict__, "_net": None}
-
-    def load(self) -> "YuNetTeacher":
-        if self._net is None:
-            try:
-                self._net = cv2.FaceDetectorYN.create(str(self.path), "", (320, 320), self.score_threshold,
-                                                      self.nms, self.top_k)
-            except cv2.error as exc:
-                raise BlazefaceError(f"{self.path}: OpenCV cannot load this YuNet model "
-                                     f"({str(exc).strip().splitlines()[-1]})") from None
-        return self
+    def _open(self):
+        try:
+            return cv2.FaceDetectorYN.create(str(self.path), "", (320, 320), self.score_threshold, self.nms,
+                                             self.top_k)
+        except cv2.error as exc:
+            raise BlazefaceError(f"{self.path}: OpenCV cannot load this YuNet model "
+                                 f"({str(exc).strip().splitlines()[-1]})") from None
 
     def detect(self, image: np.ndarray) -> TeacherFaces:
-        net = self.load()._net
+        net = self.load()._runtime
         h, w = image.shape[:2]
         net.setInputSize((w, h))
         _, rows = net.detect(image)
@@ -106,7 +119,7 @@ class YuNetTeacher:
         return TeacherFaces(boxes, rows[:, 4:14].reshape(-1, 5, 2), rows[:, 14])
 
 
-class CenterFaceTeacher:
+class CenterFaceTeacher(_LazyRuntime):
     """CenterFace (ONNX Runtime): RGB input at a multiple of 32, outputs heatmap, log-scale, offset and
     landmarks at stride 4; decoded as its reference implementation does, then NMS."""
 
@@ -114,27 +127,20 @@ class CenterFaceTeacher:
 
     def __init__(self, path: Path, score_threshold: float = 0.3, nms: float = 0.3):
         self.path, self.score_threshold, self.nms = Path(path), score_threshold, nms
-        self._session = None
 
-    def __getstate__(self):
-        return {**self.__dict__, "_session": None}
-
-    def load(self) -> "CenterFaceTeacher":
-        if self._session is None:
-            try:
-                import onnxruntime as ort
-            except ImportError:
-                raise BlazefaceError("the centerface teacher needs onnxruntime: pip install 'blazeface[onnx]'") from None
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.log_severity_level = 3
-            try:
-                self._session = ort.InferenceSession(self._dynamic_model(), options,
-                                                     providers=["CPUExecutionProvider"])
-            except Exception as exc:
-                raise BlazefaceError(f"{self.path}: ONNX Runtime cannot load this CenterFace model "
-                                     f"({str(exc).strip().splitlines()[0]})") from None
-        return self
+    def _open(self):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BlazefaceError("the centerface teacher needs onnxruntime: pip install 'blazeface[onnx]'") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(self._dynamic_model(), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise BlazefaceError(f"{self.path}: ONNX Runtime cannot load this CenterFace model "
+                                 f"({str(exc).strip().splitlines()[0]})") from None
 
     def _dynamic_model(self) -> bytes:
         """The file declares a fixed 10x3x32x32 input: give batch, height and width symbolic sizes (the
@@ -150,7 +156,7 @@ class CenterFaceTeacher:
         return model.SerializeToString()
 
     def detect(self, image: np.ndarray) -> TeacherFaces:
-        session = self.load()._session
+        session = self.load()._runtime
         h, w = image.shape[:2]
         H, W = -(-h // 32) * 32, -(-w // 32) * 32
         padded = np.zeros((H, W, 3), np.uint8)
