@@ -148,9 +148,12 @@ def write_jpeg_blocks(src: str | Path, dst: str | Path, upright: np.ndarray, cha
     if not touched.any():
         jpeg.write_dct(str(dst))
         return 0
-    # The encoder pads the image by repeating its last row and column: do the same.
+    # The encoder pads the image by repeating its last row and column: do the same. Colour conversion only
+    # over the touched MCUs' bounding rectangle (a face in a 24-megapixel photo need not convert all of it).
     full = np.pad(image, ((0, rows * mcu_h - height), (0, cols * mcu_w - width), (0, 0)), mode="edge")
-    planes = _ycbcr(full)
+    mcu_r, mcu_c = np.nonzero(touched)
+    r0, c0 = int(mcu_r.min()), int(mcu_c.min())
+    planes = _ycbcr(full[r0 * mcu_h:(int(mcu_r.max()) + 1) * mcu_h, c0 * mcu_w:(int(mcu_c.max()) + 1) * mcu_w])
     components = [jpeg.Y] + ([jpeg.Cb, jpeg.Cr] if jpeg.Cb is not None else [])
     tables = np.asarray(jpeg.qt, np.float64)
     for c, coefficients in enumerate(components):
@@ -161,12 +164,13 @@ def write_jpeg_blocks(src: str | Path, dst: str | Path, upright: np.ndarray, cha
         table = tables[int(np.asarray(jpeg.quant_tbl_no)[c])]
         bh, bw = coefficients.shape[:2]
         # Component blocks of each touched MCU (v rows x h columns of them), inside the stored arrays.
-        mcu_r, mcu_c = np.nonzero(touched)
         br = (mcu_r[:, None] * v + np.arange(v)[None, :])[:, :, None].repeat(h, axis=2).ravel()
         bc = (mcu_c[:, None] * h + np.arange(h)[None, :])[:, None, :].repeat(v, axis=1).ravel()
         keep = (br < bh) & (bc < bw)
         br, bc = br[keep], bc[keep]
-        blocks = np.stack([plane[8 * r:8 * r + 8, 8 * q:8 * q + 8] for r, q in zip(br, bc)]) - 128.0
+        # `plane` starts at MCU (r0, c0): block (r, q) of the component sits at (r - r0 * v, q - c0 * h) in it.
+        pr, pc = br - r0 * v, bc - c0 * h
+        blocks = np.stack([plane[8 * r:8 * r + 8, 8 * q:8 * q + 8] for r, q in zip(pr, pc)]) - 128.0
         coefficients[br, bc] = np.clip(np.round(_dct8(blocks) / table), -2047, 2047).astype(coefficients.dtype)
     try:
         jpeg.write_dct(str(dst))
