@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from blazeface.data import labels
 from blazeface.data.labels import clip_to_images, find_label_file, load_source, read_mtfl, read_retinaface, read_wider
 from blazeface.errors import BlazefaceError
 
@@ -192,3 +194,17 @@ def test_absurd_values_and_empty_files_name_the_file(tmp_path):
     path.write_text("")
     with pytest.raises(BlazefaceError, match=rf"^{path}: the label file names no images"):
         load_source(tmp_path)
+
+
+@pytest.mark.parametrize("params", [[cv2.IMWRITE_WEBP_QUALITY, 50], [cv2.IMWRITE_WEBP_QUALITY, 101]],
+                         ids=["lossy", "lossless"])
+@pytest.mark.parametrize("shape", [(37, 53, 3), (480, 641, 3), (5, 3, 4)])
+def test_image_size_reads_webp_headers(tmp_path, params, shape):
+    """WebP (the compact training copies of tools/compact_training_data.py) is sized from its header, like
+    JPEG and PNG, and agrees with a decode; odd sizes and alpha (the extended VP8X header) included."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "x.webp"
+    path.write_bytes(cv2.imencode(".webp", rng.integers(0, 255, shape, dtype=np.uint8), params)[1].tobytes())
+    head = path.read_bytes()[:30]
+    assert labels._webp_size(head) == (shape[1], shape[0])
+    assert labels.image_size(path) == (shape[1], shape[0])

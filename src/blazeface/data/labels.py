@@ -267,8 +267,8 @@ def load_source(source: str | Path) -> SampleList:
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's or PNG's header (a few bytes read), else by decoding; None when the
-    file cannot be read."""
+    """(width, height) from a JPEG's, PNG's or WebP's header (a few bytes read), else by decoding; None when
+    the file cannot be read."""
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 16)
@@ -276,6 +276,10 @@ def image_size(path: Path) -> tuple[int, int] | None:
         return None
     if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
+        size = _webp_size(head)
+        if size is not None:
+            return size
     if head[:2] == b"\xff\xd8":
         pos = 2
         while pos + 9 <= len(head) and head[pos] == 0xFF:
@@ -289,6 +293,19 @@ def image_size(path: Path) -> tuple[int, int] | None:
 
     image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     return None if image is None else (image.shape[1], image.shape[0])
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a WebP file's first chunk: lossy (VP8), lossless (VP8L) or extended (VP8X)."""
+    chunk = head[12:16]
+    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+        return (int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF)
+    if chunk == b"VP8L" and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    return None
 
 
 def clip_to_images(samples: SampleList) -> None:
