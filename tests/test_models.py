@@ -34,6 +34,16 @@ def test_shipped_weights_load_and_differ_from_random_init(name):
     assert any(not torch.equal(shipped[k], random[k]) for k in shipped if shipped[k].is_floating_point())
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_shipped_weights_hold_cpu_tensors(name):
+    """A file written on a GPU machine with CUDA tensors fails a plain torch.load on a machine without CUDA
+    (weights trained on a lent GPU once did); the trainer writes weights.pth on the CPU."""
+    from blazeface.models import shipped_weights
+
+    state = torch.load(shipped_weights(name), weights_only=True)  # no map_location, on purpose
+    assert all(v.device.type == "cpu" for v in state.values() if isinstance(v, torch.Tensor))
+
+
 def test_missing_shipped_weights_is_a_clear_error(monkeypatch, tmp_path):
     import blazeface.models.registry as registry
 

@@ -10,12 +10,15 @@
 #       TRAIN_SECONDS=420 bash tools/device_train.sh train
 #     merges it, gives each model as many epochs as its measured rate fits in TRAIN_SECONDS (the cosine
 #     then ends on time), trains, and packs each run (weights.pth, last.pth, metrics, log) as $OUT/<model>.tar
-#     every minute and at the end; a run still going at the deadline is stopped with SIGTERM (it checkpoints).
+#     every minute and at the end; a run still going at the deadline is stopped with SIGTERM (it checkpoints);
+#   if time is left on the warm machine after that (a run was stopped before its cosine ended):
+#       FINISH_EPOCHS="slim=25 rfb=25 mnet=25 blaze=17" TRAIN_SECONDS=150 bash tools/device_train.sh finish
+#     resumes each run with its cosine re-planned to end at that epoch, and packs them the same way.
 #
 # The compact data comes from tools/compact_training_data.py (see docs/MODELS.md, "GPU runs"). The students
 # start from the shipped weights; the teachers are the MIT checkpoints (same architecture) and YuNet (blaze).
 set -u
-MODE=${1:?calibrate or train}
+MODE=${1:?calibrate, train or finish}
 R=/tmp/bfdata
 T=$R/teachers
 RUNS=/tmp/bfruns
@@ -73,11 +76,19 @@ EOF
   exit 0
 fi
 
-# -- train ------------------------------------------------------------------------------------------------
+# -- train / finish ---------------------------------------------------------------------------------------
 TRAIN_SECONDS=${TRAIN_SECONDS:?seconds of training}
 start=$(date +%s)
 pids=()
 for m in $MODELS; do
+  if [ "$MODE" = finish ]; then
+    epochs=$(echo "${FINISH_EPOCHS:?model=epochs ...}" | tr ' ' '\n' | sed -n "s/^$m=//p")
+    [ -n "$epochs" ] || continue
+    echo "$m: resumed, the cosine re-planned to end at epoch $epochs"
+    $PY -m blazeface train --resume $RUNS/$m/last.pth --epochs $epochs --out $RUNS/$m >> $RUNS/$m/train.log 2>&1 &
+    pids+=($!)
+    continue
+  fi
   epochs=$($PY -c "
 import json
 try: r = json.load(open('/tmp/bfcalib.json'))['$m']

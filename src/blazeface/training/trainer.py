@@ -249,7 +249,9 @@ class Trainer:
             # The shippable artefact: EMA weights only, a few hundred KB.
             # Plus one string entry naming the model and its configuration (blazeface.checkpoint.META_KEY),
             # so loading it needs no --model.
-            save_atomic(with_metadata(self.ema.module.state_dict(), self.model_cfg), self.out / "weights.pth")
+            # CPU tensors whatever the training device, so the file loads anywhere without map_location.
+            weights = {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()}
+            save_atomic(with_metadata(weights, self.model_cfg), self.out / "weights.pth")
         barrier(self.world)
         return path
 
