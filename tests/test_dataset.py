@@ -114,6 +114,25 @@ def test_dataset_items_batches_and_corrupt_images(tmp_path, caplog):
     assert (batch["labels"] == 1).any()
 
 
+@pytest.mark.parametrize("preset", ["small-faces", "plain"])
+def test_cached_images_give_the_same_samples(tmp_path, preset):
+    """--cache-images keeps decoded photos read-only in memory: every (index, seed) gives the same tensor and
+    targets as without the cache, also when an item comes back (a transform writing into its input would
+    fail on the read-only array instead of corrupting the cache); a deleted file is still served."""
+    config = get_config("blaze")
+    folder = make_folder(tmp_path / "faces", corrupt=2)
+    plain, _ = build_training_data([str(folder)], config, size=SIZE, seed=1, preset=preset)
+    cached, _ = build_training_data([str(folder)], config, size=SIZE, seed=1, preset=preset, cache_images=True)
+    for round_ in range(2):
+        for item in [(k, 100 * round_ + k) for k in range(6)]:
+            a, ta = plain[item]
+            b, tb = cached[item]
+            assert torch.equal(a, b) and all(torch.equal(ta[k], tb[k]) for k in ta), (round_, item)
+    assert len(cached._cache) == 5  # the corrupt one is never cached
+    (folder / "images" / "img0.jpg").unlink()
+    assert cached._read_from(0)[0].image_path.name == "img0.jpg"  # served from memory
+
+
 def test_non_exhaustive_source_ignores_far_background(tmp_path):
     config = get_config("blaze")
     folder = make_folder(tmp_path / "mtfl", mtfl=True)

@@ -36,7 +36,7 @@ echo "data: $(find $R -name '*.webp' | wc -l) images under $R; $(nproc --all) co
 options() {  # model -> its training options
   local common="--data $R/widerface/train:4000 --data $R/facemask:400 --data $R/mtfl/train:600
     --epoch-size $EPOCH_SIZE --batch-size 64 --device ${DEVICE:-cuda} --threads 1 --eval-every 0 --checkpoint-minutes 1
-    --init-weights src/blazeface/weights/$1.pth"
+    --init-weights src/blazeface/weights/$1.pth --cache-images"
   case $1 in
     slim)  echo "$common --model slim --teacher slim:$T/slim_Final.pth --lr 1e-2 --warmup-epochs 1 --workers 3" ;;
     rfb)   echo "$common --model rfb --teacher rfb:$T/RBF_Final.pth --lr 1e-2 --warmup-epochs 1 --workers 3" ;;

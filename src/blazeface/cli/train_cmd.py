@@ -56,6 +56,9 @@ def add_parser(sub) -> None:
                         "(below: never a negative)")
     p.add_argument("--teacher-landmark-weight", type=non_negative_float, default=None,
                    help="detection teachers: weight of teacher landmarks (times the teacher's score)")
+    p.add_argument("--cache-images", action="store_true", default=None,
+                   help="keep decoded photos in memory in each data worker (about 3.5 GB each for the shared "
+                        "data; for GPU runs, where decoding bounds the step)")
     p.add_argument("--freeze-bn", action="store_true", default=None,
                    help="keep BatchNorm statistics fixed (fine-tuning with small per-process batches on CPUs)")
     p.add_argument("--checkpoint-minutes", type=positive_float, default=None, help="(default: 5)")

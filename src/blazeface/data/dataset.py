@@ -55,11 +55,15 @@ class FaceTrainingDataset(Dataset):
     ``ToTensor``. A plain integer index augments with fresh randomness; a pair seeds it (``seed`` mixes in,
     so two runs with different seeds differ). An unreadable image is skipped with one warning line naming
     it and the next sample is used instead (deterministically).
+
+    ``cache_images`` keeps every decoded photo in this process (each data worker holds its own copy, filled in
+    the first epoch: about 3.5 GB for WIDER train + facemask + MTFL): decoding is a third of a sample's CPU
+    time, which is what bounds a GPU run. Off by default (a 2-core machine's step is bound by the model).
     """
 
     def __init__(self, samples: Sequence[Sample], model_config: ModelConfig, size: int | None = None,
                  preset: str | Callable = "small-faces", seed: int = 0, preset_options: dict | None = None,
-                 **match_options):
+                 cache_images: bool = False, **match_options):
         self.samples = list(samples)
         self.size = int(size or model_config.train.input_size)
         if self.size % max(model_config.size_multiple, 1):
@@ -72,6 +76,7 @@ class FaceTrainingDataset(Dataset):
                           if isinstance(preset, str) else preset)
         self.seed = int(seed)
         self._warned: set[Path] = set()
+        self._cache: dict[int, np.ndarray] | None = {} if cache_images else None
         self.owner_pid = os.getpid()  # the training process; DataLoader workers watch it (worker_init)
 
     def __len__(self) -> int:
@@ -94,9 +99,15 @@ class FaceTrainingDataset(Dataset):
     def _read_from(self, index: int) -> tuple[Sample, np.ndarray]:
         """The first readable image at or after ``index`` (wrapping)."""
         for step in range(min(MAX_SKIPS, len(self.samples))):
-            sample = self.samples[(index + step) % len(self.samples)]
-            image = cv2.imread(str(sample.image_path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+            k = (index + step) % len(self.samples)
+            sample = self.samples[k]
+            image = self._cache.get(k) if self._cache is not None else None
+            if image is None:
+                image = cv2.imread(str(sample.image_path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
             if image is not None:
+                if self._cache is not None and k not in self._cache:
+                    image.setflags(write=False)  # a transform writing into its input would corrupt the cache
+                    self._cache[k] = image
                 return sample, image
             if sample.image_path not in self._warned:
                 self._warned.add(sample.image_path)
@@ -241,7 +252,7 @@ class MixedSampler(Sampler):
 
 def build_training_data(specs: Sequence[str | DataSpec], model_config: ModelConfig, size: int | None = None,
                         preset: str | Callable = "small-faces", seed: int = 0, epoch_size: int | None = None,
-                        preset_options: dict | None = None, **match_options
+                        preset_options: dict | None = None, cache_images: bool = False, **match_options
                         ) -> tuple[FaceTrainingDataset, MixedSampler]:
     """Load every ``DIR[:WEIGHT]`` source and return the dataset over all of them with its mixer."""
     parsed = [parse_data_spec(s) for s in specs]
@@ -253,6 +264,7 @@ def build_training_data(specs: Sequence[str | DataSpec], model_config: ModelConf
                  f", {samples.clipped} boxes clipped to their image" if samples.clipped else "",
                  f" (left out {dropped})" if dropped else "")
     samples = [s for source in sources for s in source]
-    dataset = FaceTrainingDataset(samples, model_config, size, preset, seed, preset_options, **match_options)
+    dataset = FaceTrainingDataset(samples, model_config, size, preset, seed, preset_options, cache_images,
+                                  **match_options)
     sampler = MixedSampler([len(s) for s in sources], [spec.weight for spec in parsed], epoch_size, seed)
     return dataset, sampler

@@ -67,6 +67,7 @@ class TrainOptions:
     init_weights: Path | None = None  # start from these weights (fine-tuning), not from scratch
     seed: int = 0
     workers: int = 1
+    cache_images: bool = False  # keep decoded photos in each data worker (GPU runs: decoding bounds the step)
     threads: int | None = None
     device: str = "cpu"
     channels_last: bool = True
@@ -186,7 +187,8 @@ class Trainer:
                                       TeacherTargets.from_train_config(self.train_cfg))
         self.dataset, self.mixer = build_training_data(options.data, self.model_cfg, self.train_cfg.input_size,
                                                        preset=preset, seed=options.seed,
-                                                       epoch_size=options.epoch_size)
+                                                       epoch_size=options.epoch_size,
+                                                       cache_images=options.cache_images)
         self.steps_per_epoch = self.mixer.epoch_size // self.train_cfg.batch_size
         if self.steps_per_epoch == 0:
             raise BlazefaceError(f"an epoch of {self.mixer.epoch_size} images is smaller than one batch of "
