@@ -15,6 +15,10 @@
 #       FINISH_EPOCHS="slim=25 rfb=25 mnet=25 blaze=17" TRAIN_SECONDS=150 bash tools/device_train.sh finish
 #     resumes each run with its cosine re-planned to end at that epoch, and packs them the same way.
 #
+# Budget seen in session 11 (15 minutes of device time): the machine started in ~35 s; calibrate took 52 s;
+# train with TRAIN_SECONDS=525 under timeout_s=600 returned after 554 s; a finish call of 165 s fitted in what
+# was left. Never `pkill -f "blazeface train"` in a command line: it matches the command's own shell.
+#
 # The compact data comes from tools/compact_training_data.py (see docs/MODELS.md, "GPU runs"). The students
 # start from the shipped weights; the teachers are the MIT checkpoints (same architecture) and YuNet (blaze).
 set -u
