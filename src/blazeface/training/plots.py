@@ -23,12 +23,15 @@ def plot_metrics(metrics: Path, out: Path) -> None:
         return
     fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6, 4), squeeze=False)
     ax = axes[0, 0]
-    for key in ("loss", "loc", "cls", "landm"):
-        ax.plot(steps, [r[key] for r in rows], label=key, linewidth=1)
+    # Ground-truth parts solid, a teacher's parts (kd_*, present in distillation runs) dashed.
+    keys = ["loss", "loc", "cls", "landm"] + sorted(k for k in rows[-1] if k.startswith("kd_"))
+    for key in keys:
+        ax.plot(steps, [r.get(key, float("nan")) for r in rows], label=key, linewidth=1,
+                linestyle="--" if key.startswith("kd_") else "-")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_title("training loss")
-    ax.legend()
+    ax.legend(fontsize=8, ncol=2)
     if evals:
         ax = axes[0, 1]
         for key in ("easy", "medium", "hard"):
