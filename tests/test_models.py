@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from blazeface import BlazefaceError, create_model, list_models
+from blazeface.models import shipped_weights
 from blazeface.priors import num_priors
 from conftest import DATA, REFERENCE, requires_shared
 
@@ -38,8 +39,6 @@ def test_shipped_weights_load_and_differ_from_random_init(name):
 def test_shipped_weights_hold_cpu_tensors(name):
     """A file written on a GPU machine with CUDA tensors fails a plain torch.load on a machine without CUDA
     (weights trained on a lent GPU once did); the trainer writes weights.pth on the CPU."""
-    from blazeface.models import shipped_weights
-
     state = torch.load(shipped_weights(name), weights_only=True)  # no map_location, on purpose
     assert all(v.device.type == "cpu" for v in state.values() if isinstance(v, torch.Tensor))
 

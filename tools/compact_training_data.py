@@ -3,15 +3,16 @@
 A device machine of this workplace takes at most 64 MiB of working tree per call, the repository included,
 so the 180 MB of training photos travel re-encoded: WebP at a chosen quality (about half the bytes of the
 source JPEGs at equal PSNR), optionally split into parts that travel in separate calls and are merged there
-(``cp -rn PART/* DEST/``). Label files are rewritten with the new names; nothing else changes, so
+(``cp -r PART/. DEST/``). Label files are rewritten with the new names; nothing else changes, so
 ``blazeface train --data COPY/widerface/train`` reads the copy exactly like the original.
 
-    python tools/compact_training_data.py --out .gpudata --quality 55 --parts 2 \\
+    python tools/compact_training_data.py --out .gpudata --quality 50 --parts 2 \\
         ../shared/data/widerface/train ../shared/data/facemask ../shared/data/mtfl/train
 
 writes ``.gpudata/part0/<name>/...`` and ``.gpudata/part1/<name>/...`` where ``<name>`` is the source's
 path below the common data root (``widerface/train``, ``facemask``, ``mtfl/train``). Images are assigned
-to parts by a hash of their path; the label files go into the first part only (bytes are scarce; the first call can already train on it).
+to parts by a hash of their path; the label files go into the first part only (bytes are scarce, and the
+first call can already train on it).
 """
 from __future__ import annotations
 
@@ -24,31 +25,25 @@ from pathlib import Path
 
 import cv2
 
-from blazeface.data.labels import find_label_file
+from blazeface.data.labels import find_label_file, load_source
 
 
 def _renamed(name: str) -> str:
     return str(Path(name).with_suffix(".webp"))
 
 
-def rewrite_labels(label_file: Path) -> tuple[str, list[str]]:
-    """The label file's text with image names ending in .webp, and the image names it lists (as written)."""
-    lines = label_file.read_text().splitlines()
-    names, out = [], []
-    mtfl = label_file.name == "labels.txt"
-    for line in lines:
-        text = line.strip()
-        if text.startswith("#") and not mtfl:
-            name = text[1:].strip()
-            names.append(name)
-            out.append(f"# {_renamed(name)}")
-        elif mtfl and text and not text.startswith("#"):
-            name, rest = text.split(maxsplit=1)
-            names.append(name)
-            out.append(f"{_renamed(name)} {rest}")
-        else:
-            out.append(line)
-    return "\n".join(out) + "\n", list(dict.fromkeys(names))
+def rewrite_labels(source: Path) -> tuple[Path, str, list[str]]:
+    """The source's label file, its text with every image name ending in .webp, and those names.
+
+    The names come from the project's own reader (``load_source``: every label format it reads); a
+    whitespace-separated token equal to one of them is renamed, so the format is not parsed twice here."""
+    label_file = find_label_file(source)
+    images = label_file.parent / "images"
+    names = list(dict.fromkeys(str(s.image_path.relative_to(images)) for s in load_source(source)))
+    known = set(names)
+    lines = [" ".join(_renamed(t) if t in known else t for t in line.split()) if line.strip() else line
+             for line in label_file.read_text().splitlines()]
+    return label_file, "\n".join(lines) + "\n", names
 
 
 def _encode(job: tuple[Path, Path, int]) -> int:
@@ -81,9 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         root = root.parent
     jobs = []
     for source in args.sources:
-        label_file = find_label_file(source)
+        label_file, text, names = rewrite_labels(source)
         rel = source.resolve().relative_to(root)
-        text, names = rewrite_labels(label_file)
         target = args.out / "part0" / rel
         target.mkdir(parents=True, exist_ok=True)
         (target / label_file.name).write_text(text)

@@ -104,10 +104,10 @@ class FaceTrainingDataset(Dataset):
             image = self._cache.get(k) if self._cache is not None else None
             if image is None:
                 image = cv2.imread(str(sample.image_path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-            if image is not None:
-                if self._cache is not None and k not in self._cache:
+                if image is not None and self._cache is not None:
                     image.setflags(write=False)  # a transform writing into its input would corrupt the cache
                     self._cache[k] = image
+            if image is not None:
                 return sample, image
             if sample.image_path not in self._warned:
                 self._warned.add(sample.image_path)
