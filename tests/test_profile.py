@@ -15,6 +15,7 @@ from blazeface.profiling import profile, profile_model
 # priors at 320x240 and 640x480.
 EXPECTED = {
     "blaze": (175_280, 217.3, 238.1, 4200, 16800),
+    "blaze3x3": (108_848, 145.9, 166.6, 4200, 16800),
     "slim": (343_488, 87.5, 98.8, 4420, 17640),
     "rfb": (359_592, 106.5, 118.4, 4420, 17640),
     "mnet": (426_608, 184.7, 193.9, 3160, 12600),
@@ -23,6 +24,12 @@ EXPECTED = {
 
 def test_every_registered_model_has_expected_numbers():
     assert set(list_models()) == set(EXPECTED)
+
+
+def test_the_torch_free_model_list_is_the_registry():
+    from blazeface import defaults
+
+    assert sorted(defaults.MODELS) == sorted(list_models())
 
 
 def test_readme_table_states_the_expected_numbers():

@@ -117,7 +117,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def add_model_args(parser: argparse.ArgumentParser, backend: bool = True) -> None:
     """--model / --weights (and --backend), shared by every command that runs a detector."""
     parser.add_argument("--model", default=None,
-                        help="blaze | slim | rfb | mnet (default: the one the weights file names, else blaze)")
+                        help=f"{' | '.join(defaults.MODELS)} (default: the one the weights file names, else blaze)")
     parser.add_argument("--weights", default=None,
                         help="a checkpoint (.pth), an exported .onnx or an ncnn .param "
                              "(default: the weights shipped in the package)")

@@ -6,7 +6,7 @@ import json
 import sys
 
 from . import parse_size
-from ..defaults import BACKENDS
+from ..defaults import BACKENDS, MODELS
 
 
 
@@ -17,7 +17,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "on one image of --size (the bundled sample, resized), at detect's display settings "
                     "(conf 0.5). Several models or backends are timed interleaved, so machine load hits all "
                     "alike.")
-    p.add_argument("--model", default="blaze", help="blaze | slim | rfb | mnet, a comma list, or all (default: blaze)")
+    p.add_argument("--model", default="blaze", help=f"{' | '.join(MODELS)}, a comma list, or all (default: blaze)")
     p.add_argument("--weights", default=None,
                    help="torch: a checkpoint; onnx: an exported .onnx; ncnn: a .param (.bin beside it). A checkpoint "
                         "with onnx/ncnn is exported and cached. Default: the shipped weights")

@@ -6,6 +6,7 @@ import json
 import sys
 
 from . import parse_size
+from ..defaults import MODELS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -14,7 +15,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Count a model's parameters, multiply-accumulates (MACs, millions), MFLOPs (the seed's "
                     "thop convention: MACs + biases + 4 per BatchNorm output, millions) and priors at an "
                     "input size, by hooking a real forward pass.")
-    p.add_argument("--model", default="blaze", help="blaze | slim | rfb | mnet | all (default: blaze)")
+    p.add_argument("--model", default="blaze", help=f"{' | '.join(MODELS)} | all (default: blaze)")
     p.add_argument("--size", type=parse_size, default=(320, 240), metavar="WxH",
                    help="input width x height (default: 320x240); padded up to the model's size multiple")
     p.add_argument("--json", action="store_true",

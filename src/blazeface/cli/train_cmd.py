@@ -5,6 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..defaults import MODELS
 from .validate import non_negative_float, non_negative_int, positive_float, positive_int, probability
 
 
@@ -15,7 +16,7 @@ def add_parser(sub) -> None:
                                    "at every epoch end and on Ctrl-C/SIGTERM); OUT/weights.pth holds the EMA "
                                    "weights to ship. Several processes: torchrun --nproc_per_node=N -m blazeface "
                                    "train ...")
-    p.add_argument("--model", default=None, help="blaze | slim | rfb | mnet (default: blaze, or the --resume run's)")
+    p.add_argument("--model", default=None, help=f"{' | '.join(MODELS)} (default: blaze, or the --resume run's)")
     p.add_argument("--data", action="append", default=None, metavar="DIR[:WEIGHT]",
                    help="a folder with images/ and label.txt (RetinaFace) or labels.txt (MTFL); repeatable; "
                         "WEIGHT = relative share of each epoch (default: its size); required unless --resume")

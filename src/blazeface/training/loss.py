@@ -117,7 +117,8 @@ class MultiBoxLoss(nn.Module):
 
 
 class DenseDistillationLoss(nn.Module):
-    """Per-prior distillation from a teacher of the student's own architecture (same priors).
+    """Per-prior distillation from a teacher with the student's priors (its own architecture, or one laid
+    out alike).
 
     - ``kd_cls``: ``T^2 * KL(teacher || student)`` of the face/background softmax at temperature ``T``,
       summed over every prior;

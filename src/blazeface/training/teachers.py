@@ -2,9 +2,10 @@
 
 A teacher is named by a spec (``blazeface train --teacher SPEC``, repeatable):
 
-- ``MODEL:WEIGHTS`` for any registered model (``mnet:.../mobilenet0.25_Final.pth``). When MODEL is the
-  student's own architecture the teacher is *dense*: it runs on the batch in the training process and its
-  per-prior outputs are matched prior for prior (:class:`~blazeface.training.loss.DenseDistillationLoss`).
+- ``MODEL:WEIGHTS`` for any registered model (``mnet:.../mobilenet0.25_Final.pth``). When MODEL has the
+  student's priors (its own architecture, or blaze for blaze3x3, rfb for slim) the teacher is *dense*: it
+  runs on the batch in the training process and its per-prior outputs are matched prior for prior
+  (:class:`~blazeface.training.loss.DenseDistillationLoss`).
   Otherwise it is a *detection* teacher like the two below.
 - ``yunet:PATH.onnx``: YuNet through OpenCV's ``cv2.FaceDetectorYN``.
 - ``centerface:PATH.onnx``: CenterFace through ONNX Runtime.
@@ -27,7 +28,7 @@ import torch
 
 from ..geometry import box_iou
 from ..errors import BlazefaceError
-from ..models import create_model, list_models
+from ..models import create_model, get_config, list_models
 
 DETECTION_KINDS = ("yunet", "centerface")
 
@@ -186,7 +187,7 @@ class CenterFaceTeacher(_LazyRuntime):
 class ModelTeacher:
     """Any registered model with its weights (torch, eval mode, no gradients).
 
-    As a dense teacher (same architecture as the student) it maps a batch to raw ``(loc, conf, landm)``; as
+    As a dense teacher (the student's priors) it maps a batch to raw ``(loc, conf, landm)``; as
     a detection teacher it runs the package's own inference pipeline on one image."""
 
     def __init__(self, name: str, path: Path, score_threshold: float = 0.3):
@@ -239,8 +240,9 @@ def load_teacher(spec: str | TeacherSpec):
 
 
 def is_dense(teacher, student: str) -> bool:
-    """A teacher of the student's own architecture shares its priors: distil per prior."""
-    return isinstance(teacher, ModelTeacher) and teacher.name == student
+    """A model teacher with the student's priors (its own architecture, or one laid out alike: blaze for
+    blaze3x3, rfb for slim) predicts for the same priors in the same order: distil per prior."""
+    return isinstance(teacher, ModelTeacher) and get_config(teacher.name).priors == get_config(student).priors
 
 
 # -- fusion and merging ----------------------------------------------------------------------------------
