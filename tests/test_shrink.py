@@ -6,7 +6,14 @@ import torch
 from torch import nn
 
 from blazeface import create_model
+from blazeface.models import get_config
+from blazeface.models.blaze import Blaze
 from blazeface.training.shrink import copy_matching, shrink_kernels
+
+
+def blaze3x3() -> nn.Module:
+    """blaze with every BlazeBlock 3x3: the hardest shrink (blazelite keeps the stride-16 stage 5x5)."""
+    return Blaze(get_config("blaze"), kernel=3)
 
 
 def images(count: int, size: int = 160, seed: int = 0) -> list[torch.Tensor]:
@@ -46,7 +53,7 @@ def test_a_student_that_can_match_the_teacher_does_from_any_start():
     teacher = create_model("blaze", weights=None).eval()
     randomize_norms(teacher)
     zero_borders(teacher)
-    student = create_model("blaze3x3", weights=None).eval()
+    student = blaze3x3().eval()
     # The student keeps its own random convolutions (weights and biases); only the norms are the teacher's.
     convs = {n for n, m in student.named_modules() if isinstance(m, nn.Conv2d)}
     norms = {k: v for k, v in teacher.state_dict().items() if k.rsplit(".", 1)[0] not in convs}
@@ -82,8 +89,8 @@ def test_no_layer_ends_worse_than_the_centre_crop_it_starts_from():
     torch.manual_seed(0)
     teacher = create_model("blaze", weights=None).eval()
     randomize_norms(teacher)
-    student = create_model("blaze3x3", weights=None)
-    centre = create_model("blaze3x3", weights=None).eval()
+    student = blaze3x3()
+    centre = blaze3x3().eval()
     copy_matching(teacher, centre)
     calibration = images(3)
     fits = shrink_kernels(teacher, student, calibration)
@@ -101,4 +108,14 @@ def test_mismatched_networks_are_refused():
     with pytest.raises(ValueError, match="same convolutions"):
         shrink_kernels(create_model("blaze", weights=None), create_model("slim", weights=None), images(1, 64))
     with pytest.raises(ValueError, match="at least one"):
-        shrink_kernels(create_model("blaze", weights=None), create_model("blaze3x3", weights=None), [])
+        shrink_kernels(create_model("blaze", weights=None), blaze3x3(), [])
+
+
+def test_blazelite_refits_its_5x5_stride16_stage_too():
+    teacher = create_model("blaze", weights=None).eval()
+    randomize_norms(teacher)
+    student = create_model("blazelite", weights=None)
+    fits = shrink_kernels(teacher, student, images(2, 96))
+    names = [f.name for f in fits]
+    assert names[0] == "conv2.conv.0.0" and "conv10.conv.2.0" in names and names[-1] == "landm.1.2"
+    assert student.conv10.conv[2][0].weight.shape[-2:] == (5, 5) and student.conv9.conv[2][0].weight.shape[-2:] == (3, 3)

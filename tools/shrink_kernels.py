@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Initial weights for a smaller-kernel model from a trained larger-kernel one (blaze -> blaze3x3), by the
+"""Initial weights for a smaller-kernel model from a trained larger-kernel one (blaze -> blazelite), by the
 layer-by-layer least-squares fit of blazeface.training.shrink, over calibration photos.
 
-    python tools/shrink_kernels.py --teacher blaze --student blaze3x3 \\
-        --images ../shared/data/widerface/train/images --count 48 --out /tmp/blaze3x3_init.pth
+    python tools/shrink_kernels.py --teacher blaze --student blazelite \\
+        --images ../shared/data/widerface/train/images --count 48 --out /tmp/blazelite_init.pth
 
 then train from it under the teacher (dense: the two share priors):
 
-    blazeface train --model blaze3x3 --init-weights /tmp/blaze3x3_init.pth --teacher blaze:WEIGHTS ...
+    blazeface train --model blazelite --init-weights /tmp/blazelite_init.pth --teacher blaze:WEIGHTS ...
 
 Photos: --count drawn at random (--seed) from the folder, resized so the long side cycles through
 --long-sides (several scales, as training sees), padded to the model's size multiple.
@@ -44,7 +44,7 @@ def calibration_images(folder: Path, count: int, long_sides: list[int], multiple
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default="blaze", help="MODEL or MODEL:WEIGHTS (default weights: shipped)")
-    parser.add_argument("--student", default="blaze3x3")
+    parser.add_argument("--student", default="blazelite")
     parser.add_argument("--images", type=Path, required=True, help="folder of calibration photos (recursive)")
     parser.add_argument("--count", type=int, default=48)
     parser.add_argument("--long-sides", type=int, nargs="+", default=[640, 512, 384, 320])

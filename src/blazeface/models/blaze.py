@@ -1,5 +1,6 @@
 """BlazeFace (zineos/Blazeface layout): 5x5 BlazeBlocks, two detection levels at strides 8 and 16; and
-blaze3x3, the same network with 3x3 BlazeBlock kernels (0.75x the network time, same priors and heads)."""
+blazelite, the same network with 3x3 BlazeBlocks up to stride 8 (0.73x the network time, same priors and
+heads)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -49,12 +50,15 @@ class BlazeBlock(nn.Module):
 
 
 class Blaze(FaceDetectorNet):
-    """``kernel``: the spatial kernel of every BlazeBlock (5 in BlazeFace; the stem and heads are 3x3 in
-    both). Module names do not depend on it, so a 5x5 checkpoint's state dict names every 3x3 parameter."""
+    """``kernel``: the spatial kernel of the BlazeBlocks up to stride 8 (conv2-conv9), ``kernel16`` that of
+    the stride-16 stage (conv10-conv12; default ``kernel``). BlazeFace has 5 for both; the stem and heads
+    are 3x3 in every variant. Module names do not depend on the kernels, so a 5x5 checkpoint's state dict
+    names every parameter of a smaller-kernel variant."""
 
-    def __init__(self, config: ModelConfig, kernel: int = 5):
+    def __init__(self, config: ModelConfig, kernel: int = 5, kernel16: int | None = None):
         super().__init__()
         k = kernel
+        k16 = kernel if kernel16 is None else kernel16
         self.conv1 = conv_bn_relu(3, 24, 3, stride=2)
         self.conv2 = BlazeBlock(24, 24, kernel=k)
         self.conv3 = BlazeBlock(24, 24, kernel=k)
@@ -64,9 +68,9 @@ class Blaze(FaceDetectorNet):
         self.conv7 = BlazeBlock(48, 96, mid_ch=24, stride=2, kernel=k)
         self.conv8 = BlazeBlock(96, 96, mid_ch=24, kernel=k)
         self.conv9 = BlazeBlock(96, 96, mid_ch=24, kernel=k)
-        self.conv10 = BlazeBlock(96, 96, mid_ch=24, stride=2, kernel=k)
-        self.conv11 = BlazeBlock(96, 96, mid_ch=24, kernel=k)
-        self.conv12 = BlazeBlock(96, 96, mid_ch=24, kernel=k)
+        self.conv10 = BlazeBlock(96, 96, mid_ch=24, stride=2, kernel=k16)
+        self.conv11 = BlazeBlock(96, 96, mid_ch=24, kernel=k16)
+        self.conv12 = BlazeBlock(96, 96, mid_ch=24, kernel=k16)
         anchors = config.priors.priors_per_cell
         self.loc = nn.Sequential(*[depthwise_head(96, a * 4) for a in anchors])
         self.conf = nn.Sequential(*[depthwise_head(96, a * 2) for a in anchors])
@@ -103,14 +107,16 @@ def blaze(config: ModelConfig) -> nn.Module:
 
 
 @register_model(ModelConfig(
-    name="blaze3x3",
-    description="BlazeFace with 3x3 BlazeBlocks (fewer MACs; blaze's priors and heads)",
+    name="blazelite",
+    description="BlazeFace-lite: 3x3 BlazeBlocks up to stride 8, 5x5 at stride 16 (blaze's priors and heads)",
     priors=BLAZE_PRIORS,
     size_multiple=16,
-    weights_file="blaze3x3.pth",
+    weights_file="blazelite.pth",
     # Trained by shrinking blaze's kernels (tools/shrink_kernels.py) and distilling from blaze, whose
     # priors it shares: a smaller learning rate than from scratch keeps what the shrink carried over.
     train=replace(BLAZE_TRAIN, lr=1e-3),
 ))
-def blaze3x3(config: ModelConfig) -> nn.Module:
-    return Blaze(config, kernel=3)
+def blazelite(config: ModelConfig) -> nn.Module:
+    # Most of blaze's time is spent at strides 2-8, where 3x3 kernels save it; the stride-16 stage is
+    # cheap and its 5x5 kernels give the large-face head its receptive field (docs/MODELS.md).
+    return Blaze(config, kernel=3, kernel16=5)

@@ -3,7 +3,7 @@
 A teacher is named by a spec (``blazeface train --teacher SPEC``, repeatable):
 
 - ``MODEL:WEIGHTS`` for any registered model (``mnet:.../mobilenet0.25_Final.pth``). When MODEL has the
-  student's priors (its own architecture, or blaze for blaze3x3, rfb for slim) the teacher is *dense*: it
+  student's priors (its own architecture, or blaze for blazelite, rfb for slim) the teacher is *dense*: it
   runs on the batch in the training process and its per-prior outputs are matched prior for prior
   (:class:`~blazeface.training.loss.DenseDistillationLoss`).
   Otherwise it is a *detection* teacher like the two below.
@@ -241,7 +241,7 @@ def load_teacher(spec: str | TeacherSpec):
 
 def is_dense(teacher, student: str) -> bool:
     """A model teacher with the student's priors (its own architecture, or one laid out alike: blaze for
-    blaze3x3, rfb for slim) predicts for the same priors in the same order: distil per prior."""
+    blazelite, rfb for slim) predicts for the same priors in the same order: distil per prior."""
     return isinstance(teacher, ModelTeacher) and get_config(teacher.name).priors == get_config(student).priors
 
 
