@@ -184,10 +184,11 @@ def test_a_teacher_with_the_students_priors_is_dense(data, tmp_path):
     them; mnet's priors differ from slim's, so it teaches through its detections."""
     from blazeface.training.teachers import is_dense
 
-    blaze, rfb = load_teacher(f"blaze:{shipped_weights('blaze')}"), load_teacher(f"rfb:{shipped_weights('rfb')}")
+    blaze_spec = f"blaze:{shipped_weights('blaze')}"
+    blaze, rfb = load_teacher(blaze_spec), load_teacher(f"rfb:{shipped_weights('rfb')}")
     assert is_dense(blaze, "blazelite") and is_dense(blaze, "blaze") and is_dense(rfb, "slim")
     assert not is_dense(load_teacher(f"mnet:{MNET}"), "slim") and not is_dense(blaze, "slim")
-    trainer = Trainer(options(data, tmp_path / "a", model="blazelite", max_steps=2, teachers=[f"blaze:{shipped_weights('blaze')}"]))
+    trainer = Trainer(options(data, tmp_path / "a", model="blazelite", max_steps=2, teachers=[blaze_spec]))
     assert len(trainer.dense_teachers) == 1
     trainer.run()
     assert '"kd_cls"' in (tmp_path / "a" / "metrics.jsonl").read_text()

@@ -26,7 +26,8 @@ from blazeface.training.checkpointing import save_atomic
 from blazeface.checkpoint import with_metadata
 from blazeface.io import IMAGE_SUFFIXES, find_files, read_image
 from blazeface.letterbox import letterbox_size, preprocess
-from blazeface.models import create_model, get_config, model_name_for, resolve_weights
+from blazeface.models import create_model
+from blazeface.models.registry import SHIPPED
 from blazeface.training.shrink import shrink_kernels
 
 
@@ -55,9 +56,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     name, _, weights = args.teacher.partition(":")
-    teacher = create_model(model_name_for(name), weights=resolve_weights(name, weights or None))
+    teacher = create_model(name, weights=weights or SHIPPED)
     student = create_model(args.student, weights=None)
-    if get_config(args.student).priors != teacher.config.priors:
+    if student.config.priors != teacher.config.priors:
         print(f"shrink_kernels: note: {args.student} and {name} have different priors; the heads are fitted "
               "anyway, but a dense teacher will not apply", file=sys.stderr)
     cfg = student.config

@@ -57,8 +57,7 @@ class Blaze(FaceDetectorNet):
 
     def __init__(self, config: ModelConfig, kernel: int = 5, kernel16: int | None = None):
         super().__init__()
-        k = kernel
-        k16 = kernel if kernel16 is None else kernel16
+        k, k16 = kernel, kernel if kernel16 is None else kernel16
         self.conv1 = conv_bn_relu(3, 24, 3, stride=2)
         self.conv2 = BlazeBlock(24, 24, kernel=k)
         self.conv3 = BlazeBlock(24, 24, kernel=k)
@@ -88,33 +87,32 @@ class Blaze(FaceDetectorNet):
                 [h(f) for h, f in zip(self.landm, feats)])
 
 
-BLAZE_PRIORS = PriorConfig(min_sizes=((8, 11), (14, 19, 26, 38, 64, 149)), steps=(8, 16))
-BLAZE_TRAIN = TrainConfig(optimizer="adamw", lr=2e-3, weight_decay=5e-4, batch_size=32, epochs=200,
-                          cls_loss="ohem", loc_weight=2.0)
-
-
-@register_model(ModelConfig(
+BLAZE_CONFIG = ModelConfig(
     name="blaze",
     description="BlazeFace: 5x5 BlazeBlocks, strides 8/16 (zineos/Blazeface layout)",
-    priors=BLAZE_PRIORS,
+    priors=PriorConfig(min_sizes=((8, 11), (14, 19, 26, 38, 64, 149)), steps=(8, 16)),
     # Four stride-2 stages with floor-rounding max-pool shortcuts: H and W must be multiples of 16.
     size_multiple=16,
     weights_file="blaze.pth",
-    train=BLAZE_TRAIN,
-))
+    train=TrainConfig(optimizer="adamw", lr=2e-3, weight_decay=5e-4, batch_size=32, epochs=200,
+                      cls_loss="ohem", loc_weight=2.0),
+)
+
+
+@register_model(BLAZE_CONFIG)
 def blaze(config: ModelConfig) -> nn.Module:
     return Blaze(config)
 
 
-@register_model(ModelConfig(
+# blaze's priors, heads, input multiple and recipe; only the name, weights and learning rate differ.
+@register_model(replace(
+    BLAZE_CONFIG,
     name="blazelite",
     description="BlazeFace-lite: 3x3 BlazeBlocks up to stride 8, 5x5 at stride 16 (blaze's priors and heads)",
-    priors=BLAZE_PRIORS,
-    size_multiple=16,
     weights_file="blazelite.pth",
     # Trained by shrinking blaze's kernels (tools/shrink_kernels.py) and distilling from blaze, whose
     # priors it shares: a smaller learning rate than from scratch keeps what the shrink carried over.
-    train=replace(BLAZE_TRAIN, lr=1e-3),
+    train=replace(BLAZE_CONFIG.train, lr=1e-3),
 ))
 def blazelite(config: ModelConfig) -> nn.Module:
     # Most of blaze's time is spent at strides 2-8, where 3x3 kernels save it; the stride-16 stage is

@@ -57,29 +57,52 @@ def _convolutions(model: nn.Module) -> dict[str, nn.Conv2d]:
     return {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
 
-def _bias_target(model: nn.Module, name: str, conv: nn.Conv2d):
-    """Where a fitted bias goes: the convolution's own, else the BatchNorm2d registered right after it."""
+def _set_bias(model: nn.Module, name: str, conv: nn.Conv2d, bias: torch.Tensor) -> None:
+    """Give ``conv`` the fitted ``bias``: as its own, else folded into the BatchNorm2d registered right after
+    it (conv(x) + b then BN equals conv(x) then BN with running_mean - b)."""
     if conv.bias is not None:
-        return conv.bias, 1.0
+        conv.bias.copy_(bias.to(conv.bias.dtype))
+        return
     modules = list(model.named_modules())
     index = next(i for i, (n, _) in enumerate(modules) if n == name)
     following = modules[index + 1][1] if index + 1 < len(modules) else None
     if not isinstance(following, nn.BatchNorm2d):
         raise ValueError(f"{name}: a convolution without a bias must be followed by a BatchNorm2d")
-    # conv(x) + b then BN equals conv(x) then BN with running_mean - b.
-    return following.running_mean, -1.0
+    following.running_mean.sub_(bias.to(following.running_mean.dtype))
+
+
+class _Captured(Exception):
+    """Raised by a hook once it holds what the fit needs: the rest of the forward pass is not run."""
+
+
+def _capture(model: nn.Module, hook_on: nn.Module, image: torch.Tensor, *, output: bool) -> torch.Tensor:
+    """The output of (``output``) or the input to ``hook_on`` when ``model`` runs ``image``. The pass stops
+    there, so the layers after it (half the network on average) cost nothing, and no in-place op after it
+    can rewrite the captured tensor."""
+    held = []
+
+    def keep(tensor):
+        held.append(tensor)
+        raise _Captured
+
+    handle = (hook_on.register_forward_hook(lambda m, i, o: keep(o)) if output
+              else hook_on.register_forward_pre_hook(lambda m, i: keep(i[0])))
+    try:
+        model(image)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    if not held:
+        raise ValueError("the layer being refitted did not run on the calibration image")
+    return held[0]
 
 
 @torch.no_grad()
-def _fit_layer(teacher: nn.Module, student: nn.Module, name: str, images: Sequence[torch.Tensor],
-               run, ridge: float) -> LayerFit:
-    t_conv, s_conv = _convolutions(teacher)[name], _convolutions(student)[name]
+def _fit_layer(teacher: nn.Module, student: nn.Module, name: str, t_conv: nn.Conv2d, s_conv: nn.Conv2d,
+               images: Sequence[torch.Tensor], ridge: float) -> LayerFit:
     if s_conv.out_channels != t_conv.out_channels or s_conv.stride != t_conv.stride:
         raise ValueError(f"{name}: teacher and student layers differ in more than the kernel")
-    captured = {}
-    # Copies: an in-place ReLU after a layer would otherwise rewrite what was captured.
-    hooks = [t_conv.register_forward_hook(lambda m, i, o: captured.__setitem__("target", o.clone())),
-             s_conv.register_forward_pre_hook(lambda m, i: captured.__setitem__("input", i[0].clone()))]
     kh, kw = s_conv.kernel_size
     taps = kh * kw
     c_in, c_out = s_conv.in_channels, s_conv.out_channels
@@ -90,31 +113,25 @@ def _fit_layer(teacher: nn.Module, student: nn.Module, name: str, images: Sequen
     gram = torch.zeros((c_in, unknowns, unknowns) if depthwise else (unknowns, unknowns), dtype=torch.float64)
     rhs = torch.zeros((c_in, unknowns) if depthwise else (unknowns, c_out), dtype=torch.float64)
     energy = error_before = 0.0
-    try:
-        for image in images:
-            run(teacher, image)
-            run(student, image)
-            x, target = captured["input"], captured["target"]
-            if target.shape[0] != 1:
-                raise ValueError("calibration images go one at a time (a 1xCxHxW tensor each)")
-            patches = F.unfold(x, (kh, kw), dilation=s_conv.dilation, padding=s_conv.padding,
-                               stride=s_conv.stride)[0]
-            n = patches.shape[1]
-            y = target[0].reshape(c_out, n).double()
-            ones = torch.ones(1, n, dtype=patches.dtype)
-            if depthwise:
-                p = torch.cat([patches.reshape(c_in, taps, n), ones.expand(c_in, 1, n)], 1).double()
-                gram += torch.einsum("cin,cjn->cij", p, p)
-                rhs += torch.einsum("cin,cn->ci", p, y)
-            else:
-                p = torch.cat([patches, ones], 0).double()
-                gram += p @ p.T
-                rhs += p @ y.T
-            energy += float((y ** 2).sum())
-            error_before += float(((s_conv(x)[0].reshape(c_out, n).double() - y) ** 2).sum())
-    finally:
-        for hook in hooks:
-            hook.remove()
+    for image in images:
+        if image.shape[0] != 1:
+            raise ValueError("calibration images go one at a time (a 1xCxHxW tensor each)")
+        target = _capture(teacher, t_conv, image, output=True)
+        x = _capture(student, s_conv, image, output=False)
+        patches = F.unfold(x, (kh, kw), dilation=s_conv.dilation, padding=s_conv.padding, stride=s_conv.stride)[0]
+        n = patches.shape[1]
+        y = target[0].reshape(c_out, n).double()
+        ones = torch.ones(1, n, dtype=patches.dtype)
+        if depthwise:
+            p = torch.cat([patches.reshape(c_in, taps, n), ones.expand(c_in, 1, n)], 1).double()
+            gram += torch.einsum("cin,cjn->cij", p, p)
+            rhs += torch.einsum("cin,cn->ci", p, y)
+        else:
+            p = torch.cat([patches, ones], 0).double()
+            gram += p @ p.T
+            rhs += p @ y.T
+        energy += float((y ** 2).sum())
+        error_before += float(((s_conv(x)[0].reshape(c_out, n).double() - y) ** 2).sum())
     # A ridge relative to each unknown's own scale (the bias's is the pixel count) keeps dead or constant
     # inputs solvable without pulling the others towards zero.
     if depthwise:
@@ -128,17 +145,9 @@ def _fit_layer(teacher: nn.Module, student: nn.Module, name: str, images: Sequen
         weight, bias = solution[:-1].T.reshape(c_out, c_in, kh, kw), solution[-1]
         fitted = -2 * (solution * rhs).sum() + torch.einsum("io,ij,jo->", solution, gram, solution)
     s_conv.weight.copy_(weight.to(s_conv.weight.dtype))
-    bias_into, sign = _bias_target(student, name, s_conv)
-    if sign > 0:
-        bias_into.copy_(bias.to(bias_into.dtype))
-    else:
-        bias_into.sub_(bias.to(bias_into.dtype))
+    _set_bias(student, name, s_conv, bias)
     energy = max(energy, 1e-30)
     return LayerFit(name, error_before / energy, max(0.0, (energy + float(fitted)) / energy))
-
-
-def _run_features(model: nn.Module, image: torch.Tensor) -> None:
-    model.head_outputs(image) if hasattr(model, "head_outputs") else model(image)
 
 
 def shrink_kernels(teacher: nn.Module, student: nn.Module, images: Iterable[torch.Tensor], *,
@@ -168,7 +177,7 @@ def shrink_kernels(teacher: nn.Module, student: nn.Module, images: Iterable[torc
     fits = []
     try:
         for name in names[first:]:
-            fits.append(_fit_layer(teacher, student, name, images, _run_features, ridge))
+            fits.append(_fit_layer(teacher, student, name, t_convs[name], s_convs[name], images, ridge))
             if progress is not None:
                 progress(fits[-1])
     finally:
