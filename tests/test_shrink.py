@@ -105,7 +105,7 @@ def test_no_layer_ends_worse_than_the_centre_crop_it_starts_from():
 
 
 def test_mismatched_networks_are_refused():
-    with pytest.raises(ValueError, match="same convolutions"):
+    with pytest.raises(ValueError, match="the teacher's under the same names"):
         shrink_kernels(create_model("blaze", weights=None), create_model("slim", weights=None), images(1, 64))
     with pytest.raises(ValueError, match="at least one"):
         shrink_kernels(create_model("blaze", weights=None), blaze3x3(), [])
@@ -119,3 +119,22 @@ def test_blazelite_refits_its_5x5_stride16_stage_too():
     names = [f.name for f in fits]
     assert names[0] == "conv2.conv.0.0" and "conv10.conv.2.0" in names and names[-1] == "landm.1.2"
     assert student.conv10.conv[2][0].weight.shape[-2:] == (5, 5) and student.conv9.conv[2][0].weight.shape[-2:] == (3, 3)
+
+
+def test_a_student_without_a_teacher_block_refits_from_the_block_after_it():
+    # Same kernels, conv3 missing: conv1-conv2 are the teacher's as they are; conv4 on sees conv2's output
+    # where the teacher's saw conv3's, so everything from its first convolution on is refitted.
+    teacher = create_model("blaze", weights=None).eval()
+    randomize_norms(teacher)
+    student = Blaze(get_config("blaze"), stride2_blocks=1)
+    assert not hasattr(student, "conv3")
+    fits = shrink_kernels(teacher, student, images(2, 96))
+    assert fits[0].name == "conv4.conv.0.0" and fits[-1].name == "landm.1.2"
+    assert torch.equal(student.conv2.conv[0][0].weight, teacher.conv2.conv[0][0].weight)
+    assert all(f.error_after <= f.error_before + 1e-6 for f in fits)
+    assert fits[0].error_after < fits[0].error_before
+
+
+def test_a_student_with_a_layer_the_teacher_lacks_is_refused():
+    with pytest.raises(ValueError, match="the teacher's under the same names"):
+        shrink_kernels(Blaze(get_config("blaze"), stride2_blocks=1), create_model("blaze", weights=None), images(1, 64))

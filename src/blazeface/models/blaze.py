@@ -52,15 +52,19 @@ class BlazeBlock(nn.Module):
 class Blaze(FaceDetectorNet):
     """``kernel``: the spatial kernel of the BlazeBlocks up to stride 8 (conv2-conv9), ``kernel16`` that of
     the stride-16 stage (conv10-conv12; default ``kernel``). BlazeFace has 5 for both; the stem and heads
-    are 3x3 in every variant. Module names do not depend on the kernels, so a 5x5 checkpoint's state dict
-    names every parameter of a smaller-kernel variant."""
+    are 3x3 in every variant. ``stride2_blocks``: BlazeBlocks after the stem at stride 2 (conv2, conv3;
+    BlazeFace has 2). Module names do not depend on these, so a 5x5 checkpoint's state dict names every
+    parameter of a smaller variant."""
 
-    def __init__(self, config: ModelConfig, kernel: int = 5, kernel16: int | None = None):
+    def __init__(self, config: ModelConfig, kernel: int = 5, kernel16: int | None = None, stride2_blocks: int = 2):
         super().__init__()
         k, k16 = kernel, kernel if kernel16 is None else kernel16
+        if stride2_blocks not in (1, 2):
+            raise ValueError("stride2_blocks is 1 or 2")
         self.conv1 = conv_bn_relu(3, 24, 3, stride=2)
         self.conv2 = BlazeBlock(24, 24, kernel=k)
-        self.conv3 = BlazeBlock(24, 24, kernel=k)
+        if stride2_blocks == 2:
+            self.conv3 = BlazeBlock(24, 24, kernel=k)
         self.conv4 = BlazeBlock(24, 48, stride=2, kernel=k)
         self.conv5 = BlazeBlock(48, 48, kernel=k)
         self.conv6 = BlazeBlock(48, 48, kernel=k)
@@ -76,8 +80,10 @@ class Blaze(FaceDetectorNet):
         self.landm = nn.Sequential(*[depthwise_head(96, a * 10) for a in anchors])
 
     def head_outputs(self, x):
-        x = self.conv1(x)
-        for block in (self.conv2, self.conv3, self.conv4, self.conv5, self.conv6, self.conv7, self.conv8):
+        x = self.conv2(self.conv1(x))
+        if hasattr(self, "conv3"):
+            x = self.conv3(x)
+        for block in (self.conv4, self.conv5, self.conv6, self.conv7, self.conv8):
             x = block(x)
         stride8 = self.conv9(x)
         stride16 = self.conv12(self.conv11(self.conv10(stride8)))

@@ -12,7 +12,8 @@ blazelite scores dev AP 0.757 / 0.679 / 0.417 at long side 640 (blaze with 3x3 k
 0.618 / 0.393; the centre crops alone: 0.001 / 0.015 / 0.008; docs/MODELS.md).
 
 The two networks must name their modules alike (blazelite has blaze's names) and register them in the order
-they run; a convolution without a bias must be followed by a BatchNorm2d, into whose running mean the
+they run; the student may lack whole layers of the teacher (blazelite has no conv3), whose work the layers
+after them are fitted to take over; a convolution without a bias must be followed by a BatchNorm2d, into whose running mean the
 fitted bias folds.
 """
 from __future__ import annotations
@@ -150,6 +151,12 @@ def _fit_layer(teacher: nn.Module, student: nn.Module, name: str, t_conv: nn.Con
     return LayerFit(name, error_before / energy, max(0.0, (energy + float(fitted)) / energy))
 
 
+def _in_order(names: list[str], t_names: list[str]) -> bool:
+    """Whether ``names`` is ``t_names`` with some entries left out (a subsequence)."""
+    remaining = iter(t_names)
+    return all(any(n == t for t in remaining) for n in names)
+
+
 def shrink_kernels(teacher: nn.Module, student: nn.Module, images: Iterable[torch.Tensor], *,
                    copy_teacher: bool = True, ridge: float = 1e-6, progress=None) -> list[LayerFit]:
     """Refit ``student`` (in place, eval mode) to ``teacher`` over ``images`` (1x3xHxW network inputs, kept
@@ -166,14 +173,17 @@ def shrink_kernels(teacher: nn.Module, student: nn.Module, images: Iterable[torc
     teacher.eval()
     student.eval()
     t_convs, s_convs = _convolutions(teacher), _convolutions(student)
-    if list(t_convs) != list(s_convs):
-        raise ValueError("teacher and student must have the same convolutions under the same names")
-    names = list(s_convs)
+    names, t_names = list(s_convs), list(t_convs)
+    if not _in_order(names, t_names):
+        raise ValueError("the student's convolutions must be the teacher's under the same names, in the same "
+                         "order, less any the student lacks")
     first = 0
     if copy_teacher:
         copy_matching(teacher, student)
-        first = next((i for i, n in enumerate(names) if s_convs[n].weight.shape != t_convs[n].weight.shape),
-                     len(names))
+        # The first layer whose kernel differs, or whose input differs because a teacher layer before it is
+        # missing from the student: from there on every layer is refitted.
+        first = next((i for i, n in enumerate(names)
+                      if s_convs[n].weight.shape != t_convs[n].weight.shape or t_names[i] != n), len(names))
     fits = []
     try:
         for name in names[first:]:
