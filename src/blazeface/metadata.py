@@ -38,7 +38,7 @@ PRIOR_ORDER_DOC = ("level by level (steps order); per level a ceil(H/step) x cei
                    "min_size / W, min_size / H); no clipping")
 OUTPUT_NAMES = ("loc", "conf", "landm")
 # Bumped whenever what an export writes changes, so cached exports of older revisions are redone.
-EXPORT_REVISION = 1
+EXPORT_REVISION = 2  # 2: the two-class softmax as MatMul + Sigmoid (models/detector.py)
 INPUT_NAME = "input"
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -10,6 +9,20 @@ def flatten_levels(maps: list[torch.Tensor], values_per_prior: int) -> torch.Ten
     """NCHW head outputs of several levels -> (N, priors, values), level by level, cell by cell
     (row-major), prior by prior: the order the prior generator uses."""
     return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, values_per_prior) for m in maps], dim=1)
+
+
+# (l0, l1) -> (l0 - l1, l1 - l0): softmax over two classes is the sigmoid of these differences.
+_DIFFERENCES = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+
+
+def two_class_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """``softmax(logits, -1)`` over a last axis of 2, as ``sigmoid(logits @ [[1, -1], [-1, 1]])``.
+
+    The same probabilities (within 2e-7), but exported graphs run it as a tiny MatMul and a Sigmoid:
+    ONNX Runtime's Softmax over 16,800 rows of two values took 0.6-0.8 ms at 640x480 on one thread,
+    these two ops 0.17 ms (profiled), about 3 % of slim's whole network time.
+    """
+    return torch.sigmoid(logits @ _DIFFERENCES.to(logits))
 
 
 class FaceDetectorNet(nn.Module):
@@ -31,5 +44,5 @@ class FaceDetectorNet(nn.Module):
         conf = flatten_levels(conf_maps, 2)
         landm = flatten_levels(landm_maps, 10)
         if not self.training:
-            conf = F.softmax(conf, dim=-1)
+            conf = two_class_softmax(conf)
         return loc, conf, landm
