@@ -63,8 +63,8 @@ class Blaze(FaceDetectorNet):
             raise ValueError("stride2_blocks is 1 or 2")
         self.conv1 = conv_bn_relu(3, 24, 3, stride=2)
         self.conv2 = BlazeBlock(24, 24, kernel=k)
-        if stride2_blocks == 2:
-            self.conv3 = BlazeBlock(24, 24, kernel=k)
+        # Without a second block, conv3 is an identity: no parameters, and exports drop it.
+        self.conv3 = BlazeBlock(24, 24, kernel=k) if stride2_blocks == 2 else nn.Identity()
         self.conv4 = BlazeBlock(24, 48, stride=2, kernel=k)
         self.conv5 = BlazeBlock(48, 48, kernel=k)
         self.conv6 = BlazeBlock(48, 48, kernel=k)
@@ -80,10 +80,8 @@ class Blaze(FaceDetectorNet):
         self.landm = nn.Sequential(*[depthwise_head(96, a * 10) for a in anchors])
 
     def head_outputs(self, x):
-        x = self.conv2(self.conv1(x))
-        if hasattr(self, "conv3"):
-            x = self.conv3(x)
-        for block in (self.conv4, self.conv5, self.conv6, self.conv7, self.conv8):
+        x = self.conv1(x)
+        for block in (self.conv2, self.conv3, self.conv4, self.conv5, self.conv6, self.conv7, self.conv8):
             x = block(x)
         stride8 = self.conv9(x)
         stride16 = self.conv12(self.conv11(self.conv10(stride8)))
