@@ -8,6 +8,7 @@ from torch import nn
 from blazeface import create_model
 from blazeface.models import get_config
 from blazeface.models.blaze import Blaze
+from blazeface.models.slim import Slim
 from blazeface.training.shrink import copy_matching, shrink_kernels
 
 
@@ -138,3 +139,31 @@ def test_a_student_without_a_teacher_block_refits_from_the_block_after_it():
 def test_a_student_with_a_layer_the_teacher_lacks_is_refused():
     with pytest.raises(ValueError, match="the teacher's under the same names"):
         shrink_kernels(Blaze(get_config("blaze"), stride2_blocks=1), create_model("blaze", weights=None), images(1, 64))
+
+
+def test_a_student_that_strides_earlier_is_fitted_on_its_coarser_grid():
+    # slimlite: conv2 at stride 2 (slim's at 1), conv3 at 1 (slim's at 2), no conv4. conv2's depthwise layer
+    # sees the teacher's input, so its fit is exact at the positions it keeps; from conv2's 1x1 on the
+    # student's grid is every other position of the teacher's until conv3's output, where the two meet.
+    teacher = create_model("slim", weights=None).eval()
+    randomize_norms(teacher)
+    student = Slim(get_config("slim"), lite=True)
+    assert student.conv2[0].stride == (2, 2) and student.conv3[0].stride == (1, 1)
+    fits = shrink_kernels(teacher, student, images(2, 96))
+    assert [f.name for f in fits[:3]] == ["conv2.0", "conv2.3", "conv3.0"] and fits[-1].name == "landm.3"
+    assert fits[0].error_after < 1e-8 and fits[1].error_after < 1e-8  # the teacher's values, subsampled
+    torch.testing.assert_close(student.conv2[0].weight, teacher.conv2[0].weight, rtol=1e-4, atol=1e-4)
+    assert all(f.error_after <= f.error_before + 1e-6 for f in fits)
+    x = images(1, 96, seed=5)[0]
+    student.eval()
+    with torch.no_grad():
+        t2, s2 = teacher.conv2(teacher.conv1(x)), student.conv2(student.conv1(x))
+    torch.testing.assert_close(s2, t2[..., ::2, ::2], rtol=1e-3, atol=1e-3)
+
+
+def test_a_student_grid_that_is_not_a_subsample_of_the_teachers_is_refused():
+    # Without padding a stride-2 layer's outputs sit between the teacher's positions, not on them.
+    teacher = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1), nn.BatchNorm2d(4))
+    student = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 0), nn.BatchNorm2d(4))
+    with pytest.raises(ValueError, match="not on the teacher's grid"):
+        shrink_kernels(teacher, student, images(1, 32))

@@ -54,12 +54,17 @@ class BasicRFB(nn.Module):
 
 
 class Slim(FaceDetectorNet):
-    def __init__(self, config: ModelConfig, rfb: bool = False):
+    """``lite``: the stride-2 stage (half the input resolution) ends after the stem: conv2 takes the stride
+    that conv3 had, so conv2's 1x1 and conv3 run at a quarter of the pixels, and conv4 is left out (an
+    ``nn.Identity``, so the blocks keep the originals' names and a shrink can map them); the feature maps
+    the heads see keep their sizes."""
+
+    def __init__(self, config: ModelConfig, rfb: bool = False, lite: bool = False):
         super().__init__()
         self.conv1 = conv_bn_relu(3, 16, 3, stride=2)
-        self.conv2 = separable(16, 32)
-        self.conv3 = separable(32, 32, stride=2)
-        self.conv4 = separable(32, 32)
+        self.conv2 = separable(16, 32, stride=2 if lite else 1)
+        self.conv3 = separable(32, 32, stride=1 if lite else 2)
+        self.conv4 = nn.Identity() if lite else separable(32, 32)
         self.conv5 = separable(32, 64, stride=2)
         self.conv6 = separable(64, 64)
         self.conv7 = separable(64, 64)

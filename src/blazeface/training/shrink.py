@@ -1,5 +1,5 @@
-"""Kernel shrink: start a network with smaller spatial kernels (blazelite: 3x3 up to stride 8) from a trained
-one with larger kernels (blaze: 5x5), layer by layer, by least squares.
+"""Kernel shrink: start a network with smaller spatial kernels (blazelite: 3x3 up to stride 8) or fewer layers
+(blazelite, slimlite) from a trained larger one (blaze, slim), layer by layer, by least squares.
 
 Cutting each 5x5 kernel to its centre 3x3 loses most of what blaze learned. Instead every convolution of the student, in the order the network runs it, is refitted as the linear map
 (kernel and a bias) that takes the *student's* input at that layer closest, in squared error over
@@ -13,8 +13,9 @@ blazelite scores dev AP 0.757 / 0.679 / 0.417 at long side 640 (blaze with 3x3 k
 
 The two networks must name their modules alike (blazelite has blaze's names) and register them in the order
 they run; the student may lack whole layers of the teacher (blazelite has no conv3), whose work the layers
-after them are fitted to take over; a convolution without a bias must be followed by a BatchNorm2d, into whose running mean the
-fitted bias folds.
+after them are fitted to take over, and may take a stride earlier (slimlite: conv2 at stride 2, conv3 at 1),
+where its layers are fitted to the teacher's outputs at the positions of the student's coarser grid; a
+convolution without a bias must be followed by a BatchNorm2d, into whose running mean the fitted bias folds.
 """
 from __future__ import annotations
 
@@ -99,11 +100,33 @@ def _capture(model: nn.Module, hook_on: nn.Module, image: torch.Tensor, *, outpu
     return held[0]
 
 
+def _on_student_grid(name: str, target: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """The teacher's output of a layer at the positions of the student's output of it.
+
+    A student that takes a stride earlier than the teacher (slimlite: conv2 at stride 2 where slim's conv3
+    was) has a coarser grid from there until the teacher's stride catches up. With "same" padding, output
+    (i, j) of a stride-s layer is centred on input (s*i, s*j), so the student's grid is every f-th position
+    of the teacher's: fitting to that subsample asks each student layer for exactly the teacher's value at
+    the points it keeps."""
+    (th, tw), (sh, sw) = target.shape[-2:], tuple(size)
+    if (th, tw) == (sh, sw):
+        return target
+    factor = -(-th // sh) if sh and sw else 0  # ceil: an odd teacher grid of 2n - 1 keeps n positions
+    if factor < 2 or target[..., ::factor, ::factor].shape[-2:] != (sh, sw):
+        raise ValueError(f"{name}: the student's output ({sw}x{sh}) is not on the teacher's grid ({tw}x{th}) "
+                         "taken every n-th position")
+    return target[..., ::factor, ::factor]
+
+
 @torch.no_grad()
 def _fit_layer(teacher: nn.Module, student: nn.Module, name: str, t_conv: nn.Conv2d, s_conv: nn.Conv2d,
                images: Sequence[torch.Tensor], ridge: float) -> LayerFit:
-    if s_conv.out_channels != t_conv.out_channels or s_conv.stride != t_conv.stride:
-        raise ValueError(f"{name}: teacher and student layers differ in more than the kernel")
+    if s_conv.out_channels != t_conv.out_channels:
+        raise ValueError(f"{name}: teacher and student layers differ in more than the kernel and stride")
+    same = tuple(k // 2 for k in s_conv.kernel_size)
+    if s_conv.stride != t_conv.stride and (s_conv.padding != same or t_conv.padding != tuple(k // 2 for k in t_conv.kernel_size)):
+        raise ValueError(f"{name}: a stride that differs from the teacher's needs 'same' padding in both, else the "
+                         "student's outputs are not on the teacher's grid")
     kh, kw = s_conv.kernel_size
     taps = kh * kw
     c_in, c_out = s_conv.in_channels, s_conv.out_channels
@@ -119,6 +142,8 @@ def _fit_layer(teacher: nn.Module, student: nn.Module, name: str, t_conv: nn.Con
             raise ValueError("calibration images go one at a time (a 1xCxHxW tensor each)")
         target = _capture(teacher, t_conv, image, output=True)
         x = _capture(student, s_conv, image, output=False)
+        out = s_conv(x)
+        target = _on_student_grid(name, target, out.shape[-2:])
         patches = F.unfold(x, (kh, kw), dilation=s_conv.dilation, padding=s_conv.padding, stride=s_conv.stride)[0]
         n = patches.shape[1]
         y = target[0].reshape(c_out, n).double()
@@ -132,7 +157,7 @@ def _fit_layer(teacher: nn.Module, student: nn.Module, name: str, t_conv: nn.Con
             gram += p @ p.T
             rhs += p @ y.T
         energy += float((y ** 2).sum())
-        error_before += float(((s_conv(x)[0].reshape(c_out, n).double() - y) ** 2).sum())
+        error_before += float(((out[0].reshape(c_out, n).double() - y) ** 2).sum())
     # A ridge relative to each unknown's own scale (the bias's is the pixel count) keeps dead or constant
     # inputs solvable without pulling the others towards zero.
     if depthwise:
@@ -180,10 +205,11 @@ def shrink_kernels(teacher: nn.Module, student: nn.Module, images: Iterable[torc
     first = 0
     if copy_teacher:
         copy_matching(teacher, student)
-        # The first layer whose kernel differs, or whose input differs because a teacher layer before it is
-        # missing from the student: from there on every layer is refitted.
+        # The first layer whose kernel or stride differs, or whose input differs because a teacher layer
+        # before it is missing from the student: from there on every layer is refitted.
         first = next((i for i, n in enumerate(names)
-                      if s_convs[n].weight.shape != t_convs[n].weight.shape or t_names[i] != n), len(names))
+                      if s_convs[n].weight.shape != t_convs[n].weight.shape or s_convs[n].stride != t_convs[n].stride
+                      or t_names[i] != n), len(names))
     fits = []
     try:
         for name in names[first:]:
