@@ -100,6 +100,11 @@ def _capture(model: nn.Module, hook_on: nn.Module, image: torch.Tensor, *, outpu
     return held[0]
 
 
+def _same_padding(conv: nn.Conv2d) -> bool:
+    """Whether output (i, j) is centred on input (stride * i, stride * j)."""
+    return conv.padding == tuple(k // 2 for k in conv.kernel_size)
+
+
 def _on_student_grid(name: str, target: torch.Tensor, size: torch.Size) -> torch.Tensor:
     """The teacher's output of a layer at the positions of the student's output of it.
 
@@ -111,7 +116,7 @@ def _on_student_grid(name: str, target: torch.Tensor, size: torch.Size) -> torch
     (th, tw), (sh, sw) = target.shape[-2:], tuple(size)
     if (th, tw) == (sh, sw):
         return target
-    factor = -(-th // sh) if sh and sw else 0  # ceil: an odd teacher grid of 2n - 1 keeps n positions
+    factor = -(-th // sh)  # ceil: an odd teacher grid of 2n - 1 keeps n positions
     if factor < 2 or target[..., ::factor, ::factor].shape[-2:] != (sh, sw):
         raise ValueError(f"{name}: the student's output ({sw}x{sh}) is not on the teacher's grid ({tw}x{th}) "
                          "taken every n-th position")
@@ -123,8 +128,7 @@ def _fit_layer(teacher: nn.Module, student: nn.Module, name: str, t_conv: nn.Con
                images: Sequence[torch.Tensor], ridge: float) -> LayerFit:
     if s_conv.out_channels != t_conv.out_channels:
         raise ValueError(f"{name}: teacher and student layers differ in more than the kernel and stride")
-    same = tuple(k // 2 for k in s_conv.kernel_size)
-    if s_conv.stride != t_conv.stride and (s_conv.padding != same or t_conv.padding != tuple(k // 2 for k in t_conv.kernel_size)):
+    if s_conv.stride != t_conv.stride and not (_same_padding(s_conv) and _same_padding(t_conv)):
         raise ValueError(f"{name}: a stride that differs from the teacher's needs 'same' padding in both, else the "
                          "student's outputs are not on the teacher's grid")
     kh, kw = s_conv.kernel_size
