@@ -9,7 +9,7 @@ from blazeface import create_model
 from blazeface.models import get_config
 from blazeface.models.blaze import Blaze
 from blazeface.models.slim import Slim
-from blazeface.training.shrink import copy_matching, shrink_kernels
+from blazeface.training.shrink import copy_matching, select_channels, shrink_kernels
 
 
 def blaze3x3() -> nn.Module:
@@ -142,12 +142,12 @@ def test_a_student_with_a_layer_the_teacher_lacks_is_refused():
 
 
 def test_a_student_that_strides_earlier_is_fitted_on_its_coarser_grid():
-    # slimlite: conv2 at stride 2 (slim's at 1), conv3 at 1 (slim's at 2), no conv4. conv2's depthwise layer
+    # slim with an early stride: conv2 at stride 2 (slim's at 1), conv3 at 1 (slim's at 2), no conv4. conv2's depthwise layer
     # sees the teacher's input, so its fit is exact at the positions it keeps; from conv2's 1x1 on the
     # student's grid is every other position of the teacher's until conv3's output, where the two meet.
     teacher = create_model("slim", weights=None).eval()
     randomize_norms(teacher)
-    student = Slim(get_config("slim"), lite=True)
+    student = Slim(get_config("slim"), early_stride=True)
     assert student.conv2[0].stride == (2, 2) and student.conv3[0].stride == (1, 1)
     fits = shrink_kernels(teacher, student, images(2, 96))
     assert [f.name for f in fits[:3]] == ["conv2.0", "conv2.3", "conv3.0"] and fits[-1].name == "landm.3"
@@ -167,3 +167,64 @@ def test_a_student_grid_that_is_not_a_subsample_of_the_teachers_is_refused():
     student = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 0), nn.BatchNorm2d(4))
     with pytest.raises(ValueError, match="not on the teacher's grid"):
         shrink_kernels(teacher, student, images(1, 32))
+
+
+def test_a_narrowed_layer_keeps_the_channels_its_consumer_needs():
+    # slim -> conv2 with 16 of its 32 output channels. The teacher's conv3 1x1 reads only channels 1, 3, 5, ...
+    # (the others' columns are zero), so those 16 rebuild its output exactly: the selection must find them,
+    # the kept channels' weights are the teacher's, and the student then computes the teacher's outputs.
+    torch.manual_seed(0)
+    teacher = create_model("slim", weights=None).eval()
+    randomize_norms(teacher)
+    needed = list(range(1, 32, 2))
+    with torch.no_grad():
+        unused = [c for c in range(32) if c not in needed]
+        teacher.conv3[3].weight[:, unused] = 0
+        teacher.conv3[1].bias.fill_(5.0)  # no channel the ReLU leaves dead: else dropping it costs nothing too
+    student = Slim(get_config("slim"), conv2_channels=16)
+    calibration = images(2, 96)
+    fits = shrink_kernels(teacher, student, calibration)
+    assert fits[0].name == "conv3.3" and fits[0].error_after < 1e-8  # conv2.3 and conv3.0 are copies, not fits
+    torch.testing.assert_close(student.conv2[3].weight, teacher.conv2[3].weight[needed])
+    torch.testing.assert_close(student.conv3[0].weight, teacher.conv3[0].weight[needed])
+    torch.testing.assert_close(student.conv3[1].running_var, teacher.conv3[1].running_var[needed])
+    student.eval()
+    x = images(1, 96, seed=7)[0]
+    torch.testing.assert_close(outputs(student, x), outputs(teacher, x), rtol=1e-3, atol=1e-3)
+
+
+def test_select_channels_drops_the_channel_another_one_duplicates():
+    # Channel 2 of the consumer's input is channel 0 again (a duplicated filter): with one channel to spare
+    # it is the one whose loss the 1x1 can make up for in full, so one of the two copies goes.
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 1)).eval()
+    with torch.no_grad():
+        teacher[0].weight[2] = teacher[0].weight[0]
+        teacher[0].bias[2] = teacher[0].bias[0]
+    kept = select_channels(teacher, teacher[2], images(2, 24), keep=3)
+    assert kept in ([0, 1, 3], [1, 2, 3])
+
+
+def test_a_narrowing_that_meets_anything_but_channelwise_layers_is_refused():
+    teacher = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1))
+    student = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Conv2d(4, 8, 3, padding=1))
+    with pytest.raises(ValueError, match="0: its 4 channels reach 2 .Conv2d. before a full 1x1 convolution"):
+        shrink_kernels(teacher, student, images(1, 16))
+    with pytest.raises(ValueError, match="0: no 1x1 convolution after it mixes its 4 channels"):
+        shrink_kernels(teacher[:2], student[:2], images(1, 16))
+
+
+def test_a_refit_that_does_worse_on_held_out_images_is_undone():
+    # Calibrated on one 96x96 image, slim's stride-64 heads (3x3 convolutions over 256 channels: 2,305
+    # unknowns per output) see 4 positions: the fit matches them exactly and new images badly. With held-out
+    # images those refits are undone and the layers keep the teacher's weights.
+    torch.manual_seed(0)
+    teacher = create_model("slim", weights=None).eval()
+    randomize_norms(teacher)
+    student = Slim(get_config("slim"), conv2_channels=16)
+    fits = {f.name: f for f in shrink_kernels(teacher, student, images(1, 96), held_out=images(2, 96, seed=3))}
+    head = fits["loc.3"]
+    assert head.error_after < 1e-6 and not head.kept and head.held_after > head.held_before
+    torch.testing.assert_close(student.loc[3].weight, teacher.loc[3].weight)
+    assert fits["conv3.3"].kept and fits["conv3.3"].held_after < fits["conv3.3"].held_before
+    assert all(f.kept == (f.held_after < f.held_before) for f in fits.values())

@@ -54,17 +54,23 @@ class BasicRFB(nn.Module):
 
 
 class Slim(FaceDetectorNet):
-    """``lite``: the stride-2 stage (half the input resolution) ends after the stem: conv2 takes the stride
-    that conv3 had, so conv2's 1x1 and conv3 run at a quarter of the pixels, and conv4 is left out (an
-    ``nn.Identity``, so the blocks keep the originals' names and a shrink can map them); the feature maps
-    the heads see keep their sizes."""
+    """``conv2_channels``: conv2's output width (the originals' 32). Its 1x1 convolution is the largest at the
+    320x240 stage of a 640x480 input; with 16 channels it and conv3's depthwise layer halve, for 0.87x slim's
+    network time: that is slimlite, shrunk from slim by keeping the 16 channels conv3 rebuilds its output from
+    best (``training/shrink.py``) and distilled.
 
-    def __init__(self, config: ModelConfig, rfb: bool = False, lite: bool = False):
+    ``early_stride``: the stride-2 stage (half the input resolution) ends after the stem: conv2 takes the stride
+    that conv3 had, so conv2's 1x1 and conv3 run at a quarter of the pixels, and conv4 is left out (an
+    ``nn.Identity``, so the blocks keep the originals' names and a shrink can map them); the feature maps the
+    heads see keep their sizes. Faster (0.77x slim's network) but it loses what a per-layer refit cannot
+    restore; trained for 2 h it stayed at -0.05 to -0.07 AP under slim (docs/MODELS.md), so nothing ships it."""
+
+    def __init__(self, config: ModelConfig, rfb: bool = False, conv2_channels: int = 32, early_stride: bool = False):
         super().__init__()
         self.conv1 = conv_bn_relu(3, 16, 3, stride=2)
-        self.conv2 = separable(16, 32, stride=2 if lite else 1)
-        self.conv3 = separable(32, 32, stride=1 if lite else 2)
-        self.conv4 = nn.Identity() if lite else separable(32, 32)
+        self.conv2 = separable(16, conv2_channels, stride=2 if early_stride else 1)
+        self.conv3 = separable(conv2_channels, 32, stride=1 if early_stride else 2)
+        self.conv4 = nn.Identity() if early_stride else separable(32, 32)
         self.conv5 = separable(32, 64, stride=2)
         self.conv6 = separable(64, 64)
         self.conv7 = separable(64, 64)
