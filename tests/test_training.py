@@ -105,6 +105,20 @@ def test_init_weights_start_model_and_ema_from_them(data, tmp_path):
         Trainer(options(data, tmp_path / "c", model="rfb", init_weights=weights))
 
 
+def test_a_fine_tune_resumes_without_the_weights_it_started_from(data, tmp_path):
+    Trainer(options(data, tmp_path / "a", max_steps=2)).run()
+    init = tmp_path / "init.pth"
+    (tmp_path / "a" / "weights.pth").rename(init)
+    straight = Trainer(options(data, tmp_path / "b", init_weights=init, max_steps=4))
+    straight.run()
+    Trainer(options(data, tmp_path / "c", init_weights=init, max_steps=2)).run()
+    init.unlink()  # e.g. a checkpoint committed to the repository, its start file left on another machine
+    resumed = Trainer(options(data, tmp_path / "c", init_weights=init, max_steps=4, resume=tmp_path / "c" / "last.pth"))
+    resumed.run()
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
 def test_atomic_save_keeps_old_checkpoint_on_failure(tmp_path):
     path = tmp_path / "last.pth"
     save_atomic({"model": {}, "position": {"step": 1}}, path)

@@ -196,7 +196,10 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * self.train_cfg.epochs
 
         torch.manual_seed(options.seed)  # same initial weights on every rank and every run
-        model = create_model(options.model, weights=options.init_weights, train=self.train_cfg)
+        # A resumed run takes its weights from the checkpoint: the file it was first started from (named in
+        # the checkpoint's options) is not read again, and may be gone (a checkpoint committed elsewhere).
+        model = create_model(options.model, weights=None if options.resume else options.init_weights,
+                             train=self.train_cfg)
         self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
         model = model.to(options.device, memory_format=self.memory_format)
         self.ema = ModelEMA(model, decay=options.ema_decay)
