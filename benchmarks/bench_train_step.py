@@ -47,7 +47,7 @@ def measure(model: str, setting: str, steps: int, warmup: int, threads: int, wor
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["blaze", "blazelite", "slim", "rfb", "mnet"])
+    p.add_argument("--models", nargs="+", default=["blaze", "blazelite", "slim", "slimlite", "rfb", "mnet"])
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--warmup", type=int, default=2)

@@ -180,13 +180,14 @@ def test_resume_with_a_teacher_continues_exactly(data, tmp_path, teacher):
 
 
 def test_a_teacher_with_the_students_priors_is_dense(data, tmp_path):
-    """blazelite shares blaze's priors and head layout, rfb slim's: per-prior distillation applies across
+    """blazelite shares blaze's priors and head layout, rfb and slimlite slim's: per-prior distillation applies across
     them; mnet's priors differ from slim's, so it teaches through its detections."""
     from blazeface.training.teachers import is_dense
 
     blaze_spec = f"blaze:{shipped_weights('blaze')}"
     blaze, rfb = load_teacher(blaze_spec), load_teacher(f"rfb:{shipped_weights('rfb')}")
     assert is_dense(blaze, "blazelite") and is_dense(blaze, "blaze") and is_dense(rfb, "slim")
+    assert is_dense(rfb, "slimlite")
     assert not is_dense(load_teacher(f"mnet:{MNET}"), "slim") and not is_dense(blaze, "slim")
     trainer = Trainer(options(data, tmp_path / "a", model="blazelite", max_steps=2, teachers=[blaze_spec]))
     assert len(trainer.dense_teachers) == 1

@@ -7,7 +7,7 @@ from blazeface.priors import num_priors, prior_boxes
 
 
 def test_prior_counts_match_design():
-    expected = {"blaze": (4200, 16800), "blazelite": (4200, 16800), "slim": (4420, 17640), "rfb": (4420, 17640), "mnet": (3160, 12600)}
+    expected = {"blaze": (4200, 16800), "blazelite": (4200, 16800), "slim": (4420, 17640), "slimlite": (4420, 17640), "rfb": (4420, 17640), "mnet": (3160, 12600)}
     for name, (small, large) in expected.items():
         cfg = get_config(name).priors
         assert num_priors(cfg, 240, 320) == small == len(prior_boxes(cfg, 240, 320))

@@ -128,14 +128,14 @@ def test_cli_with_shipped_weights_missing_says_so(fake_web, monkeypatch, tmp_pat
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     assert main(["web", "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "missing the shipped weights of 'slim'" in err  # the first served
+    assert len(err.splitlines()) == 1 and "missing the shipped weights of 'slimlite'" in err  # the first served
 
 
 def test_resolve_models(tmp_path):
     # Without --model: every registered model, the fastest in the browser first (the page opens on it).
     default = resolve_models(None, None)
     assert sorted(default) == sorted((m, None) for m in list_models())
-    assert [m for m, _ in default[:len(DEFAULT_MODELS)]] == list(DEFAULT_MODELS) and default[0] == ("slim", None)
+    assert [m for m, _ in default[:len(DEFAULT_MODELS)]] == list(DEFAULT_MODELS) and default[0] == ("slimlite", None)
     assert resolve_models(["blaze", "slim"], ["a.pth", "b.pth"]) == [("blaze", "a.pth"), ("slim", "b.pth")]
     with pytest.raises(BlazefaceError, match="one --weights per --model"):
         resolve_models(["blaze"], ["a.pth", "b.pth"])

@@ -13,7 +13,7 @@ BATCH_SIZE = 8  # images per forward pass in detect_batch
 MODEL = "blaze"  # when neither the caller nor the weights file names one
 # The registered models, for the CLI's help, which must not import torch to print (tests check this list
 # against the registry).
-MODELS = ("blaze", "blazelite", "slim", "rfb", "mnet")
+MODELS = ("blaze", "blazelite", "slim", "slimlite", "rfb", "mnet")
 
 # Inference backends, and the fallback when neither the caller nor the weights file decides and ONNX Runtime
 # is not installed (backends.default_backend picks onnx when it is).

@@ -88,7 +88,7 @@ class FaceDetector:
                  long_side: int | None = None, conf: float = defaults.CONF, nms: float = defaults.NMS,
                  top_k: int = defaults.TOP_K, keep_top_k: int = defaults.KEEP_TOP_K, color: str = "bgr",
                  device: str = "cpu", runner=None, threads: int | None = None):
-        """``model``: "blaze", "blazelite", "slim", "rfb" or "mnet"; None: the one ``weights`` names (default blaze).
+        """``model``: "blaze", "blazelite", "slim", "slimlite", "rfb" or "mnet"; None: the one ``weights`` names (default blaze).
         ``weights``: None (the shipped weights), a checkpoint (.pth), an exported ``.onnx`` or an ncnn
         ``.param`` (its ``.bin`` beside it). ``backend``: "torch", "onnx" or "ncnn"; None: the one the
         weights file's suffix names (torch for a checkpoint); with onnx or ncnn a checkpoint is exported

@@ -4,7 +4,7 @@ ONNX files hold these keys in their ``metadata_props``; ncnn models, whose ``.pa
 them, get the same keys in a JSON file beside it (``m.param`` -> ``m.json``). Every value is a string;
 the structured ones are JSON.
 
-    model           registry name ("blaze", "blazelite", "slim", "rfb", "mnet")
+    model           registry name ("blaze", "blazelite", "slim", "slimlite", "rfb", "mnet")
     min_sizes       per detection level, the prior sizes in input pixels, e.g. [[10, 16, 24], [32, 48], ...]
     steps           per detection level, the stride in input pixels, e.g. [8, 16, 32, 64]
     variances       box coding variances, [0.1, 0.2]

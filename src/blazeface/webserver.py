@@ -29,7 +29,7 @@ ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-th
              "ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm")
 # Served without --model, in this order: the page opens on the first, the fastest in the browser
 # (benchmarks/bench_web.py), so the demo is quick on any machine.
-DEFAULT_MODELS = ("slim", "rfb", "mnet", "blazelite", "blaze")
+DEFAULT_MODELS = ("slimlite", "slim", "rfb", "mnet", "blazelite", "blaze")
 ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Embedder-Policy": "require-corp",

@@ -125,6 +125,15 @@ def slim(config: ModelConfig) -> nn.Module:
 
 
 @register_model(ModelConfig(
+    name="slimlite",
+    description="slim-lite: slim with conv2 narrowed to 16 channels (shrunk from slim, distilled)",
+    priors=_SLIM_PRIORS, weights_file="slimlite.pth", train=_SLIM_TRAIN,
+))
+def slimlite(config: ModelConfig) -> nn.Module:
+    return Slim(config, conv2_channels=16)
+
+
+@register_model(ModelConfig(
     name="rfb",
     description="Face-Detector-1MB RFB: slim with a receptive-field block at stride 8",
     priors=_SLIM_PRIORS, weights_file="rfb.pth", train=_SLIM_TRAIN,

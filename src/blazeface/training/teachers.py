@@ -241,7 +241,7 @@ def load_teacher(spec: str | TeacherSpec):
 
 def is_dense(teacher, student: str) -> bool:
     """A model teacher with the student's priors (its own architecture, or one laid out alike: blaze for
-    blazelite, rfb for slim) predicts for the same priors in the same order: distil per prior."""
+    blazelite, slim for slimlite, rfb for slim) predicts for the same priors in the same order: distil per prior."""
     return isinstance(teacher, ModelTeacher) and get_config(teacher.name).priors == get_config(student).priors
 
 
