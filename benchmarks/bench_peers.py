@@ -43,12 +43,13 @@ import threading
 import time
 from pathlib import Path
 
+from blazeface.defaults import MODELS  # torch-free: the registered models
+
 HERE = Path(__file__).resolve().parent
 DRIVERS = HERE / "peers"
 REPO = HERE.parent
 YUNET_MODEL = REPO.parent / "shared" / "data" / "teachers" / "yunet_n_dynamic.onnx"
 REF = "yunet-opencv"  # the contender every total is divided by
-MODELS = ("blaze", "blazelite", "slim", "slimlite", "rfb", "mnet")
 BACKENDS = ("torch", "onnx", "ncnn")
 
 # name -> (driver, pip requirements, {contender: (detector, runtime, input or None for --size)})

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from blazeface.defaults import MODELS  # torch-free: the registered models
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 
@@ -47,7 +49,7 @@ def measure(model: str, setting: str, steps: int, warmup: int, threads: int, wor
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["blaze", "blazelite", "slim", "slimlite", "rfb", "mnet"])
+    p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--warmup", type=int, default=2)

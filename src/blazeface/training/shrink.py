@@ -205,15 +205,16 @@ def _in_order(names: list[str], t_names: list[str]) -> bool:
 
 
 @torch.no_grad()
-def _held_out_error(teacher: nn.Module, student: nn.Module, name: str, t_conv: nn.Conv2d, s_conv: nn.Conv2d,
-                    images: Sequence[torch.Tensor]) -> float:
-    """Relative squared error of the student's output of a layer against the teacher's, over ``images``."""
+def _held_out_error(student: nn.Module, name: str, s_conv: nn.Conv2d, images: Sequence[torch.Tensor],
+                    targets: Sequence[torch.Tensor]) -> float:
+    """Relative squared error of the student's output of a layer against the teacher's (``targets``, one per
+    image: the teacher does not change during a fit, so they are captured once for before and after)."""
     error = energy = 0.0
-    for image in images:
+    for image, target in zip(images, targets):
         out = _capture(student, s_conv, image, output=True)
-        target = _on_student_grid(name, _capture(teacher, t_conv, image, output=True), out.shape[-2:])
-        error += float(((out.double() - target.double()) ** 2).sum())
-        energy += float((target.double() ** 2).sum())
+        target = _on_student_grid(name, target, out.shape[-2:]).double()
+        error += float(((out.double() - target) ** 2).sum())
+        energy += float((target ** 2).sum())
     return error / max(energy, 1e-30)
 
 
@@ -356,12 +357,13 @@ def shrink_kernels(teacher: nn.Module, student: nn.Module, images: Iterable[torc
                 continue
             t_conv, s_conv = t_convs[name], s_convs[name]
             if held_out:
-                before = _held_out_error(teacher, student, name, t_conv, s_conv, held_out)
+                targets = [_capture(teacher, t_conv, image, output=True) for image in held_out]
+                before = _held_out_error(student, name, s_conv, held_out, targets)
                 saved = {k: v.clone() for k, v in student.state_dict().items()}
             fit = _fit_layer(teacher, student, name, t_conv, s_conv, images, ridge)
             if held_out:
                 fit = replace(fit, held_before=before,
-                              held_after=_held_out_error(teacher, student, name, t_conv, s_conv, held_out))
+                              held_after=_held_out_error(student, name, s_conv, held_out, targets))
                 if not fit.kept:
                     student.load_state_dict(saved)
             fits.append(fit)
