@@ -249,6 +249,36 @@ def test_export_command_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 2 and all(line.startswith("blazeface export: error:") for line in err)
 
 
+def test_export_never_overwrites_what_it_did_not_write(tmp_path, capsys):
+    """--out may replace an earlier export (a re-export), never a photo, another project's model, a JSON file
+    that is not an export's metadata, nor the weights being exported; and a failed export leaves no file."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(SAMPLE.read_bytes())
+    other = tmp_path / "other.onnx"
+    onnx.save_model(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])), str(other))
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    base = ["export", "--model", "slim", "--format", "onnx"]
+    assert main(base + ["--out", str(photo)]) == 2  # named for another format
+    assert main(base + ["--out", str(other)]) == 2  # an ONNX file blazeface did not write
+    assert main(["export", "--model", "slim", "--format", "ncnn", "--out", str(tmp_path / "notes.param")]) == 2
+    weights = tmp_path / "w.onnx"  # a checkpoint oddly named .onnx, exported onto itself
+    weights.write_bytes(weights_for("slim").read_bytes())
+    assert main(base + ["--weights", str(weights), "--out", str(weights)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(": ")[2] for line in err] == [str(photo), str(other), str(notes), str(weights)], err
+    assert "ends in .onnx" in err[0] and "not an earlier blazeface export" in err[1] and "being exported" in err[3]
+    assert photo.read_bytes() == SAMPLE.read_bytes() and notes.read_text() == '{"mine": 1}'
+    assert onnx.load(str(other)).producer_name != "blazeface"
+    ours = tmp_path / "ours.onnx"
+    assert main(base + ["--out", str(ours)]) == 0
+    first = ours.stat().st_mtime_ns
+    assert main(base + ["--out", str(ours)]) == 0  # an earlier export is replaced
+    assert ours.stat().st_mtime_ns >= first and onnx.load(str(ours)).producer_name == "blazeface"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.json", "other.onnx", "ours.onnx", "photo.jpg",
+                                                         "w.onnx"]  # no partial files left behind
+
+
 def test_missing_extra_names_it(monkeypatch):
     from blazeface.optional import require
 

@@ -90,8 +90,12 @@ def test_checkpoint_errors(tmp_path):
         create_model("slim", weights=tmp_path / "missing.pth")
     bad = tmp_path / "corrupt.pth"
     bad.write_bytes(b"not a zip file at all")
-    with pytest.raises(BlazefaceError, match="not a readable PyTorch weights file"):
+    with pytest.raises(BlazefaceError, match=r"not a readable PyTorch weights file \(neither a torch.save archive"):
         create_model("slim", weights=bad)
+    exported = tmp_path / "slim.onnx"
+    exported.write_bytes(b"\x08\x07\x12\x09blazeface")  # how an ONNX file starts: not a checkpoint
+    with pytest.raises(BlazefaceError, match=r"slim.onnx: an exported model, not PyTorch weights"):
+        create_model("slim", weights=exported)
     extra = dict(state, **{"extra.weight": torch.zeros(1)})
     torch.save(extra, tmp_path / "extra.pth")
     with pytest.raises(BlazefaceError, match="unexpected key 'extra.weight'"):
@@ -113,5 +117,8 @@ class Payload:
 
 def test_weights_only_refuses_pickled_objects(tmp_path):
     torch.save({"model": Payload()}, tmp_path / "evil.pth")
-    with pytest.raises(BlazefaceError, match="not a readable PyTorch weights file"):
+    # One line naming the object, not torch's paragraph of advice on how to load it anyway.
+    with pytest.raises(BlazefaceError, match=r"not a readable PyTorch weights file \(it pickles a Python object, "
+                                             r"\S*Payload; only tensors") as caught:
         create_model("slim", weights=tmp_path / "evil.pth")
+    assert "\n" not in str(caught.value)

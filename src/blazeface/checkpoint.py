@@ -7,6 +7,7 @@ configuration, so the file says which model it is. Loading strips that entry.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from .errors import BlazefaceError
 
 
 META_KEY = "__blazeface__"
+# What ONNX and ncnn exports are named (an ncnn model is its .param and .bin).
+EXPORT_SUFFIXES = (".onnx", ".param", ".bin")
 
 
 def with_metadata(state: dict[str, torch.Tensor], config) -> dict:
@@ -31,8 +34,21 @@ def _load(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt zip, pickle with objects, truncated file...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BlazefaceError(f"{path}: not a readable PyTorch weights file ({first})") from None
+        if path.suffix.lower() in EXPORT_SUFFIXES:
+            raise BlazefaceError(f"{path}: an exported model, not PyTorch weights; this needs the .pth checkpoint "
+                                 f"it was exported from") from None
+        raise BlazefaceError(f"{path}: not a readable PyTorch weights file ({_load_problem(exc)})") from None
+
+
+def _load_problem(exc: Exception) -> str:
+    """torch.load's error in a few words (its weights_only messages run to a paragraph of advice)."""
+    text = str(exc).strip()
+    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if unsafe:
+        return f"it pickles a Python object, {unsafe.group(1)}; only tensors and plain containers are loaded"
+    if re.search(r"Unsupported operand|invalid load key", text):
+        return "neither a torch.save archive nor a pickle"
+    return text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(exc).__name__
 
 
 def weights_metadata(path: str | Path) -> dict:

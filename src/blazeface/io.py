@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -102,3 +104,27 @@ def _array_to_bgr(image: np.ndarray, color: str) -> np.ndarray:
 def find_files(root: Path, suffixes: set[str]) -> list[Path]:
     """Files under ``root`` (recursive) with one of ``suffixes``, sorted."""
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (hard links and symlinks included; by resolved path when either is
+    missing)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+@contextmanager
+def atomic_target(path: str | Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to; renamed over ``path`` when the block succeeds, deleted
+    when it fails, so that ``path`` always holds either its old or its complete new contents (a killed or
+    failed writer never leaves a torn file where a good one was)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from typing import Mapping
 
 from .config import ModelConfig, PriorConfig
 from .errors import BlazefaceError
+from .io import atomic_target
 from .version import __version__
 
 INPUT_DOC = ("input: float32 NCHW, BGR channel order, pixel values minus mean_bgr (no scaling); height and "
@@ -122,7 +123,8 @@ def sidecar_path(param_path: str | Path) -> Path:
 
 def write_sidecar(param_path: str | Path, meta: Mapping[str, str]) -> Path:
     path = sidecar_path(param_path)
-    path.write_text(json.dumps(dict(meta), indent=1) + "\n")
+    with atomic_target(path) as partial:
+        partial.write_text(json.dumps(dict(meta), indent=1) + "\n")
     return path
 
 

@@ -7,13 +7,12 @@ both becoming ``clip.mp4``) get distinct names (``clip-2.mp4``).
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Callable
 
 from ..errors import BlazefaceError
-from ..io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, find_files
+from ..io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, find_files, same_file
 
 
 def expand_inputs(inputs: list[str], suffixes: set[str] | str | None = None
@@ -40,13 +39,6 @@ def expand_inputs(inputs: list[str], suffixes: set[str] | str | None = None
         else:
             errors.append(f"{path}: no such file or folder")
     return found, errors
-
-
-def same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return a.resolve() == b.resolve()
 
 
 class OutputPlan:

@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BlazefaceError
-from ..metadata import OUTPUT_NAMES, file_sha256, model_metadata, sidecar_path
+from ..io import same_file
+from ..metadata import OUTPUT_NAMES, file_sha256, model_metadata, ncnn_paths, read_sidecar, sidecar_path
+from ..optional import require
 from ..models import create_model, model_name_for, resolve_weights
 from .ncnn import export_ncnn
 from .onnx import export_onnx
@@ -40,10 +42,9 @@ def export_model(model_name: str | None, weights, out: str | Path, fmt: str = "o
     if calibration is not None and not int8:
         raise BlazefaceError("calibration=DIR applies only with int8=True")
     out = Path(out)
-    if fmt == "ncnn" and out.suffix != ".param":
-        raise BlazefaceError(f"{out}: an ncnn export is named by its .param (the .bin is written beside it)")
     model_name = model_name_for(model_name, weights)
     path = resolve_weights(model_name, weights)
+    export_targets(out, fmt, path)  # before any work: a refused --out costs nothing
     model = create_model(model_name, weights=path)
     digest = file_sha256(path)
     if fmt == "onnx" and int8:
@@ -61,3 +62,40 @@ def export_model(model_name: str | None, weights, out: str | Path, fmt: str = "o
         return [export_onnx(model, out, weights_sha256=digest)]
     param, bin_path = export_ncnn(model, out, fp16=fp16, weights_sha256=digest)
     return [param, bin_path, sidecar_path(param)]
+
+
+def export_targets(out: Path, fmt: str, weights: Path) -> list[Path]:
+    """The files an export to ``out`` writes, each checked first: named for its format, not the weights being
+    exported, and either new or an earlier blazeface export (replaced). Anything else there, a photo, another
+    project's model, a JSON file that is not an export's metadata, is refused rather than overwritten."""
+    suffix = ".onnx" if fmt == "onnx" else ".param"
+    if out.suffix.lower() != suffix:
+        raise BlazefaceError(f"{out}: an {'ONNX' if fmt == 'onnx' else 'ncnn'} export's name ends in {suffix}"
+                             f"{'' if fmt == 'onnx' else ' (the .bin and .json are written beside it)'}")
+    targets = [out] if fmt == "onnx" else [*ncnn_paths(out), sidecar_path(out)]
+    for target in targets:
+        if target.is_dir():
+            raise BlazefaceError(f"{target}: is a folder; the export writes a file there")
+        if target.exists() and same_file(target, weights):
+            raise BlazefaceError(f"{target}: is the weights file being exported; choose another output name")
+    existing = [t for t in targets if t.exists()]
+    if existing and not _earlier_export(out, fmt):
+        raise BlazefaceError(f"{existing[0]}: exists and is not an earlier blazeface export; choose another "
+                             f"output name (or remove the file)")
+    return targets
+
+
+def _earlier_export(out: Path, fmt: str) -> bool:
+    """Whether ``out`` (with its ncnn companions) holds what a blazeface export wrote: an ONNX file whose
+    producer is blazeface, or an ncnn ``.param`` whose metadata file names a blazeface version."""
+    if fmt == "onnx":
+        try:
+            onnx = require("onnx", "onnx")
+            return onnx.load(str(out), load_external_data=False).producer_name == "blazeface"
+        except Exception:  # not ONNX at all (a photo, a text file): not ours
+            return False
+    try:
+        meta = read_sidecar(out)
+    except BlazefaceError:
+        return False
+    return out.is_file() and "blazeface_version" in meta

@@ -10,7 +10,6 @@ Weights are fp32 unless ``fp16=True``. Blob names are rewritten to ``input`` / `
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import subprocess
 import tempfile
@@ -21,6 +20,7 @@ import torch
 
 from ..denormals import flush_module
 from ..errors import BlazefaceError
+from ..io import atomic_target
 from ..metadata import INPUT_NAME, OUTPUT_NAMES, model_metadata, ncnn_paths, state_dict_sha256, write_sidecar
 from ..optional import require
 from .onnx import trace_input
@@ -81,11 +81,11 @@ def export_ncnn(model: torch.nn.Module, param_path: str | Path, *, fp16: bool = 
             raise BlazefaceError(f"pnnx failed (exit {result.returncode}): {tail}")
         text = rename_blobs(param_src.read_text(), {"in0": INPUT_NAME,
                                                      **{f"out{k}": n for k, n in enumerate(OUTPUT_NAMES)}})
-        param_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(bin_src, bin_path)
-        tmp_param = param_path.with_name(param_path.name + f".{os.getpid()}.tmp")
-        tmp_param.write_text(text)
-        os.replace(tmp_param, param_path)
+        # .bin first, .param last: a reader that finds the .param finds its .bin (the export cache's test)
+        with atomic_target(bin_path) as partial:
+            shutil.copyfile(bin_src, partial)
+        with atomic_target(param_path) as partial:
+            partial.write_text(text)
     meta = model_metadata(config, weights_sha256 or state_dict_sha256(net))
     meta["weights_dtype"] = "fp16" if fp16 else "fp32"
     write_sidecar(param_path, meta)

@@ -19,6 +19,7 @@ import torch
 from ..denormals import flush_module, flush_onnx
 from ..errors import BlazefaceError
 from ..geometry import round_up
+from ..io import atomic_target
 from ..metadata import INPUT_NAME, OUTPUT_NAMES, model_metadata, state_dict_sha256
 from ..optional import require
 
@@ -79,6 +80,6 @@ def export_onnx(model: torch.nn.Module, path: str | Path, *, opset: int = OPSET,
     onnx = require("onnx", "onnx")
     proto = to_onnx_model(model, opset=opset, simplify=simplify, weights_sha256=weights_sha256)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(proto, str(path), save_as_external_data=False)
+    with atomic_target(path) as partial:
+        onnx.save_model(proto, str(partial), save_as_external_data=False)
     return path

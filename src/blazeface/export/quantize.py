@@ -14,7 +14,6 @@ The output is a drop-in replacement for the fp32 export: same input, outputs and
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -22,6 +21,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import BlazefaceError
+from ..io import atomic_target
 from ..metadata import INPUT_NAME
 from ..optional import require
 
@@ -198,7 +198,6 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, calibration: str | Pat
         entry.key, entry.value = key, value
     quantized.producer_name = "blazeface"
     quantized.doc_string = proto.doc_string + " (int8)"
-    partial_out = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    onnx.save_model(quantized, str(partial_out), save_as_external_data=False)
-    os.replace(partial_out, out)
+    with atomic_target(out) as partial:
+        onnx.save_model(quantized, str(partial), save_as_external_data=False)
     return out
