@@ -99,6 +99,23 @@ def test_out_naming_a_file_and_json_naming_a_folder_are_one_line_errors(tmp_path
                        f"(or '-' for stdout)"]
 
 
+def test_json_naming_an_input_or_an_output_is_refused_before_anything_is_written(tmp_path, capsys):
+    """Opening --json for writing empties the file: were it an input, the photo would be gone before it was read."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(SAMPLE.read_bytes())
+    out = tmp_path / "out"
+    cases = [(["detect", str(photo), "--json", str(photo)], "is an input"),
+             (["blur", str(photo), "--json", str(photo)], "is an input"),
+             (["detect", str(photo), "--out", str(out), "--json", str(out / "photo.jpg")], "copy goes"),
+             (["blur", str(photo), "--json", str(tmp_path / "photo_anonymized.jpg")], "copy goes")]
+    for argv, problem in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"blazeface {argv[0]}: error: --json ") and problem in err[0], err
+    assert photo.read_bytes() == SAMPLE.read_bytes()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["photo.jpg"]  # nothing written
+
+
 # ---------------------------------------------------------------------------------------------------
 # Faithful images in blur
 

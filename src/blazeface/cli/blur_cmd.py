@@ -75,7 +75,7 @@ def output_path(path: Path, rel: Path, out: Path | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     check_out_folder(args.out)
-    check_json_target(args.json)
+    check_json_target(args.json)  # before the model loads; again below, once inputs and outputs are known
     settings = BlurSettings(args.method, args.shape, args.scale, args.hold, args.jpeg_quality)
     detector = FaceDetector(args.model, weights=args.weights, backend=args.backend, long_side=args.long_side,
                             conf=args.conf, nms=args.nms)
@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"blazeface blur: error: {error}", file=sys.stderr)
         else:
             planned.append((path, rel, target))
+    check_json_target(args.json, [p for p, _ in files], [t for _, _, t in planned])
     with jsonl_writer(args.json) as emit:
         images = [t for t in planned if t[0].suffix.lower() not in VIDEO_SUFFIXES]
         videos = [t for t in planned if t[0].suffix.lower() in VIDEO_SUFFIXES]

@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_out_folder(args.out)
-    check_json_target(args.json)
+    check_json_target(args.json)  # before the model loads; again below, once inputs and outputs are known
     detector = FaceDetector(args.model, weights=args.weights, backend=args.backend, long_side=args.long_side,
                             conf=args.conf, nms=args.nms, top_k=args.top_k, keep_top_k=args.keep_top_k)
     files, errors = expand_inputs(args.inputs)
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"blazeface detect: error: {error}", file=sys.stderr)
             else:
                 planned.append((path, rel, target))
+    check_json_target(args.json, [p for p, _ in files], [t for _, _, t in planned if t is not None])
     images = [t for t in planned if t[0].suffix.lower() not in VIDEO_SUFFIXES]
     videos = [t for t in planned if t[0].suffix.lower() in VIDEO_SUFFIXES]
     with jsonl_writer(args.json) as emit:

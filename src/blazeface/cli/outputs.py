@@ -76,8 +76,9 @@ def check_out_folder(out: Path | None) -> None:
         raise BlazefaceError(f"--out {out}: cannot make this folder ({exc.strerror or exc})") from None
 
 
-def check_json_target(target: str | None) -> None:
-    """``--json`` must name a writable file (or ``-``)."""
+def check_json_target(target: str | None, inputs: list[Path] = (), outputs: list[Path] = ()) -> None:
+    """``--json`` must name a writable file (or ``-``) that is neither one of the ``inputs`` (opening it
+    would empty the photo before it is read) nor one of the ``outputs`` the command is about to write."""
     if not target or target == "-":
         return
     path = Path(target)
@@ -85,6 +86,13 @@ def check_json_target(target: str | None) -> None:
         raise BlazefaceError(f"--json {path}: is a folder; --json names a file (or '-' for stdout)")
     if not path.parent.is_dir():
         raise BlazefaceError(f"--json {path}: no folder {path.parent} to write it in")
+    for source in inputs:
+        if same_file(path, source):
+            raise BlazefaceError(f"--json {path}: is an input; name a new file for the JSON Lines")
+    for output in outputs:
+        if path.resolve() == Path(output).resolve():
+            raise BlazefaceError(f"--json {path}: is where an annotated or anonymised copy goes; name another "
+                                 f"file for the JSON Lines")
 
 
 def plan_targets(files: list[tuple[Path, Path]], wanted: Callable[[Path, Path], Path],
