@@ -92,6 +92,21 @@ def test_resume_with_other_epochs_replans_the_schedule(data, tmp_path, capsys):
     assert load_checkpoint(tmp_path / "a" / "last.pth")["position"]["step"] == 8
 
 
+def test_a_run_never_writes_over_another(data, tmp_path):
+    Trainer(options(data, tmp_path / "a", max_steps=1)).run()
+    before = (tmp_path / "a" / "last.pth").read_bytes()
+    with pytest.raises(BlazefaceError, match=r"holds another run \(last.pth\); continue it with --resume"):
+        Trainer(options(data, tmp_path / "a", max_steps=1))
+    Trainer(options(data, tmp_path / "b", max_steps=1)).run()
+    with pytest.raises(BlazefaceError, match="holds another run"):  # resuming run b into a's folder
+        Trainer(options(data, tmp_path / "a", resume=tmp_path / "b" / "last.pth"))
+    (tmp_path / "b" / "last.pth").unlink()
+    with pytest.raises(BlazefaceError, match="holds a run's weights.pth"):
+        Trainer(options(data, tmp_path / "b", max_steps=1))
+    assert (tmp_path / "a" / "last.pth").read_bytes() == before
+    Trainer(options(data, tmp_path / "a", max_steps=2, resume=tmp_path / "a" / "last.pth")).run()  # its own: fine
+
+
 def test_init_weights_start_model_and_ema_from_them(data, tmp_path):
     Trainer(options(data, tmp_path / "a", max_steps=3)).run()
     weights = tmp_path / "a" / "weights.pth"

@@ -24,6 +24,7 @@ from ..config import ModelConfig
 from ..data.dataset import build_training_data, collate, worker_init
 from ..data.transforms import build_preset
 from ..errors import BlazefaceError
+from ..io import same_file
 from ..models import create_model, get_config
 from ..checkpoint import with_metadata
 from .checkpointing import (load_checkpoint, remove_stale_temporaries, rng_state, save_atomic, set_rng_state,
@@ -159,6 +160,17 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+def check_run_folder(out: Path, resume: str | Path | None) -> None:
+    """A run never writes over another run: ``out`` may hold a checkpoint only when it is the one resumed
+    (hours of training are one mistyped ``--out`` away otherwise)."""
+    last, weights = out / "last.pth", out / "weights.pth"
+    if last.exists() and not (resume is not None and same_file(last, resume)):
+        raise BlazefaceError(f"--out {out}: holds another run (last.pth); continue it with --resume {last}, or "
+                             f"choose another --out")
+    if weights.exists() and not last.exists():
+        raise BlazefaceError(f"--out {out}: holds a run's weights.pth; choose another --out")
+
+
 class Trainer:
     def __init__(self, options: TrainOptions, evaluate_fn: Callable | None = None):
         self.opt = options
@@ -175,6 +187,7 @@ class Trainer:
             raise BlazefaceError(f"batch size {self.train_cfg.batch_size} does not split over {self.world.size} "
                                  "processes")
         self.model_cfg = replace(base, train=self.train_cfg)
+        check_run_folder(Path(options.out), options.resume)
         # Teachers load before anything else is built, so a broken teacher file fails in a second.
         teachers = [load_teacher(spec) for spec in options.teachers]
         self._check_not_teacher_weights(teachers)
