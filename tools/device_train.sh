@@ -60,6 +60,7 @@ if [ "$MODE" = calibrate ]; then
   $PY -c "import torch, cv2; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cv2', cv2.__version__)"
   pids=()
   for m in $MODELS; do
+    rm -rf /tmp/bfcalib/$m  # a calibration's throw-away run (train refuses to write over an earlier one)
     $PY -m blazeface train $(options $m) --max-steps ${CALIB_STEPS:-40} --log-every 5 --out /tmp/bfcalib/$m \
       > /tmp/bfcalib_$m.log 2>&1 & pids+=($!)
   done
