@@ -142,6 +142,7 @@ def test_rgb_arrays_with_color_rgb_match_bgr(detector, image):
 
 @pytest.mark.parametrize("bad, message", [
     (np.zeros((32, 32, 3), np.float32), r"dtype float32: expected a uint8 array \(H, W, 3\).*\* 255"),
+    (np.zeros((32, 32, 3), np.uint16), r"dtype uint16: .*\(image >> 8\)\.astype\(np\.uint8\)"),
     (np.zeros((0, 0, 3), np.uint8), r"empty .*expected a uint8 array"),
     (np.zeros((32, 0, 3), np.uint8), r"empty"),
     (np.zeros((3, 32, 48), np.uint8), r"channels-first.*transpose\(1, 2, 0\)"),

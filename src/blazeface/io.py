@@ -79,8 +79,10 @@ def as_bgr(image, color: str = "bgr") -> np.ndarray:
 def _array_to_bgr(image: np.ndarray, color: str) -> np.ndarray:
     expected = "expected a uint8 array (H, W, 3) with values 0..255"
     if image.dtype != np.uint8:
-        hint = (" (for a float image in 0..1 pass (image * 255).round().astype(np.uint8))"
-                if image.dtype.kind == "f" else "")
+        hints = {"f": " (for a float image in 0..1 pass (image * 255).round().astype(np.uint8))",
+                 "u": f" (for {image.dtype.itemsize * 8}-bit values pass (image >> {image.dtype.itemsize * 8 - 8})"
+                      ".astype(np.uint8))"}
+        hint = hints.get(image.dtype.kind, "")
         raise BlazefaceError(f"image array has dtype {image.dtype}: {expected}{hint}")
     if image.size == 0:
         raise BlazefaceError(f"image array is empty (shape {image.shape}): {expected}")
