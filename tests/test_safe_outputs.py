@@ -153,6 +153,20 @@ def test_blur_keeps_16_bits_and_alpha(tmp_path, sample, capsys):
     assert np.array_equal(cv2.imread(str(out / "rgba.png"), cv2.IMREAD_UNCHANGED)[..., 3], alpha)  # alpha kept
 
 
+def test_blur_keeps_a_grey_and_alpha_png_grey_and_alpha(tmp_path, sample, capsys):
+    """OpenCV reads grey + alpha as BGRA and cannot write two channels: the copy must still be grey + alpha."""
+    from PIL import Image
+
+    grey = cv2.cvtColor(sample, cv2.COLOR_BGR2GRAY)
+    alpha = np.random.default_rng(1).integers(1, 256, grey.shape).astype(np.uint8)
+    Image.fromarray(np.dstack([grey, alpha]), "LA").save(tmp_path / "la.png")
+    assert main(["blur", str(tmp_path / "la.png"), "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    written = Image.open(tmp_path / "out" / "la.png")
+    assert written.mode == "LA"
+    pixels = np.asarray(written)
+    assert np.array_equal(pixels[..., 1], alpha) and (pixels[..., 0] != grey).mean() > 0.05  # alpha kept, faces blurred
+
+
 def test_blur_keeps_every_frame_of_an_animation_and_reports_gif(tmp_path, sample, capsys):
     animation = cv2.Animation()
     animation.frames = [np.roll(sample, 4 * k, axis=1) for k in range(3)]

@@ -4,12 +4,14 @@ back with the ffmpeg binary that ``imageio-ffmpeg`` ships.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .errors import BlazefaceError
+from .io import atomic_target
 
 # --------------------------------------------------------------------------------------------------
 # Images
@@ -108,6 +110,37 @@ def _source_jpeg_info(source: str | Path | None) -> dict:
         return {}
 
 
+PNG_GREY_ALPHA = 4  # the IHDR colour type of a grey + alpha PNG
+
+
+def png_header(path: str | Path) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR chunk, or None for anything that is not a PNG. OpenCV
+    decodes grey + alpha (colour type 4) as BGRA; this tells the writer to store it as grey + alpha again."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def encode_grey_alpha_png(bgra: np.ndarray) -> bytes | None:
+    """An 8-bit BGRA image whose colour channels are equal everywhere -> PNG bytes of grey + alpha (Pillow;
+    OpenCV writes only 1, 3 or 4 channels), or None when it is not such an image."""
+    if bgra.dtype != np.uint8 or bgra.ndim != 3 or bgra.shape[2] != 4:
+        return None
+    grey = bgra[:, :, 0]
+    if not (np.array_equal(grey, bgra[:, :, 1]) and np.array_equal(grey, bgra[:, :, 2])):
+        return None
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.dstack([grey, bgra[:, :, 3]]), "LA").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def write_image_like(path: str | Path, image: np.ndarray, source: str | Path | None = None,
                      jpeg_quality: int | str = "max") -> None:
     """Write ``image`` (BGR) to ``path`` in the format its suffix names (see :func:`image_write_params`
@@ -123,8 +156,8 @@ def write_image_like(path: str | Path, image: np.ndarray, source: str | Path | N
     if not ok:
         raise BlazefaceError(f"{path}: cannot encode a {path.suffix or 'suffix-less'} image")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer.tofile(str(path))
+        with atomic_target(path) as partial:
+            buffer.tofile(str(partial))
     except OSError as exc:
         raise BlazefaceError(f"{path}: cannot write ({exc.strerror or exc})") from None
 

@@ -24,6 +24,8 @@ import numpy as np
 
 from .geometry import box_iou
 from .errors import BlazefaceError
+from .io import atomic_target
+from .media import PNG_GREY_ALPHA, encode_grey_alpha_png, png_header
 
 # Recall-first default score threshold of ``blazeface blur`` (a missed face is a privacy leak, a blurred
 # elbow is not), and the SHA-256 of the shipped blaze weights it was derived from (a test fails when those
@@ -289,7 +291,13 @@ def anonymize_image_file(detector, src: str | Path, dst: str | Path, settings: B
     if pages > 1:
         return _anonymize_frames(detector, src, dst, settings, multipage=suffix in MULTIPAGE_SUFFIXES)
     record, out = _anonymize_raw(detector, image, settings)
-    _encode_to(dst, out)
+    grey_alpha = None
+    if dst.suffix.lower() == ".png" and png_header(src) == (8, PNG_GREY_ALPHA):
+        grey_alpha = encode_grey_alpha_png(out)  # OpenCV read it as BGRA and writes no 2-channel PNG
+    if grey_alpha is not None:
+        _write_bytes(dst, grey_alpha)
+    else:
+        _encode_to(dst, out)
     return {"image": str(src), **record}
 
 
@@ -337,8 +345,8 @@ def _encode_to(dst: Path, image: np.ndarray, params: list[int] | None = None) ->
 
 def _write_bytes(dst: Path, data: bytes) -> None:
     try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes(data)
+        with atomic_target(dst) as partial:  # a failed write leaves no torn file under the output's name
+            partial.write_bytes(data)
     except OSError as exc:
         raise BlazefaceError(f"{dst}: cannot write ({exc.strerror or exc})") from None
 
