@@ -6,7 +6,6 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-import cv2
 from tqdm import tqdm
 
 from . import add_model_args, jsonl_writer
@@ -17,6 +16,7 @@ from ..draw import draw_faces
 from ..errors import BlazefaceError
 from ..inference import FaceDetector
 from ..io import VIDEO_SUFFIXES, read_image
+from ..media import write_image_like
 from ..video import VideoOutput, VideoReader, stream_faces
 
 
@@ -77,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
                 emit({"image": str(path), "width": image.shape[1], "height": image.shape[0],
                       "faces": [f.to_dict() for f in faces]})
                 if target is not None:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    if not cv2.imwrite(str(target), draw_faces(image, faces)):
+                    try:  # cv2.imwrite's own quality (95): an annotated copy, not an archive of the photo
+                        write_image_like(target, draw_faces(image, faces), jpeg_quality=95)
+                    except BlazefaceError as exc:
                         failed += 1
-                        tqdm.write(f"blazeface detect: error: {target}: could not write", file=sys.stderr)
+                        tqdm.write(f"blazeface detect: error: {exc}", file=sys.stderr)
                 if not args.json and not args.out:
                     tqdm.write(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
             bar.update(len(images[start:start + args.batch_size]))
