@@ -58,21 +58,36 @@ def box_iou(a, b):
     return inter / (area(a) + area(b) - inter)
 
 
+CONF = 0.5  # detect's threshold, where the faces are compared
+# int8 moves a weak face's score by up to ~0.1 (the shipped slim's 0.505 face on the sample came back at
+# 0.47-0.67 depending on the calibration photos): a face this close to the threshold may be on either side of
+# it in the other model, any other face must be there.
+BAND = 0.1
+
+
+def assert_same_faces(fp32, int8):
+    """The same faces at CONF: every face either model scores >= CONF + BAND is one the other finds at
+    >= CONF - BAND; a confident face (>= 0.8) keeps its box (IoU >= 0.9). A weak face may come back as the
+    neighbouring box of its NMS cluster: with the shipped blaze (blaze_kd1) the sample's 0.66 face has two
+    candidates 7 px apart, and int8 picks the other one whatever the calibration (IoU 0.56 calibrated on these
+    variants, 0.60 on 60 WIDER photos); it must still be the same face (IoU >= 0.5)."""
+    assert sum(f.score >= CONF for f in fp32) >= 5
+    for these, those in ((fp32, int8), (int8, fp32)):
+        for face in these:
+            if face.score < CONF + BAND:
+                continue
+            best = max(box_iou(face.box, other.box) for other in those)
+            assert best >= (0.9 if face.score >= 0.8 else 0.5), (face.box, face.score, best)
+    near = sum(abs(f.score - CONF) < BAND for f in [*fp32, *int8])
+    count = lambda faces: sum(f.score >= CONF for f in faces)  # noqa: E731
+    assert abs(count(int8) - count(fp32)) <= near
+
+
 @pytest.mark.parametrize("name", ["slim", "blaze"])
 def test_int8_finds_the_same_faces_as_fp32(int8_models, name):
-    fp32 = FaceDetector(name, backend="onnx", conf=0.5, threads=1).detect(str(SAMPLE))
-    int8 = FaceDetector(name, backend="onnx", weights=int8_models[name], conf=0.5, threads=1).detect(str(SAMPLE))
-    assert len(fp32) >= 5
-    assert len(int8) == len(fp32)
-    # Confident faces keep their box (IoU >= 0.9). A weak face may come back as the neighbouring box of
-    # its NMS cluster: with the shipped blaze (blaze_kd1) the sample's 0.66 face has two candidates 7 px
-    # apart, and int8 picks the other one whatever the calibration (IoU 0.56 calibrated on these variants,
-    # 0.60 on 60 WIDER photos); it must still be the same face (IoU >= 0.5).
-    unmatched = [face.box for face in int8]
-    for face in fp32:
-        best = max(range(len(unmatched)), key=lambda k: box_iou(face.box, unmatched[k]))
-        assert box_iou(face.box, unmatched[best]) >= (0.9 if face.score >= 0.8 else 0.5), (face.box, unmatched[best])
-        del unmatched[best]
+    fp32 = FaceDetector(name, backend="onnx", conf=CONF - BAND, threads=1).detect(str(SAMPLE))
+    int8 = FaceDetector(name, backend="onnx", weights=int8_models[name], conf=CONF - BAND, threads=1).detect(str(SAMPLE))
+    assert_same_faces(fp32, int8)
 
 
 @pytest.mark.parametrize("name", ["slim", "blaze"])
@@ -139,9 +154,9 @@ def test_pointwise_only_qoperator_keeps_the_rest_in_float(calibration_dir, tmp_p
     assert ops["Conv"] == len(kinds) - ops["QLinearConv"]
     info = json.loads({p.key: p.value for p in proto.metadata_props}["quantization"])
     assert info["format"] == "QOperator" and info["ops"] == ["Conv"]
-    fp32_faces = FaceDetector("slim", backend="onnx", conf=0.5, threads=1).detect(str(SAMPLE))
-    faces = FaceDetector("slim", backend="onnx", weights=out, conf=0.5, threads=1).detect(str(SAMPLE))
-    assert len(fp32_faces) >= 5 and len(faces) == len(fp32_faces)
+    fp32_faces = FaceDetector("slim", backend="onnx", conf=CONF - BAND, threads=1).detect(str(SAMPLE))
+    faces = FaceDetector("slim", backend="onnx", weights=out, conf=CONF - BAND, threads=1).detect(str(SAMPLE))
+    assert_same_faces(fp32_faces, faces)
 
 
 def test_unknown_quantization_settings_are_refused(tmp_path):
