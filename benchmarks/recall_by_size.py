@@ -41,25 +41,28 @@ def face_sizes(gt: wf.GroundTruth, keys: list[str], images: Path, long_side: int
     return sizes
 
 
-def found_faces(pred: np.ndarray, boxes: np.ndarray, threshold: float) -> tuple[set[int], int]:
-    """(indices of the faces found at ``threshold``, false positives)."""
-    pred = pred[pred[:, 4] >= threshold]
-    if len(pred) == 0:
-        return set(), 0
-    if len(boxes) == 0:
-        return set(), len(pred)
+def best_matches(pred: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Per prediction, the face it finds (its best overlap, IoU >= 0.5) or -1: computed once per image, so
+    that any threshold is a filter on the scores."""
+    if len(pred) == 0 or len(boxes) == 0:
+        return np.full(len(pred), -1, np.int64)
     iou = wf.box_overlaps(pred[:, :4], boxes)
     best = iou.argmax(1)
-    hit = iou[np.arange(len(pred)), best] >= IOU
-    return set(best[hit].tolist()), int((~hit).sum())
+    return np.where(iou[np.arange(len(pred)), best] >= IOU, best, -1)
 
 
-def threshold_at(predictions: dict[str, np.ndarray], gt: wf.GroundTruth, keys: list[str], count: int) -> float:
+def found_faces(scores: np.ndarray, matches: np.ndarray, threshold: float) -> tuple[set[int], int]:
+    """(indices of the faces found at ``threshold``, false positives)."""
+    kept = matches[scores >= threshold]
+    return set(kept[kept >= 0].tolist()), int((kept < 0).sum())
+
+
+def threshold_at(matched: dict[str, tuple[np.ndarray, np.ndarray]], count: int) -> float:
     """The lowest score threshold at which the predictions make at most ``count`` false positives."""
     lo, hi = 0.0, 1.0
     for _ in range(30):  # bisection: false positives fall as the threshold rises
         mid = (lo + hi) / 2
-        fp = sum(found_faces(predictions[key], gt.boxes[gt.index[key]], mid)[1] for key in keys)
+        fp = sum(found_faces(scores, matches, mid)[1] for scores, matches in matched.values())
         lo, hi = (lo, mid) if fp <= count else (mid, hi)
     return hi
 
@@ -88,7 +91,10 @@ def main() -> int:
     totals = np.zeros(len(EDGES), np.int64)
     for key in keys:
         np.add.at(totals, bins[key][gt.keep[args.setting][gt.index[key]]], 1)
-    predictions = {name: wf.read_predictions(folder, keys)[0] for name, folder in runs.items()}
+    matched = {}  # name -> key -> (scores, matched face or -1)
+    for name, folder in runs.items():
+        predictions = wf.read_predictions(folder, keys)[0]
+        matched[name] = {key: (p[:, 4], best_matches(p, gt.boxes[gt.index[key]])) for key, p in predictions.items()}
     if args.false_positives is not None:
         thresholds = ["fp"]
     found = {(name, t): np.zeros(len(EDGES), np.int64) for name in runs for t in thresholds}
@@ -96,11 +102,11 @@ def main() -> int:
     chosen = {}
     for name in runs:
         for t in thresholds:
-            score = (threshold_at(predictions[name], gt, keys, args.false_positives) if t == "fp" else t)
+            score = threshold_at(matched[name], args.false_positives) if t == "fp" else t
             chosen[name, t] = score
             for key in keys:
                 i = gt.index[key]
-                hits, fp = found_faces(predictions[name][key], gt.boxes[i], score)
+                hits, fp = found_faces(*matched[name][key], score)
                 kept_hits = [k for k in gt.keep[args.setting][i] if k in hits]
                 np.add.at(found[name, t], bins[key][kept_hits], 1)
                 false_positives[name, t] += fp

@@ -44,7 +44,7 @@ def export_model(model_name: str | None, weights, out: str | Path, fmt: str = "o
     out = Path(out)
     model_name = model_name_for(model_name, weights)
     path = resolve_weights(model_name, weights)
-    export_targets(out, fmt, path)  # before any work: a refused --out costs nothing
+    check_export_targets(out, fmt, path)  # before any work: a refused --out costs nothing
     model = create_model(model_name, weights=path)
     digest = file_sha256(path)
     if fmt == "onnx" and int8:
@@ -64,8 +64,8 @@ def export_model(model_name: str | None, weights, out: str | Path, fmt: str = "o
     return [param, bin_path, sidecar_path(param)]
 
 
-def export_targets(out: Path, fmt: str, weights: Path) -> list[Path]:
-    """The files an export to ``out`` writes, each checked first: named for its format, not the weights being
+def check_export_targets(out: Path, fmt: str, weights: Path) -> None:
+    """Check the files an export to ``out`` writes: named for its format, not the weights being
     exported, and either new or an earlier blazeface export (replaced). Anything else there, a photo, another
     project's model, a JSON file that is not an export's metadata, is refused rather than overwritten."""
     suffix = ".onnx" if fmt == "onnx" else ".param"
