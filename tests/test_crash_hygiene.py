@@ -62,14 +62,14 @@ def test_sigkill_leaves_no_helpers_and_the_next_start_cleans_up(tmp_path):
         for pid in tagged_processes(tag):
             os.kill(pid, signal.SIGKILL)
     # What a kill during a save leaves: a temporary file beside last.pth; and metrics past the checkpoint.
-    (out / ".last.pth.k1ll3d.tmp").write_bytes(b"")
+    (out / ".last.pth.4242.partial").write_bytes(b"")
     step = load_checkpoint(out / "last.pth")["position"]["step"]
     with open(out / "metrics.jsonl", "a") as fh:
         fh.write(json.dumps({"step": step + 1, "loss": 1.0}) + "\n")
     Trainer(TrainOptions(model="slim", data=[str(data)], out=out, epochs=40, batch_size=4, input_size=64, workers=0,
                          eval_every=0, progress=False, log_every=1, bf16=False, threads=1,
                          resume=out / "last.pth", max_steps=step + 2)).run()
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*.partial"))
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == step + 2  # each step logged once, in order
 
@@ -81,8 +81,10 @@ def test_truncate_metrics_and_remove_temporaries(tmp_path):
     assert truncate_metrics(metrics, 2) == 3
     assert [json.loads(line) for line in metrics.read_text().splitlines()] == [{"step": 1}, {"step": 2},
                                                                                {"epoch": 1, "ap": 0.5}]
-    for name in (".last.pth.abc123.tmp", ".weights.pth.x_y.tmp", ".other.tmp", "keep.pth"):
+    for name in (".last.pth.123.partial", ".weights.pth.45.partial", ".other.onnx.6.partial", ".last.pth.x.partial",
+                 "keep.pth"):
         (tmp_path / name).write_bytes(b"")
-    assert sorted(p.name for p in remove_stale_temporaries(tmp_path)) == [".last.pth.abc123.tmp",
-                                                                          ".weights.pth.x_y.tmp"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp", "keep.pth", "metrics.jsonl"]
+    assert sorted(p.name for p in remove_stale_temporaries(tmp_path)) == [".last.pth.123.partial",
+                                                                          ".weights.pth.45.partial"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".last.pth.x.partial", ".other.onnx.6.partial",
+                                                          "keep.pth", "metrics.jsonl"]

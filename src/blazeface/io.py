@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -118,15 +119,31 @@ def same_file(a: str | Path, b: str | Path) -> bool:
 
 
 @contextmanager
-def atomic_target(path: str | Path) -> Iterator[Path]:
+def atomic_target(path: str | Path, durable: bool = False) -> Iterator[Path]:
     """A temporary name beside ``path`` to write to; renamed over ``path`` when the block succeeds, deleted
     when it fails, so that ``path`` always holds either its old or its complete new contents (a killed or
-    failed writer never leaves a torn file where a good one was)."""
+    failed writer never leaves a torn file where a good one was). ``durable``: fsync the new contents
+    before the rename, so that a power cut cannot leave ``path`` renamed but empty (checkpoints)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         yield partial
+        if durable:
+            with open(partial, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def stale_partials(folder: str | Path, names: Iterable[str]) -> list[Path]:
+    """The temporaries that :func:`atomic_target` left in ``folder`` for files called one of ``names`` when its
+    process was killed mid-write (``.NAME.PID.partial``). Only safe to delete when no writer is in flight."""
+    wanted = set(names)
+    found = []
+    for partial in Path(folder).glob(".*.partial"):
+        match = re.fullmatch(r"\.(.+)\.\d+\.partial", partial.name)
+        if match and match.group(1) in wanted and partial.is_file():
+            found.append(partial)
+    return sorted(found)

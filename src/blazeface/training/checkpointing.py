@@ -2,44 +2,34 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import BlazefaceError
+from ..io import atomic_target, stale_partials
 
 
 def save_atomic(obj, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``: a crash at any
-    moment leaves either the old or the new checkpoint, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    """torch.save through :func:`~blazeface.io.atomic_target` with fsync: a crash at any moment leaves either
+    the old or the new checkpoint, never a torn one."""
+    with atomic_target(path, durable=True) as partial:
+        with open(partial, "wb") as fh:
             torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+# What a run folder's atomic writers write: a kill mid-write leaves a temporary of one of these.
+RUN_FILES = ("last.pth", "weights.pth", "metrics.jsonl")
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporary files :func:`save_atomic` leaves when its process is killed mid-write
-    (``.<name>.<random>.tmp``); call at the start of a run, when no save of this folder is in flight."""
-    removed = []
-    for tmp in Path(folder).glob(".*.tmp"):
-        if tmp.is_file() and (re.fullmatch(r"\..+\.pth\.\w+\.tmp", tmp.name) or tmp.name == ".metrics.jsonl.tmp"):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+    """Delete the temporaries a run killed while saving left in its folder; call at the start of a run, when
+    no save of this folder is in flight."""
+    removed = stale_partials(folder, RUN_FILES)
+    for partial in removed:
+        partial.unlink(missing_ok=True)
     return removed
 
 
@@ -65,16 +55,9 @@ def truncate_metrics(path: str | Path, step: int) -> int:
             continue
         kept.append(line)
     if removed:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept))
-        os.replace(tmp, path)
+        with atomic_target(path) as partial:
+            partial.write_text("".join(f"{line}\n" for line in kept))
     return removed
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load_checkpoint(path: str | Path) -> dict:
