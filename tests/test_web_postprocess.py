@@ -221,14 +221,17 @@ def test_onnx_metadata_reader(tmp_path):
 
 
 def test_resize_matches_opencv(tmp_path):
-    """The page resizes in JavaScript with cv2.INTER_LINEAR's geometry: at most one level off (cv2 rounds its
-    fixed-point weights), on photos and on noise, up and down."""
+    """The page resizes in JavaScript exactly as cv2.resize's INTER_LINEAR does (its fixed-point weights and
+    rounding), on photos and on noise, up and down, by exactly 2 (where OpenCV switches to INTER_AREA), to sizes
+    that are no multiple of its SIMD width, and to one row or column."""
     import cv2
 
     photo = cv2.imread(str(SAMPLE))  # 400x210
     noise = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
     cases, expected = [], []
-    for k, (image, size) in enumerate([(photo, (640, 336)), (photo, (161, 85)), (noise, (120, 80)), (noise, (20, 11))]):
+    plan = [(photo, (640, 336)), (photo, (161, 85)), (photo, (200, 105)), (photo, (1000, 7)), (noise, (120, 80)),
+            (noise, (20, 11)), (noise, (53, 37)), (noise, (1, 90)), (noise, (7, 5))]
+    for k, (image, size) in enumerate(plan):
         rgba = cv2.cvtColor(image, cv2.COLOR_BGR2RGBA)
         (tmp_path / f"in{k}.raw").write_bytes(rgba.tobytes())
         cases.append({"kind": "resize", "rgba": str(tmp_path / f"in{k}.raw"), "width": image.shape[1],
@@ -238,12 +241,12 @@ def test_resize_matches_opencv(tmp_path):
     run_node(cases, tmp_path)
     for k, want in enumerate(expected):
         got = np.frombuffer((tmp_path / f"out{k}.raw").read_bytes(), np.uint8).reshape(want.shape)
-        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, k
+        assert np.array_equal(got, want), (k, int(np.abs(got.astype(int) - want.astype(int)).max()))
 
 
 def test_network_input_matches_python(tmp_path):
     """The page's network input (resize, BGR minus the mean, CHW, zero padding; in one pass into a reused
-    buffer) is Python's preprocess() within one level (cv2's fixed-point resize weights), padding exactly 0."""
+    buffer) is Python's preprocess() exactly, padding 0."""
     import cv2
 
     from blazeface.letterbox import preprocess
@@ -266,6 +269,6 @@ def test_network_input_matches_python(tmp_path):
     for k, ((box, want), got_meta) in enumerate(zip(expected, results)):
         assert tuple(got_meta["inputSize"]) == box.input_size and got_meta["reused"] == plan[k][3]
         got = np.fromfile(tmp_path / f"out{k}.f32", "<f4").reshape(want.shape)
-        assert np.abs(got - want).max() <= 1, k
+        assert np.array_equal(got, want), (k, float(np.abs(got - want).max()))
         rw, rh = box.resized_size
         assert not got[:, rh:, :].any() and not got[:, :, rw:].any(), k  # stale values cleared from the padding
