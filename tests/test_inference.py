@@ -59,6 +59,26 @@ def test_input_types_agree(blaze):
         assert np.allclose([f.box for f in other], [f.box for f in by_path], atol=1e-4)
 
 
+def test_a_16_bit_pil_image_is_read_as_its_file_is(blaze, tmp_path):
+    """A 16-bit grey PNG opened by PIL (mode I;16) gives the faces its path gives: PIL's own convert("RGB")
+    clips it to white and found none. 32-bit PIL modes, of no fixed range, are refused with a hint."""
+    from PIL import Image
+
+    from blazeface.io import as_bgr
+
+    grey = cv2.imread(str(SAMPLE), cv2.IMREAD_GRAYSCALE).astype(np.uint16) * 257
+    path = tmp_path / "grey16.png"
+    cv2.imwrite(str(path), grey)
+    with Image.open(path) as image:
+        assert image.mode == "I;16"
+        assert np.array_equal(as_bgr(image), cv2.imread(str(path), cv2.IMREAD_COLOR))
+        faces = blaze.detect(image)
+    assert len(faces) >= 5 and faces == blaze.detect(path)
+    for mode in ("I", "F"):
+        with pytest.raises(BlazefaceError, match=f"mode {mode} .*convert it to 8 bits"):
+            as_bgr(Image.new(mode, (8, 8)))
+
+
 def test_results_map_back_to_input_pixels(blaze):
     """The same photo at twice the size gives boxes at twice the coordinates (same network input)."""
     bgr = cv2.imread(str(SAMPLE))

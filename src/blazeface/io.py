@@ -69,12 +69,29 @@ def as_bgr(image, color: str = "bgr") -> np.ndarray:
     if isinstance(image, np.ndarray):
         return _array_to_bgr(image, color)
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image without importing PIL
-        rgb = np.asarray(image.convert("RGB"))
-        if rgb.size == 0:
-            raise BlazefaceError(f"image is empty ({image.size[0]}x{image.size[1]} pixels)")
-        return np.ascontiguousarray(rgb[:, :, ::-1])
+        return _pil_to_bgr(image)
     raise BlazefaceError(f"cannot read an image from {type(image).__name__}: pass a path, a PIL image or a "
                          "uint8 numpy array (H, W, 3)")
+
+
+def _pil_to_bgr(image) -> np.ndarray:
+    mode = image.mode
+    if mode.startswith("I;16"):
+        # 16-bit grey (a 16-bit PNG or TIFF opened by PIL): to 8 bits as OpenCV reads such a file from its path.
+        # PIL's own convert("RGB") clips every value over 255 to white, and the detector would see a blank.
+        grey = np.asarray(image)
+        if grey.size == 0:
+            raise BlazefaceError(f"image is empty ({image.size[0]}x{image.size[1]} pixels)")
+        return cv2.cvtColor((grey >> 8).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    if mode in ("I", "F"):
+        kind = "32-bit integers" if mode == "I" else "32-bit floats"
+        raise BlazefaceError(f"PIL image of mode {mode} ({kind}) has no fixed value range: convert it to 8 bits "
+                             "first, e.g. Image.fromarray(np.clip(np.asarray(image) * SCALE, 0, 255)"
+                             ".astype(np.uint8)) with the SCALE that maps its white to 255")
+    rgb = np.asarray(image.convert("RGB"))
+    if rgb.size == 0:
+        raise BlazefaceError(f"image is empty ({image.size[0]}x{image.size[1]} pixels)")
+    return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 def _array_to_bgr(image: np.ndarray, color: str) -> np.ndarray:
