@@ -1,6 +1,7 @@
 """Nothing lost, nothing overwritten: outputs never replace inputs or each other; blur keeps bit depth, alpha,
 frames and audio; JPEGs are edited block by block; videos are H.264 yuv420p at about the input's bitrate."""
 import json
+import re
 import subprocess
 
 import cv2
@@ -9,6 +10,7 @@ import pytest
 
 from blazeface import FaceDetector
 from blazeface.cli import main
+from blazeface.errors import BlazefaceError
 from blazeface.jpeg_blocks import edit_region
 from blazeface.privacy import face_mask
 from blazeface.video import ffmpeg_exe, probe, video_encoder
@@ -392,6 +394,17 @@ def test_stream_yields_every_frame_with_time_and_faces(tmp_path):
     assert image.shape == (210, 400, 3) and len(faces) >= 15
     assert [len(f.faces) for f in seen] == [len(d) for d in detector.detect_batch([f.image for f in seen])]
 
+
+
+@pytest.mark.parametrize("source, message", [(-1, "camera -1: a camera index is >= 0"),
+                                             (1.5, "expected a video file's path or a camera index"),
+                                             (None, "expected a video file's path or a camera index"),
+                                             (True, "expected a video file's path or a camera index")])
+def test_stream_refuses_a_source_opencv_would_crash_on(source, message):
+    """stream(-1) crashed the process (OpenCV's "any camera", SIGSEGV with none there); floats, None and bools
+    were a TypeError from deep inside: each is a one-line error before OpenCV sees it."""
+    with pytest.raises(BlazefaceError, match=re.escape(message)):
+        next(iter(FaceDetector("slim").stream(source)))
 
 # ---------------------------------------------------------------------------------------------------
 # Bad inputs: one line each, the other inputs still processed

@@ -31,6 +31,11 @@ class VideoReader:
     """Frames of a video file (or a camera, given its index) as BGR uint8 arrays."""
 
     def __init__(self, source: str | Path | int):
+        if isinstance(source, bool) or not isinstance(source, (str, Path, int)):
+            raise BlazefaceError(f"video source {source!r}: expected a video file's path or a camera index (int)")
+        if isinstance(source, int) and source < 0:
+            # OpenCV reads -1 as "any camera" and crashes the process (SIGSEGV) when there is none.
+            raise BlazefaceError(f"camera {source}: a camera index is >= 0 (0 is the first camera)")
         self.camera = isinstance(source, int)
         self.path = source if self.camera else Path(source)
         if not self.camera and not self.path.is_file():
