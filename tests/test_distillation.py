@@ -13,8 +13,8 @@ from blazeface.data.transforms import make_target
 from blazeface.models import create_model, shipped_weights
 from blazeface.training.loss import DenseDistillationLoss
 from blazeface.matching import PriorMatcher
-from blazeface.training.teachers import (TeacherFaces, TeacherTargets, fuse_detections, load_teacher,
-                                         merge_teacher_faces, parse_teacher_spec)
+from blazeface.training.teachers import (DenseEnsembleRunner, TeacherFaces, TeacherTargets, fuse_detections,
+                                         load_teacher, merge_teacher_faces, parse_teacher_spec)
 from blazeface.training.trainer import Trainer
 from conftest import REPO, requires_shared, DATA
 from test_training import make_dataset, options, train_one_and_two_processes
@@ -46,6 +46,27 @@ def test_dense_teacher_gives_logits_whose_softmax_is_the_models_probabilities():
         _, probabilities, _ = teacher.model()(images)
     assert torch.allclose(logits.softmax(-1), probabilities, atol=1e-6)
     assert probabilities[..., 1].mean() < 0.1  # mostly background: a second softmax would push this to ~0.3
+
+
+def test_a_dense_ensemble_detects_as_its_teachers_average():
+    """benchmarks/teacher_ap.py measures what the student is distilled towards through DenseEnsembleRunner:
+    one teacher detects as its model does, the same teacher twice as once, and two different teachers give
+    each prior the mean of their regressions and the normalised geometric mean of their probabilities."""
+    from blazeface import FaceDetector
+    from conftest import SAMPLE
+
+    slim, lite = load_teacher(f"slim:{SLIM}"), load_teacher(f"slimlite:{shipped_weights('slimlite')}")
+    alone = FaceDetector("slim", backend="torch").detect(SAMPLE)
+    one = FaceDetector("slim", runner=DenseEnsembleRunner([slim])).detect(SAMPLE)
+    twice = FaceDetector("slim", runner=DenseEnsembleRunner([slim, slim])).detect(SAMPLE)
+    assert len(alone) >= 5 and len(one) == len(alone) == len(twice)
+    assert np.allclose(one.boxes, alone.boxes, atol=1e-3) and np.allclose(twice.boxes, one.boxes, atol=1e-5)
+    batch = np.random.default_rng(0).normal(size=(1, 3, 64, 96)).astype(np.float32)
+    (loc_a, conf_a, landm_a), (loc_b, conf_b, landm_b) = (DenseEnsembleRunner([t])(batch) for t in (slim, lite))
+    loc, conf, landm = DenseEnsembleRunner([slim, lite])(batch)
+    assert np.allclose(loc, (loc_a + loc_b) / 2, atol=1e-5) and np.allclose(landm, (landm_a + landm_b) / 2, atol=1e-5)
+    geometric = np.sqrt(conf_a * conf_b)
+    assert np.allclose(conf, geometric / geometric.sum(-1, keepdims=True), atol=1e-5)
 
 
 def test_dense_loss_is_zero_for_the_teacher_itself_and_positive_otherwise():

@@ -245,6 +245,30 @@ def is_dense(teacher, student: str) -> bool:
     return isinstance(teacher, ModelTeacher) and get_config(teacher.name).priors == get_config(student).priors
 
 
+def mean_dense_outputs(outputs: Sequence[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Same-prior teachers as one: the mean of their ``dense()`` outputs, boxes, landmarks and class
+    log-probabilities alike (the loss's softmax then makes the last a normalised geometric mean of their
+    probabilities)."""
+    if len(outputs) == 1:
+        return tuple(outputs[0])
+    return tuple(torch.stack(parts).mean(0) for parts in zip(*outputs))
+
+
+class DenseEnsembleRunner:
+    """Dense teachers as a detector's runner (``FaceDetector(model, runner=...)``): what the student is
+    distilled towards, measurable by the evaluation like any model. Batch in, ``(loc, conf, landm)`` out with
+    the class part as probabilities, as every runner returns it."""
+
+    def __init__(self, teachers: Sequence[ModelTeacher]):
+        self.teachers = list(teachers)
+
+    @torch.no_grad()
+    def __call__(self, batch: np.ndarray):
+        images = torch.from_numpy(batch)
+        loc, logits, landm = mean_dense_outputs([t.dense(images) for t in self.teachers])
+        return loc.numpy(), torch.softmax(logits, -1).numpy(), landm.numpy()
+
+
 # -- fusion and merging ----------------------------------------------------------------------------------
 
 def fuse_detections(per_teacher: Sequence[TeacherFaces], iou: float = 0.55) -> TeacherFaces:

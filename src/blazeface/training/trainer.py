@@ -32,7 +32,7 @@ from .checkpointing import (load_checkpoint, remove_stale_temporaries, rng_state
 from .distributed import World, all_reduce_sum, barrier, cleanup, init_distributed
 from .ema import ModelEMA
 from .loss import DenseDistillationLoss, MultiBoxLoss
-from .teachers import TeacherLabelling, TeacherTargets, is_dense, load_teacher
+from .teachers import TeacherLabelling, TeacherTargets, is_dense, load_teacher, mean_dense_outputs
 from .optim import build_optimizer, warmup_cosine
 
 
@@ -341,10 +341,7 @@ class Trainer:
         """The mean raw outputs of the same-architecture teachers on exactly this batch (None without)."""
         if not self.dense_teachers:
             return None
-        outputs = [teacher.dense(images) for teacher in self.dense_teachers]
-        if len(outputs) == 1:
-            return outputs[0]
-        return tuple(torch.stack(parts).mean(0) for parts in zip(*outputs))
+        return mean_dense_outputs([teacher.dense(images) for teacher in self.dense_teachers])
 
     def log(self, record: dict) -> None:
         if self.world.is_main:
