@@ -76,15 +76,15 @@ def as_bgr(image, color: str = "bgr") -> np.ndarray:
 
 def _pil_to_bgr(image) -> np.ndarray:
     mode = image.mode
-    if mode.startswith("I;16"):
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         # 16-bit grey (a 16-bit PNG or TIFF opened by PIL): to 8 bits as OpenCV reads such a file from its path.
         # PIL's own convert("RGB") clips every value over 255 to white, and the detector would see a blank.
         grey = np.asarray(image)
         if grey.size == 0:
             raise BlazefaceError(f"image is empty ({image.size[0]}x{image.size[1]} pixels)")
         return cv2.cvtColor((grey >> 8).astype(np.uint8), cv2.COLOR_GRAY2BGR)
-    if mode in ("I", "F"):
-        kind = "32-bit integers" if mode == "I" else "32-bit floats"
+    if mode in ("I", "F") or mode.startswith("I;"):
+        kind = "floats" if mode == "F" else "integers"
         raise BlazefaceError(f"PIL image of mode {mode} ({kind}) has no fixed value range: convert it to 8 bits "
                              "first, e.g. Image.fromarray(np.clip(np.asarray(image) * SCALE, 0, 255)"
                              ".astype(np.uint8)) with the SCALE that maps its white to 255")
