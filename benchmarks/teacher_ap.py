@@ -3,6 +3,7 @@
 
     python benchmarks/teacher_ap.py --model slim --teacher slim:../shared/data/reference_weights/slim_Final.pth \
         --teacher rfb:../shared/data/reference_weights/RBF_Final.pth
+    python benchmarks/teacher_ap.py --model blaze --map-priors --teacher slim:... --teacher rfb:...   # on blaze's priors
 
 Evaluates as ``blazeface evaluate widerface`` does (the 263-image dev split, long side 640, conf 0.01, NMS 0.4,
 the official protocol) and prints one JSON object; ``--save-predictions DIR`` keeps the predictions for
@@ -24,6 +25,9 @@ def main() -> int:
     p.add_argument("--model", required=True, help="the student, whose priors every teacher must share")
     p.add_argument("--teacher", action="append", required=True, metavar="MODEL:WEIGHTS")
     p.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
+    p.add_argument("--map-priors", action="store_true",
+                   help="teachers of other priors too, carried onto the student's as `train --map-teacher-priors` "
+                        "carries them")
     p.add_argument("--long-side", type=int, default=640)
     p.add_argument("--save-predictions", type=Path, metavar="DIR")
     args = p.parse_args()
@@ -36,14 +40,15 @@ def main() -> int:
     from blazeface.errors import BlazefaceError
     from blazeface.evaluation import widerface as wf
     from blazeface.inference import FaceDetector
-    from blazeface.training.teachers import DenseEnsembleRunner, is_dense, load_teacher
+    from blazeface.training.teachers import DenseEnsembleRunner, ModelTeacher, is_dense, load_teacher
 
     torch.set_num_threads(1)
     teachers = [load_teacher(spec) for spec in args.teacher]
     for spec, teacher in zip(args.teacher, teachers):
-        if not is_dense(teacher, args.model):
-            raise BlazefaceError(f"--teacher {spec}: not a dense teacher of {args.model} (other priors)")
-    detector = FaceDetector(args.model, runner=DenseEnsembleRunner(teachers), long_side=args.long_side,
+        if not (is_dense(teacher, args.model) or (args.map_priors and isinstance(teacher, ModelTeacher))):
+            raise BlazefaceError(f"--teacher {spec}: not a dense teacher of {args.model} (other priors: "
+                                 "--map-priors; or not a MODEL:WEIGHTS teacher)")
+    detector = FaceDetector(args.model, runner=DenseEnsembleRunner(teachers, args.model), long_side=args.long_side,
                             conf=0.01, nms=0.4)
     gt = wf.load_ground_truth(wider / "ground_truth")
     keys = wf.read_image_list(wider / "val" / "wider_val.txt", gt)
@@ -51,7 +56,8 @@ def main() -> int:
     if args.save_predictions is not None:
         wf.write_predictions(args.save_predictions, predictions)
     result = wf.evaluate_predictions(predictions, gt)
-    print(json.dumps({"model": args.model, "teachers": args.teacher, "long_side": args.long_side,
+    print(json.dumps({"model": args.model, "teachers": args.teacher, "map_priors": args.map_priors,
+                      "long_side": args.long_side,
                       **{k: round(v, 4) for k, v in result.to_dict().items() if k != "images"},
                       "images": result.images}))
     return 0

@@ -1,4 +1,5 @@
 """Distillation: the dense loss, detection-teacher targets, fusion, teacher specs, and training with teachers."""
+import json
 import os
 import subprocess
 import sys
@@ -11,10 +12,14 @@ from blazeface import BlazefaceError
 from blazeface.config import TrainConfig
 from blazeface.data.transforms import make_target
 from blazeface.models import create_model, shipped_weights
+from blazeface.box_coding import decode_boxes, decode_landmarks
+from blazeface.matching import priors_to_corners
+from blazeface.priors import prior_boxes
 from blazeface.training.loss import DenseDistillationLoss
 from blazeface.matching import PriorMatcher
 from blazeface.training.teachers import (DenseEnsembleRunner, TeacherFaces, TeacherTargets, fuse_detections,
                                          load_teacher, merge_teacher_faces, parse_teacher_spec)
+from blazeface.training.checkpointing import load_checkpoint
 from blazeface.training.trainer import Trainer
 from conftest import REPO, requires_shared, DATA
 from test_training import make_dataset, options, train_one_and_two_processes
@@ -57,16 +62,81 @@ def test_a_dense_ensemble_detects_as_its_teachers_average():
 
     slim, lite = load_teacher(f"slim:{SLIM}"), load_teacher(f"slimlite:{shipped_weights('slimlite')}")
     alone = FaceDetector("slim", backend="torch").detect(SAMPLE)
-    one = FaceDetector("slim", runner=DenseEnsembleRunner([slim])).detect(SAMPLE)
-    twice = FaceDetector("slim", runner=DenseEnsembleRunner([slim, slim])).detect(SAMPLE)
+    one = FaceDetector("slim", runner=DenseEnsembleRunner([slim], "slim")).detect(SAMPLE)
+    twice = FaceDetector("slim", runner=DenseEnsembleRunner([slim, slim], "slim")).detect(SAMPLE)
     assert len(alone) >= 5 and len(one) == len(alone) == len(twice)
     assert np.allclose(one.boxes, alone.boxes, atol=1e-3) and np.allclose(twice.boxes, one.boxes, atol=1e-5)
     batch = np.random.default_rng(0).normal(size=(1, 3, 64, 96)).astype(np.float32)
-    (loc_a, conf_a, landm_a), (loc_b, conf_b, landm_b) = (DenseEnsembleRunner([t])(batch) for t in (slim, lite))
-    loc, conf, landm = DenseEnsembleRunner([slim, lite])(batch)
+    (loc_a, conf_a, landm_a), (loc_b, conf_b, landm_b) = (DenseEnsembleRunner([t], "slim")(batch) for t in (slim, lite))
+    loc, conf, landm = DenseEnsembleRunner([slim, lite], "slim")(batch)
     assert np.allclose(loc, (loc_a + loc_b) / 2, atol=1e-5) and np.allclose(landm, (landm_a + landm_b) / 2, atol=1e-5)
     geometric = np.sqrt(conf_a * conf_b)
     assert np.allclose(conf, geometric / geometric.sum(-1, keepdims=True), atol=1e-5)
+
+
+def mapped_runner(teacher, mapping):
+    """A detector runner giving ``teacher``'s outputs carried by ``mapping`` onto its student's priors."""
+    def run(batch):
+        outputs = teacher.dense(torch.from_numpy(batch))
+        loc, logits, landm = mapping(outputs, batch.shape[2], batch.shape[3])
+        return loc.numpy(), logits.softmax(-1).numpy(), landm.numpy()
+    return run
+
+
+def test_prior_mapping_onto_the_same_priors_keeps_the_teachers_faces():
+    """Carried onto its own priors, a teacher still detects what it detects: every prior takes the most
+    probable candidate its matching rule gives it, so the best face of each cluster survives with its box,
+    landmarks and score."""
+    from blazeface import FaceDetector
+    from blazeface.models import get_config
+    from blazeface.training.teachers import PriorMapping
+    from conftest import SAMPLE
+
+    slim = load_teacher(f"slim:{SLIM}")
+    priors = get_config("slim").priors
+    own = FaceDetector("slim", backend="torch").detect(SAMPLE)
+    mapped = FaceDetector("slim", runner=mapped_runner(slim, PriorMapping(priors, priors))).detect(SAMPLE)
+    assert len(own) >= 5 and len(mapped) == len(own)
+    assert np.allclose(mapped.scores, own.scores, atol=1e-4)
+    assert np.abs(mapped.boxes - own.boxes).max() < 0.5 and np.abs(mapped.landmarks - own.landmarks).max() < 0.5
+
+
+def test_prior_mapping_carries_a_teacher_onto_other_priors():
+    """slim's outputs carried onto blaze's priors (strides 8 and 16, other sizes) find slim's faces there, and
+    a prior no candidate reaches is plain background."""
+    from blazeface import FaceDetector
+    from blazeface.geometry import box_iou
+    from blazeface.models import get_config
+    from blazeface.training.teachers import PriorMapping
+    from conftest import SAMPLE
+
+    slim = load_teacher(f"slim:{SLIM}")
+    mapping = PriorMapping(get_config("slim").priors, get_config("blaze").priors)
+    own = FaceDetector("slim", backend="torch").detect(SAMPLE)
+    on_blaze = FaceDetector("blaze", runner=mapped_runner(slim, mapping)).detect(SAMPLE)
+    iou = box_iou(own.boxes, on_blaze.boxes)
+    assert len(own) >= 5 and (iou.max(1) > 0.9).mean() >= 0.8, iou.max(1)
+    # One candidate face on a background the teacher is sure of: it goes to every blaze prior it overlaps
+    # at IoU >= 0.35 (and to its best one), with its probability, box and landmarks; the rest is background.
+    slim_priors = torch.tensor(prior_boxes(get_config("slim").priors, 64, 96))
+    blaze_priors = torch.tensor(prior_boxes(get_config("blaze").priors, 64, 96))
+    logits = torch.log(torch.tensor([0.999, 0.001])).repeat(1, len(slim_priors), 1)
+    k = int(torch.argmin((slim_priors - torch.tensor([40 / 96, 28 / 64, 16 / 96, 16 / 64])).abs().sum(1)))
+    logits[0, k] = torch.log(torch.tensor([0.4, 0.6]))
+    loc, landm = torch.zeros(1, len(slim_priors), 4), torch.zeros(1, len(slim_priors), 10)
+    loc[0, k] = torch.tensor([0.5, -0.5, 0.3, 0.1])
+    out_loc, out_logits, out_landm = mapping((loc, logits, landm), 64, 96)
+    assert out_logits.shape == (1, len(blaze_priors), 2) and out_loc.shape == (1, len(blaze_priors), 4)
+    face = out_logits.softmax(-1)[0, :, 1]
+    box = decode_boxes(loc[0, k:k + 1], slim_priors[k:k + 1])
+    overlap = box_iou(box, priors_to_corners(blaze_priors))[0]
+    chosen = (overlap >= 0.35) | (torch.arange(len(blaze_priors)) == overlap.argmax())
+    assert torch.allclose(face[chosen], torch.tensor(0.6)) and torch.allclose(face[~chosen], torch.tensor(1e-4))
+    assert torch.allclose(decode_boxes(out_loc[0, chosen], blaze_priors[chosen]), box.expand(int(chosen.sum()), 4),
+                          atol=1e-5)
+    points = decode_landmarks(landm[0, k:k + 1], slim_priors[k:k + 1])
+    assert torch.allclose(decode_landmarks(out_landm[0, chosen], blaze_priors[chosen]),
+                          points.expand(int(chosen.sum()), 10), atol=1e-5)
 
 
 def test_dense_loss_is_zero_for_the_teacher_itself_and_positive_otherwise():
@@ -124,7 +194,6 @@ def test_merge_teacher_faces_on_a_hand_made_crop():
 
 
 def test_matcher_applies_face_weights_and_ignore_regions():
-    from blazeface.priors import prior_boxes
     from blazeface.models import get_config
 
     priors = torch.from_numpy(prior_boxes(get_config("slim").priors, 128, 128).copy())
@@ -214,6 +283,27 @@ def test_a_teacher_with_the_students_priors_is_dense(data, tmp_path):
     assert len(trainer.dense_teachers) == 1
     trainer.run()
     assert '"kd_cls"' in (tmp_path / "a" / "metrics.jsonl").read_text()
+
+
+def test_map_teacher_priors_makes_a_teacher_of_other_priors_dense(data, tmp_path):
+    """With --map-teacher-priors, slim's weights teach blaze per prior (carried onto blaze's priors) instead
+    of through detections in the data workers; the step logs the dense terms, and a resumed run continues
+    exactly (the mapping holds no state)."""
+    spec = f"slim:{SLIM}"
+    plain = Trainer(options(data, tmp_path / "plain", model="blaze", max_steps=1, teachers=[spec]))
+    assert len(plain.dense_teachers) == 0  # a detection teacher by default
+    straight = Trainer(options(data, tmp_path / "a", model="blaze", max_steps=4, teachers=[spec],
+                               map_teacher_priors=True))
+    assert len(straight.dense_teachers) == 1
+    straight.run()
+    records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["kd_cls"] > 0 and r["kd_loc"] >= 0 for r in records if "step" in r)
+    Trainer(options(data, tmp_path / "b", model="blaze", max_steps=2, teachers=[spec], map_teacher_priors=True)).run()
+    Trainer(options(data, tmp_path / "b", model="blaze", max_steps=4, teachers=[spec], map_teacher_priors=True,
+                    resume=tmp_path / "b" / "last.pth")).run()
+    a, b = (load_checkpoint(tmp_path / d / "last.pth")["model"] for d in ("a", "b"))
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
 
 
 def test_two_processes_equal_one_with_a_dense_teacher(data, tmp_path):

@@ -43,8 +43,13 @@ def add_parser(sub) -> None:
                    help="bfloat16 autocast (default: the model's; on for slim/rfb/mnet, off for blaze)")
     p.add_argument("--teacher", dest="teachers", action="append", default=None, metavar="SPEC",
                    help="distil from this detector (repeatable: an ensemble): MODEL:WEIGHTS for a registered "
-                        "model (same as --model: per-prior distillation; another model: its detections), "
+                        "model (same priors as --model: per-prior distillation; other priors: its detections, or per "
+                        "prior with --map-teacher-priors), "
                         "yunet:PATH.onnx (OpenCV FaceDetectorYN) or centerface:PATH.onnx (ONNX Runtime)")
+    p.add_argument("--map-teacher-priors", action="store_true", default=None,
+                   help="MODEL:WEIGHTS teachers of another prior layout (e.g. slim's original for blaze) teach per "
+                        "prior too: each of their candidate faces goes to the student's priors that its matching "
+                        "rule would give it, with the teacher's probability (default: they are detection teachers)")
     p.add_argument("--kd-cls-weight", type=non_negative_float, default=None, help="same-architecture teacher: class KL weight")
     p.add_argument("--kd-loc-weight", type=non_negative_float, default=None, help="same-architecture teacher: box term weight")
     p.add_argument("--kd-landm-weight", type=non_negative_float, default=None,

@@ -26,9 +26,13 @@ import cv2
 import numpy as np
 import torch
 
-from ..geometry import box_iou
+from ..box_coding import decode_boxes, decode_landmarks, encode_boxes, encode_landmarks
+from ..config import PriorConfig
 from ..errors import BlazefaceError
+from ..geometry import box_iou
+from ..matching import priors_to_corners
 from ..models import create_model, get_config, list_models
+from ..priors import prior_boxes
 
 DETECTION_KINDS = ("yunet", "centerface")
 
@@ -254,18 +258,108 @@ def mean_dense_outputs(outputs: Sequence[tuple[torch.Tensor, ...]]) -> tuple[tor
     return tuple(torch.stack(parts).mean(0) for parts in zip(*outputs))
 
 
-class DenseEnsembleRunner:
-    """Dense teachers as a detector's runner (``FaceDetector(model, runner=...)``): what the student is
-    distilled towards, measurable by the evaluation like any model. Batch in, ``(loc, conf, landm)`` out with
-    the class part as probabilities, as every runner returns it."""
+class PriorMapping:
+    """A model teacher's raw outputs on its own priors carried onto a student's other priors (blaze taught by
+    slim's and rfb's originals), so that the dense loss takes them as a same-prior teacher's.
 
-    def __init__(self, teachers: Sequence[ModelTeacher]):
-        self.teachers = list(teachers)
+    Every teacher prior whose face probability is at least ``min_probability`` is a candidate face: its
+    decoded box and landmarks, with that probability. Each student prior takes the most probable candidate
+    that the student's own matching rule would assign to it (IoU >= ``pos_iou`` with the prior, or the
+    prior is the candidate's best one at IoU >= ``forced_min_iou``: the rule by which its ground truth is
+    matched, matching.py), re-encoded against the student prior; its face probability is that candidate's
+    (``floor`` when none: plain background). So a tiny face the teacher finds at 0.3 asks the student's priors
+    on it for 0.3, where the ground truth asks for 1 and a label-free region for 0."""
+
+    def __init__(self, teacher_priors: PriorConfig, student_priors: PriorConfig, *, pos_iou: float = 0.35,
+                 forced_min_iou: float = 0.2, min_probability: float = 0.01, max_candidates: int = 2000,
+                 floor: float = 1e-4):
+        self.teacher_priors, self.student_priors = teacher_priors, student_priors
+        self.pos_iou, self.forced_min_iou = pos_iou, forced_min_iou
+        self.min_probability, self.max_candidates, self.floor = min_probability, max_candidates, floor
+        self._cache: dict = {}
+
+    def _priors(self, height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        key = (height, width, str(device))
+        if key not in self._cache:
+            teacher = torch.tensor(prior_boxes(self.teacher_priors, height, width), device=device)
+            student = torch.tensor(prior_boxes(self.student_priors, height, width), device=device)
+            self._cache[key] = (teacher, student, priors_to_corners(student))
+        return self._cache[key]
+
+    @torch.no_grad()
+    def __call__(self, outputs: tuple[torch.Tensor, ...], height: int, width: int) -> tuple[torch.Tensor, ...]:
+        """``(loc, logits, landm)`` of a batch on the teacher's priors -> the same on the student's."""
+        loc, logits, landm = (t.float() for t in outputs)
+        t_priors, s_priors, s_corners = self._priors(height, width, loc.device)
+        if loc.shape[1] != t_priors.shape[0]:
+            raise BlazefaceError(f"teacher outputs have {loc.shape[1]} priors, its prior layout gives "
+                                 f"{t_priors.shape[0]} at {width}x{height}")
+        t_var, s_var = self.teacher_priors.variances, self.student_priors.variances
+        batch, num_priors = loc.shape[0], s_priors.shape[0]
+        probability = logits.softmax(-1)[..., 1]
+        face = torch.zeros(batch, num_priors, device=loc.device)
+        out_loc = torch.zeros(batch, num_priors, 4, device=loc.device)
+        out_landm = torch.zeros(batch, num_priors, 10, device=loc.device)
+        for b in range(batch):
+            candidates = torch.nonzero(probability[b] >= self.min_probability).squeeze(1)
+            if candidates.numel() > self.max_candidates:
+                candidates = candidates[probability[b, candidates].topk(self.max_candidates).indices]
+            if candidates.numel() == 0:
+                continue
+            p = probability[b, candidates]
+            boxes = decode_boxes(loc[b, candidates], t_priors[candidates], t_var)
+            points = decode_landmarks(landm[b, candidates], t_priors[candidates], t_var)
+            iou = box_iou(boxes, s_corners)  # (K, P)
+            eligible = iou >= self.pos_iou
+            best_iou, best_prior = iou.max(1)
+            forced = torch.nonzero(best_iou >= self.forced_min_iou).squeeze(1)
+            eligible[forced, best_prior[forced]] = True
+            face[b], chosen = torch.where(eligible, p[:, None], torch.zeros_like(iou)).max(0)
+            out_loc[b] = encode_boxes(boxes[chosen], s_priors, s_var)
+            out_landm[b] = encode_landmarks(points[chosen], s_priors, s_var)
+        face = face.clamp(self.floor, 1 - self.floor)
+        return out_loc, torch.stack([torch.log1p(-face), torch.log(face)], -1), out_landm
+
+
+class DenseTeachers:
+    """The model teachers a student is distilled from per prior, as one: teachers with the same priors are
+    averaged (:func:`mean_dense_outputs`), groups on other priors than the student's are carried onto its
+    priors (:class:`PriorMapping`), and the groups are averaged again."""
+
+    def __init__(self, teachers: Sequence[ModelTeacher], student: str):
+        self.student = get_config(student).priors
+        self.groups: dict[PriorConfig, list[ModelTeacher]] = {}
+        for teacher in teachers:
+            self.groups.setdefault(get_config(teacher.name).priors, []).append(teacher)
+        self.mappings = {priors: PriorMapping(priors, self.student) for priors in self.groups if priors != self.student}
+
+    def __len__(self) -> int:
+        return sum(len(group) for group in self.groups.values())
+
+    def __iter__(self):
+        return (teacher for group in self.groups.values() for teacher in group)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        height, width = images.shape[-2:]
+        parts = []
+        for priors, group in self.groups.items():
+            outputs = mean_dense_outputs([teacher.dense(images) for teacher in group])
+            parts.append(self.mappings[priors](outputs, height, width) if priors in self.mappings else outputs)
+        return mean_dense_outputs(parts)
+
+
+class DenseEnsembleRunner:
+    """Dense teachers as a detector's runner (``FaceDetector(student, runner=...)``): what the student is
+    distilled towards, measurable by the evaluation like any model. Batch in, ``(loc, conf, landm)`` on the
+    student's priors out, the class part as probabilities, as every runner returns it."""
+
+    def __init__(self, teachers: Sequence[ModelTeacher], student: str):
+        self.teachers = DenseTeachers(teachers, student)
 
     @torch.no_grad()
     def __call__(self, batch: np.ndarray):
-        images = torch.from_numpy(batch)
-        loc, logits, landm = mean_dense_outputs([t.dense(images) for t in self.teachers])
+        loc, logits, landm = self.teachers(torch.from_numpy(batch))
         return loc.numpy(), torch.softmax(logits, -1).numpy(), landm.numpy()
 
 

@@ -32,7 +32,7 @@ from .checkpointing import (load_checkpoint, remove_stale_temporaries, rng_state
 from .distributed import World, all_reduce_sum, barrier, cleanup, init_distributed
 from .ema import ModelEMA
 from .loss import DenseDistillationLoss, MultiBoxLoss
-from .teachers import TeacherLabelling, TeacherTargets, is_dense, load_teacher, mean_dense_outputs
+from .teachers import DenseTeachers, ModelTeacher, TeacherLabelling, TeacherTargets, is_dense, load_teacher
 from .optim import build_optimizer, warmup_cosine
 
 
@@ -63,6 +63,9 @@ class TrainOptions:
     teacher_landmark_weight: float | None = None
     # Distillation teachers, ``KIND:PATH`` each (see training/teachers.py); empty: ground truth only.
     teachers: list[str] = field(default_factory=list)
+    # Model teachers with other priors than the student's teach per prior too, their outputs carried onto the
+    # student's priors (training.teachers.PriorMapping), instead of as detection teachers in the data workers.
+    map_teacher_priors: bool = False
     epoch_size: int | None = None  # items per epoch (default: the sum of the sources' sizes)
     resume: Path | None = None
     init_weights: Path | None = None  # start from these weights (fine-tuning), not from scratch
@@ -191,8 +194,10 @@ class Trainer:
         # Teachers load before anything else is built, so a broken teacher file fails in a second.
         teachers = [load_teacher(spec) for spec in options.teachers]
         self._check_not_teacher_weights(teachers)
-        self.dense_teachers = [t for t in teachers if is_dense(t, options.model)]
-        detection_teachers = [t for t in teachers if not is_dense(t, options.model)]
+        per_prior = [t for t in teachers
+                     if is_dense(t, options.model) or (options.map_teacher_priors and isinstance(t, ModelTeacher))]
+        self.dense_teachers = DenseTeachers(per_prior, options.model)
+        detection_teachers = [t for t in teachers if t not in per_prior]
         preset = "small-faces"
         if detection_teachers:
             size = self.train_cfg.input_size
@@ -338,10 +343,10 @@ class Trainer:
         return {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
 
     def dense_teacher_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
-        """The mean raw outputs of the same-architecture teachers on exactly this batch (None without)."""
-        if not self.dense_teachers:
+        """The per-prior teachers' raw outputs on exactly this batch, on the student's priors (None without)."""
+        if not len(self.dense_teachers):
             return None
-        return mean_dense_outputs([teacher.dense(images) for teacher in self.dense_teachers])
+        return self.dense_teachers(images)
 
     def log(self, record: dict) -> None:
         if self.world.is_main:
