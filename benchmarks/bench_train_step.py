@@ -4,6 +4,8 @@ backward, optimiser, EMA) per model and setting, through the real Trainer on the
     python benchmarks/bench_train_step.py --models blaze slim --steps 12 --threads 2
     python benchmarks/bench_train_step.py --models blaze --settings fp32-channels-last \
         --teacher yunet:../shared/data/teachers/yunet_n_dynamic.onnx        # the cost of a teacher
+    python benchmarks/bench_train_step.py --models blaze --settings fp32-channels-last --map-teacher-priors \
+        --teacher slim:../shared/data/reference_weights/slim_Final.pth --teacher rfb:...RBF_Final.pth
 
 Each setting runs ``--steps`` steps; the first ``--warmup`` are dropped (worker start-up, allocator). With
 ``--teacher`` (repeatable: an ensemble) every setting runs twice, without and with the teachers, interleaved
@@ -32,14 +34,15 @@ SETTINGS = {
 
 
 def measure(model: str, setting: str, steps: int, warmup: int, threads: int, workers: int, batch: int,
-            teachers: list[str] | None = None) -> float:
+            teachers: list[str] | None = None, map_teacher_priors: bool = False) -> float:
     from blazeface.training.trainer import Trainer, TrainOptions
 
     with tempfile.TemporaryDirectory() as out:
         opts = TrainOptions(model=model, data=[str(DATA / "widerface" / "train"), str(DATA / "facemask")],
                             out=Path(out), batch_size=batch, workers=workers, threads=threads, eval_every=0,
                             max_steps=steps, log_every=1, progress=False, checkpoint_minutes=1e9,
-                            teachers=list(teachers or []), **SETTINGS[setting])
+                            teachers=list(teachers or []), map_teacher_priors=map_teacher_priors,
+                            **SETTINGS[setting])
         Trainer(opts).run()
         rates = [json.loads(line)["img_per_s"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     timed = rates[warmup:]
@@ -58,6 +61,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--teacher", action="append", default=[], metavar="SPEC",
                    help="also measure with this teacher (as blazeface train --teacher)")
+    p.add_argument("--map-teacher-priors", action="store_true", help="as blazeface train --map-teacher-priors")
     p.add_argument("--rounds", type=int, default=2, help="with --teacher: interleaved repetitions")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -78,7 +82,7 @@ def main() -> int:
             for _ in range(args.rounds):
                 for arm, teachers in (("plain", []), ("teacher", args.teacher)):
                     rates[arm].append(measure(model, setting, args.steps, args.warmup, args.threads, args.workers,
-                                              args.batch_size, teachers))
+                                              args.batch_size, teachers, args.map_teacher_priors))
             plain, taught = (float(np.median(rates[k])) for k in ("plain", "teacher"))
             results[f"{model}/{setting}"] = plain
             results[f"{model}/{setting}+teacher"] = taught
