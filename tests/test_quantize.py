@@ -65,29 +65,41 @@ CONF = 0.5  # detect's threshold, where the faces are compared
 BAND = 0.1
 
 
-def assert_same_faces(fp32, int8):
+def assert_same_faces(fp32, int8, candidates):
     """The same faces at CONF: every face either model scores >= CONF + BAND is one the other finds at
-    >= CONF - BAND; a confident face (>= 0.8) keeps its box (IoU >= 0.9). A weak face may come back as the
-    neighbouring box of its NMS cluster: with the shipped blaze (blaze_kd1) the sample's 0.66 face has two
-    candidates 7 px apart, and int8 picks the other one whatever the calibration (IoU 0.56 calibrated on these
-    variants, 0.60 on 60 WIDER photos); it must still be the same face (IoU >= 0.5)."""
+    >= CONF - BAND (IoU >= 0.5), and a confident face (>= 0.8) is one of the other model's candidate boxes
+    before NMS (IoU >= 0.9). Which member of an NMS cluster wins is a tie-break that int8 may decide the other
+    way: the new slim has two candidates at 0.792 on one sample face, 0.75 IoU apart, and int8 scores them
+    0.807 / 0.788; with blaze_kd1 the sample's 0.66 face has two candidates 7 px apart, and int8 picks the
+    other one whatever the calibration. So boxes are compared with the candidates, faces with the faces."""
     assert sum(f.score >= CONF for f in fp32) >= 5
-    for these, those in ((fp32, int8), (int8, fp32)):
+    for these, those, other_candidates in ((fp32, int8, candidates["int8"]), (int8, fp32, candidates["fp32"])):
         for face in these:
             if face.score < CONF + BAND:
                 continue
-            best = max(box_iou(face.box, other.box) for other in those)
-            assert best >= (0.9 if face.score >= 0.8 else 0.5), (face.box, face.score, best)
+            assert max(box_iou(face.box, other.box) for other in those) >= 0.5, (face.box, face.score)
+            if face.score >= 0.8:
+                best = max(box_iou(face.box, other.box) for other in other_candidates)
+                assert best >= 0.9, (face.box, face.score, best)
     near = sum(abs(f.score - CONF) < BAND for f in [*fp32, *int8])
     count = lambda faces: sum(f.score >= CONF for f in faces)  # noqa: E731
     assert abs(count(int8) - count(fp32)) <= near
 
 
+def assert_same_faces_as_fp32(name, int8_path):
+    """The sample's faces (and candidates: NMS off) of the fp32 export and of ``int8_path`` agree."""
+    faces, candidates = {}, {}
+    for precision, path in (("fp32", None), ("int8", int8_path)):
+        faces[precision] = FaceDetector(name, backend="onnx", weights=path, conf=CONF - BAND, threads=1
+                                        ).detect(str(SAMPLE))
+        candidates[precision] = FaceDetector(name, backend="onnx", weights=path, conf=CONF - BAND, nms=1.0,
+                                             threads=1).detect(str(SAMPLE))
+    assert_same_faces(faces["fp32"], faces["int8"], candidates)
+
+
 @pytest.mark.parametrize("name", ["slim", "blaze"])
 def test_int8_finds_the_same_faces_as_fp32(int8_models, name):
-    fp32 = FaceDetector(name, backend="onnx", conf=CONF - BAND, threads=1).detect(str(SAMPLE))
-    int8 = FaceDetector(name, backend="onnx", weights=int8_models[name], conf=CONF - BAND, threads=1).detect(str(SAMPLE))
-    assert_same_faces(fp32, int8)
+    assert_same_faces_as_fp32(name, int8_models[name])
 
 
 @pytest.mark.parametrize("name", ["slim", "blaze"])
@@ -154,9 +166,7 @@ def test_pointwise_only_qoperator_keeps_the_rest_in_float(calibration_dir, tmp_p
     assert ops["Conv"] == len(kinds) - ops["QLinearConv"]
     info = json.loads({p.key: p.value for p in proto.metadata_props}["quantization"])
     assert info["format"] == "QOperator" and info["ops"] == ["Conv"]
-    fp32_faces = FaceDetector("slim", backend="onnx", conf=CONF - BAND, threads=1).detect(str(SAMPLE))
-    faces = FaceDetector("slim", backend="onnx", weights=out, conf=CONF - BAND, threads=1).detect(str(SAMPLE))
-    assert_same_faces(fp32_faces, faces)
+    assert_same_faces_as_fp32("slim", out)
 
 
 def test_unknown_quantization_settings_are_refused(tmp_path):
