@@ -35,7 +35,11 @@ def priors_to_corners(priors: torch.Tensor) -> torch.Tensor:
     return torch.cat([priors[:, :2] - priors[:, 2:] / 2, priors[:, :2] + priors[:, 2:] / 2], 1)
 
 
-__all__ = ["PriorMatcher", "box_iou", "match", "priors_to_corners"]
+__all__ = ["FORCED_MIN_IOU", "POS_IOU", "PriorMatcher", "box_iou", "match", "priors_to_corners"]
+
+# The matching rule's thresholds (the module docstring); training.teachers.PriorMapping applies the same rule.
+POS_IOU = 0.35
+FORCED_MIN_IOU = 0.2
 
 
 class PriorMatcher:
@@ -43,7 +47,7 @@ class PriorMatcher:
 
     Options as :func:`match`; call it with one image's faces."""
 
-    def __init__(self, priors: torch.Tensor, *, pos_iou: float = 0.35, forced_min_iou: float = 0.2,
+    def __init__(self, priors: torch.Tensor, *, pos_iou: float = POS_IOU, forced_min_iou: float = FORCED_MIN_IOU,
                  ignore_iou: float | None = None, ignore_unmatched: bool = True, background_margin: float = 0.5,
                  variances: tuple[float, float] = (0.1, 0.2)):
         self.priors = torch.as_tensor(priors, dtype=torch.float32).contiguous()
@@ -136,7 +140,7 @@ class PriorMatcher:
 
 def match(priors: torch.Tensor, boxes: torch.Tensor, landmarks: torch.Tensor, has_landmarks: torch.Tensor,
           landmark_weight: torch.Tensor | None = None, ignore_background: bool = False, *,
-          pos_iou: float = 0.35, forced_min_iou: float = 0.2, ignore_iou: float | None = None,
+          pos_iou: float = POS_IOU, forced_min_iou: float = FORCED_MIN_IOU, ignore_iou: float | None = None,
           ignore_unmatched: bool = True, background_margin: float = 0.5,
           variances: tuple[float, float] = (0.1, 0.2)) -> dict[str, torch.Tensor]:
     """Encode one image's faces against the priors (see the module docstring for the rules).

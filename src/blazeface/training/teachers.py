@@ -30,7 +30,7 @@ from ..box_coding import decode_boxes, decode_landmarks, encode_boxes, encode_la
 from ..config import PriorConfig
 from ..errors import BlazefaceError
 from ..geometry import box_iou
-from ..matching import priors_to_corners
+from ..matching import FORCED_MIN_IOU, POS_IOU, priors_to_corners
 from ..models import create_model, get_config, list_models
 from ..priors import prior_boxes
 
@@ -270,8 +270,8 @@ class PriorMapping:
     (``floor`` when none: plain background). So a tiny face the teacher finds at 0.3 asks the student's priors
     on it for 0.3, where the ground truth asks for 1 and a label-free region for 0."""
 
-    def __init__(self, teacher_priors: PriorConfig, student_priors: PriorConfig, *, pos_iou: float = 0.35,
-                 forced_min_iou: float = 0.2, min_probability: float = 0.01, max_candidates: int = 2000,
+    def __init__(self, teacher_priors: PriorConfig, student_priors: PriorConfig, *, pos_iou: float = POS_IOU,
+                 forced_min_iou: float = FORCED_MIN_IOU, min_probability: float = 0.01, max_candidates: int = 2000,
                  floor: float = 1e-4):
         self.teacher_priors, self.student_priors = teacher_priors, student_priors
         self.pos_iou, self.forced_min_iou = pos_iou, forced_min_iou
