@@ -40,12 +40,12 @@ def main() -> int:
     from blazeface.errors import BlazefaceError
     from blazeface.evaluation import widerface as wf
     from blazeface.inference import FaceDetector
-    from blazeface.training.teachers import DenseEnsembleRunner, ModelTeacher, is_dense, load_teacher
+    from blazeface.training.teachers import DenseEnsembleRunner, load_teacher, teaches_per_prior
 
     torch.set_num_threads(1)
     teachers = [load_teacher(spec) for spec in args.teacher]
     for spec, teacher in zip(args.teacher, teachers):
-        if not (is_dense(teacher, args.model) or (args.map_priors and isinstance(teacher, ModelTeacher))):
+        if not teaches_per_prior(teacher, args.model, args.map_priors):
             raise BlazefaceError(f"--teacher {spec}: not a dense teacher of {args.model} (other priors: "
                                  "--map-priors; or not a MODEL:WEIGHTS teacher)")
     detector = FaceDetector(args.model, runner=DenseEnsembleRunner(teachers, args.model), long_side=args.long_side,

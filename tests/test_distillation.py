@@ -272,13 +272,17 @@ def test_resume_with_a_teacher_continues_exactly(data, tmp_path, teacher):
 def test_a_teacher_with_the_students_priors_is_dense(data, tmp_path):
     """blazelite shares blaze's priors and head layout, rfb and slimlite slim's: per-prior distillation applies across
     them; mnet's priors differ from slim's, so it teaches through its detections."""
-    from blazeface.training.teachers import is_dense
+    from blazeface.training.teachers import is_dense, teaches_per_prior
 
     blaze_spec = f"blaze:{shipped_weights('blaze')}"
     blaze, rfb = load_teacher(blaze_spec), load_teacher(f"rfb:{shipped_weights('rfb')}")
     assert is_dense(blaze, "blazelite") and is_dense(blaze, "blaze") and is_dense(rfb, "slim")
     assert is_dense(rfb, "slimlite")
     assert not is_dense(load_teacher(f"mnet:{MNET}"), "slim") and not is_dense(blaze, "slim")
+    assert teaches_per_prior(rfb, "slim") and not teaches_per_prior(blaze, "slim")
+    assert teaches_per_prior(blaze, "slim", map_priors=True)
+    yunet_like = TeacherFaces.empty()  # anything but a model teacher never teaches per prior
+    assert not teaches_per_prior(yunet_like, "slim", map_priors=True)
     trainer = Trainer(options(data, tmp_path / "a", model="blazelite", max_steps=2, teachers=[blaze_spec]))
     assert len(trainer.dense_teachers) == 1
     trainer.run()

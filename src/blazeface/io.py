@@ -76,22 +76,18 @@ def as_bgr(image, color: str = "bgr") -> np.ndarray:
 
 def _pil_to_bgr(image) -> np.ndarray:
     mode = image.mode
+    if image.size[0] * image.size[1] == 0:
+        raise BlazefaceError(f"image is empty ({image.size[0]}x{image.size[1]} pixels)")
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         # 16-bit grey (a 16-bit PNG or TIFF opened by PIL): to 8 bits as OpenCV reads such a file from its path.
         # PIL's own convert("RGB") clips every value over 255 to white, and the detector would see a blank.
-        grey = np.asarray(image)
-        if grey.size == 0:
-            raise BlazefaceError(f"image is empty ({image.size[0]}x{image.size[1]} pixels)")
-        return cv2.cvtColor((grey >> 8).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+        return cv2.cvtColor((np.asarray(image) >> 8).astype(np.uint8), cv2.COLOR_GRAY2BGR)
     if mode in ("I", "F") or mode.startswith("I;"):
         kind = "floats" if mode == "F" else "integers"
         raise BlazefaceError(f"PIL image of mode {mode} ({kind}) has no fixed value range: convert it to 8 bits "
                              "first, e.g. Image.fromarray(np.clip(np.asarray(image) * SCALE, 0, 255)"
                              ".astype(np.uint8)) with the SCALE that maps its white to 255")
-    rgb = np.asarray(image.convert("RGB"))
-    if rgb.size == 0:
-        raise BlazefaceError(f"image is empty ({image.size[0]}x{image.size[1]} pixels)")
-    return np.ascontiguousarray(rgb[:, :, ::-1])
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
 
 
 def _array_to_bgr(image: np.ndarray, color: str) -> np.ndarray:
@@ -135,6 +131,11 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
+# atomic_target's temporary beside a file: hidden, named for the file and the writing process.
+PARTIAL_NAME = ".{name}.{pid}.partial"
+_PARTIAL_PATTERN = re.compile(r"\.(?P<name>.+)\.\d+\.partial")
+
+
 @contextmanager
 def atomic_target(path: str | Path, durable: bool = False) -> Iterator[Path]:
     """A temporary name beside ``path`` to write to; renamed over ``path`` when the block succeeds, deleted
@@ -143,7 +144,7 @@ def atomic_target(path: str | Path, durable: bool = False) -> Iterator[Path]:
     before the rename, so that a power cut cannot leave ``path`` renamed but empty (checkpoints)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial = path.with_name(PARTIAL_NAME.format(name=path.name, pid=os.getpid()))
     try:
         yield partial
         if durable:
@@ -160,7 +161,7 @@ def stale_partials(folder: str | Path, names: Iterable[str]) -> list[Path]:
     wanted = set(names)
     found = []
     for partial in Path(folder).glob(".*.partial"):
-        match = re.fullmatch(r"\.(.+)\.\d+\.partial", partial.name)
-        if match and match.group(1) in wanted and partial.is_file():
+        match = _PARTIAL_PATTERN.fullmatch(partial.name)
+        if match and match["name"] in wanted and partial.is_file():
             found.append(partial)
     return sorted(found)

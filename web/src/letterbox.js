@@ -74,8 +74,7 @@ class BilinearRows {
       this.topRow = r0;
     }
     if (this.bottomRow !== r1) {
-      if (r1 === r0) this.bottom.set(this.top); // the image's edge: both neighbours are one row
-      else this.interpolate(r1, this.bottom);
+      this.interpolate(r1, this.bottom);
       this.bottomRow = r1;
     }
     this.b0 = this.y.w0[y];

@@ -249,6 +249,12 @@ def is_dense(teacher, student: str) -> bool:
     return isinstance(teacher, ModelTeacher) and get_config(teacher.name).priors == get_config(student).priors
 
 
+def teaches_per_prior(teacher, student: str, map_priors: bool = False) -> bool:
+    """Whether ``teacher`` distils ``student`` per prior: a model teacher with the student's priors, or with
+    ``map_priors`` (``train --map-teacher-priors``) any model teacher; the others teach by their detections."""
+    return is_dense(teacher, student) or (map_priors and isinstance(teacher, ModelTeacher))
+
+
 def mean_dense_outputs(outputs: Sequence[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
     """Same-prior teachers as one: the mean of their ``dense()`` outputs, boxes, landmarks and class
     log-probabilities alike (the loss's softmax then makes the last a normalised geometric mean of their
@@ -268,7 +274,9 @@ class PriorMapping:
     prior is the candidate's best one at IoU >= ``forced_min_iou``: the rule by which its ground truth is
     matched, matching.py), re-encoded against the student prior; its face probability is that candidate's
     (``floor`` when none: plain background). So a tiny face the teacher finds at 0.3 asks the student's priors
-    on it for 0.3, where the ground truth asks for 1 and a label-free region for 0. ``min_probability`` sits
+    on it for 0.3, where the ground truth asks for 1 and a label-free region for 0. Not :class:`~blazeface.matching.PriorMatcher`:
+    it gives a prior the face of best IoU, and a teacher's candidates are many overlapping boxes of one face,
+    of which the most probable should win. ``min_probability`` sits
     above what slim's originals give plain background (up to 0.034 on a blank picture): at 0.01 a 320x320
     training crop had ~2,000 candidates and carrying a batch of 32 took 20x longer than at 0.05 (~150)."""
 

@@ -32,7 +32,7 @@ from .checkpointing import (load_checkpoint, remove_stale_temporaries, rng_state
 from .distributed import World, all_reduce_sum, barrier, cleanup, init_distributed
 from .ema import ModelEMA
 from .loss import DenseDistillationLoss, MultiBoxLoss
-from .teachers import DenseTeachers, ModelTeacher, TeacherLabelling, TeacherTargets, is_dense, load_teacher
+from .teachers import DenseTeachers, TeacherLabelling, TeacherTargets, load_teacher, teaches_per_prior
 from .optim import build_optimizer, warmup_cosine
 
 
@@ -194,8 +194,7 @@ class Trainer:
         # Teachers load before anything else is built, so a broken teacher file fails in a second.
         teachers = [load_teacher(spec) for spec in options.teachers]
         self._check_not_teacher_weights(teachers)
-        per_prior = [t for t in teachers
-                     if is_dense(t, options.model) or (options.map_teacher_priors and isinstance(t, ModelTeacher))]
+        per_prior = [t for t in teachers if teaches_per_prior(t, options.model, options.map_teacher_priors)]
         self.dense_teachers = DenseTeachers(per_prior, options.model)
         detection_teachers = [t for t in teachers if t not in per_prior]
         preset = "small-faces"
