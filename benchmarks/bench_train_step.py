@@ -6,10 +6,13 @@ backward, optimiser, EMA) per model and setting, through the real Trainer on the
         --teacher yunet:../shared/data/teachers/yunet_n_dynamic.onnx        # the cost of a teacher
     python benchmarks/bench_train_step.py --models blaze --settings fp32-channels-last --map-teacher-priors \
         --teacher slim:../shared/data/reference_weights/slim_Final.pth --teacher rfb:...RBF_Final.pth
+    python benchmarks/bench_train_step.py --models slim --settings fp32-channels-last --threads 1 \
+        --teacher slim:...slim_Final.pth --teacher rfb:...RBF_Final.pth --teacher-runtime torch onnx
 
 Each setting runs ``--steps`` steps; the first ``--warmup`` are dropped (worker start-up, allocator). With
 ``--teacher`` (repeatable: an ensemble) every setting runs twice, without and with the teachers, interleaved
-``--rounds`` times, and the with/without ratio of the whole step's images/s is printed.
+``--rounds`` times, and the with/without ratio of the whole step's images/s is printed; with several
+``--teacher-runtime`` values, one taught arm per runtime of the per-prior teachers.
 """
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ SETTINGS = {
 
 
 def measure(model: str, setting: str, steps: int, warmup: int, threads: int, workers: int, batch: int,
-            teachers: list[str] | None = None, map_teacher_priors: bool = False) -> float:
+            teachers: list[str] | None = None, map_teacher_priors: bool = False,
+            teacher_runtime: str = "auto") -> float:
     from blazeface.training.trainer import Trainer, TrainOptions
 
     with tempfile.TemporaryDirectory() as out:
@@ -42,6 +46,7 @@ def measure(model: str, setting: str, steps: int, warmup: int, threads: int, wor
                             out=Path(out), batch_size=batch, workers=workers, threads=threads, eval_every=0,
                             max_steps=steps, log_every=1, progress=False, checkpoint_minutes=1e9,
                             teachers=list(teachers or []), map_teacher_priors=map_teacher_priors,
+                            teacher_runtime=teacher_runtime,
                             **SETTINGS[setting])
         Trainer(opts).run()
         rates = [json.loads(line)["img_per_s"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
@@ -62,6 +67,8 @@ def main() -> int:
     p.add_argument("--teacher", action="append", default=[], metavar="SPEC",
                    help="also measure with this teacher (as blazeface train --teacher)")
     p.add_argument("--map-teacher-priors", action="store_true", help="as blazeface train --map-teacher-priors")
+    p.add_argument("--teacher-runtime", nargs="+", default=["auto"], choices=["auto", "torch", "onnx"],
+                   help="with --teacher: where per-prior teachers run; several: one arm each")
     p.add_argument("--rounds", type=int, default=2, help="with --teacher: interleaved repetitions")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -78,18 +85,25 @@ def main() -> int:
                     print(f"{model:6s} {setting:20s} {rate:7.1f} img/s", flush=True)
                 continue
             # Interleaved, so a busy machine slows both arms alike; the ratio is what to read.
-            rates = {"plain": [], "teacher": []}
+            arms = {"plain": ([], "auto")}
+            arms.update({runtime: (args.teacher, runtime) for runtime in args.teacher_runtime})
+            rates = {arm: [] for arm in arms}
             for _ in range(args.rounds):
-                for arm, teachers in (("plain", []), ("teacher", args.teacher)):
+                for arm, (teachers, runtime) in arms.items():
                     rates[arm].append(measure(model, setting, args.steps, args.warmup, args.threads, args.workers,
-                                              args.batch_size, teachers, args.map_teacher_priors))
-            plain, taught = (float(np.median(rates[k])) for k in ("plain", "teacher"))
+                                              args.batch_size, teachers, args.map_teacher_priors, runtime))
+            plain = float(np.median(rates["plain"]))
             results[f"{model}/{setting}"] = plain
-            results[f"{model}/{setting}+teacher"] = taught
-            results[f"{model}/{setting}/teacher_ratio"] = taught / plain
             if not args.json:
-                print(f"{model:6s} {setting:20s} {plain:7.1f} img/s, with {'+'.join(args.teacher)} {taught:7.1f} "
-                      f"img/s ({taught / plain:.2f}x)", flush=True)
+                print(f"{model:6s} {setting:20s} {plain:7.1f} img/s", flush=True)
+            for runtime in args.teacher_runtime:
+                taught = float(np.median(rates[runtime]))
+                suffix = "" if len(args.teacher_runtime) == 1 else f"/{runtime}"
+                results[f"{model}/{setting}+teacher{suffix}"] = taught
+                results[f"{model}/{setting}/teacher_ratio{suffix}"] = taught / plain
+                if not args.json:
+                    print(f"{'':6s} {'':20s} {taught:7.1f} img/s with {'+'.join(args.teacher)} (teacher runtime "
+                          f"{runtime}): {taught / plain:.2f}x", flush=True)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

@@ -53,6 +53,37 @@ def test_dense_teacher_gives_logits_whose_softmax_is_the_models_probabilities():
     assert probabilities[..., 1].mean() < 0.1  # mostly background: a second softmax would push this to ~0.3
 
 
+def test_a_teacher_through_onnx_runtime_gives_pytorchs_outputs():
+    """The trainer runs per-prior teachers through ONNX Runtime on a CPU (half PyTorch's time there): the
+    export folds BatchNorm, so the outputs agree to float rounding, not bit for bit."""
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    images = torch.rand(3, 3, 96, 128) * 255 - 110
+    teacher = load_teacher(f"rfb:{shipped_weights('rfb')}")
+    reference = teacher.dense(images)
+    teacher.use_onnx_runtime(threads=1)
+    through_onnx = teacher.dense(images.contiguous(memory_format=torch.channels_last))
+    for name, a, b in zip(("loc", "logits", "landm"), reference, through_onnx):
+        assert a.shape == b.shape and b.dtype == torch.float32, name
+        assert torch.allclose(a, b, atol=2e-4, rtol=1e-4), (name, (a - b).abs().max())
+
+
+def test_the_teacher_runtime_is_chosen_once_and_checked(data, tmp_path):
+    from blazeface.training.trainer import teacher_runtime
+
+    pytest.importorskip("onnxruntime")
+    assert teacher_runtime("auto", "cpu") == "onnx" and teacher_runtime("auto", "cuda:0") == "torch"
+    with pytest.raises(BlazefaceError, match="CPU only"):
+        teacher_runtime("onnx", "cuda")
+    with pytest.raises(BlazefaceError, match="expected one of"):
+        teacher_runtime("tensorrt", "cpu")
+    forced = Trainer(options(data, tmp_path / "a", model="slim", max_steps=1, teachers=[f"rfb:{shipped_weights('rfb')}"],
+                             teacher_runtime="torch"))
+    assert all(t._onnx is None for t in forced.dense_teachers)
+    forced.run()
+    assert '"kd_cls"' in (tmp_path / "a" / "metrics.jsonl").read_text()
+
+
 def test_a_dense_ensemble_detects_as_its_teachers_average():
     """benchmarks/teacher_ap.py measures what the student is distilled towards through DenseEnsembleRunner:
     one teacher detects as its model does, the same teacher twice as once, and two different teachers give

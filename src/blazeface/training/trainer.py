@@ -66,6 +66,9 @@ class TrainOptions:
     # Model teachers with other priors than the student's teach per prior too, their outputs carried onto the
     # student's priors (training.teachers.PriorMapping), instead of as detection teachers in the data workers.
     map_teacher_priors: bool = False
+    # Where the per-prior teachers run: "auto" is ONNX Runtime on a CPU when the onnx extra is installed (its
+    # forward pass takes half of PyTorch's there), else PyTorch; "torch" or "onnx" force one.
+    teacher_runtime: str = "auto"
     epoch_size: int | None = None  # items per epoch (default: the sum of the sources' sizes)
     resume: Path | None = None
     init_weights: Path | None = None  # start from these weights (fine-tuning), not from scratch
@@ -99,6 +102,27 @@ class TrainOptions:
 
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+TEACHER_RUNTIMES = ("auto", "torch", "onnx")
+
+
+def teacher_runtime(requested: str, device: str) -> str:
+    """The runtime the per-prior teachers get: ``requested``, with "auto" resolved (ONNX Runtime on a CPU
+    when onnxruntime, onnx and onnxslim import, else PyTorch). ONNX Runtime on a GPU is not supported here."""
+    if requested not in TEACHER_RUNTIMES:
+        raise BlazefaceError(f"teacher runtime {requested!r}: expected one of {', '.join(TEACHER_RUNTIMES)}")
+    on_cpu = device.split(":")[0] == "cpu"
+    if requested == "onnx" and not on_cpu:
+        raise BlazefaceError(f"--teacher-runtime onnx runs on the CPU only, not on --device {device}")
+    if requested != "auto":
+        return requested
+    if not on_cpu:
+        return "torch"
+    import importlib.util
+
+    installed = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx", "onnxslim"))
+    return "onnx" if installed else "torch"
 
 
 @dataclass
@@ -230,8 +254,12 @@ class Trainer:
         self.model = model
         self.loss_fn = MultiBoxLoss(self.train_cfg)
         self.kd_loss_fn = DenseDistillationLoss(self.train_cfg)
-        for teacher in self.dense_teachers:
-            teacher.model().to(options.device, memory_format=self.memory_format)
+        if teacher_runtime(options.teacher_runtime, options.device) == "onnx":
+            for teacher in self.dense_teachers:
+                teacher.use_onnx_runtime(threads=torch.get_num_threads())
+        else:
+            for teacher in self.dense_teachers:
+                teacher.model().to(options.device, memory_format=self.memory_format)
         self.step = 0
         self.evaluate_fn = evaluate_fn
         self.out = Path(options.out)
