@@ -75,6 +75,19 @@ def test_detections_are_a_sequence_of_faces_and_arrays(detector, image):
     assert faces == listed and bool(faces) and not Detections.empty()
 
 
+def test_a_boolean_mask_selects_faces(detector, image):
+    """As numpy and ultralytics' results: ``faces[faces.scores > t]``, ``faces[faces.widths >= 20]``."""
+    faces = detector.detect(image)
+    wide = faces[faces.widths >= 20]
+    assert isinstance(wide, Detections) and 0 < len(wide) < len(faces)
+    assert np.all(wide.widths >= 20) and list(wide.scores) == sorted(wide.scores, reverse=True)
+    assert np.array_equal(faces.heights, faces.boxes[:, 3] - faces.boxes[:, 1])
+    assert faces[faces.scores > 2] == Detections.empty() and faces[np.ones(len(faces), bool)] == faces
+    for bad in (np.array([0, 1]), np.ones(len(faces) + 1, bool), [True]):
+        with pytest.raises(BlazefaceError, match="boolean mask of shape"):
+            faces[bad]
+
+
 def test_draw_crop_and_json(detector, image):
     faces = detector.detect(image)
     drawn = faces.draw(image)

@@ -45,6 +45,7 @@ class Detections(Sequence[Face]):
     >>> len(dets), dets[0].score, dets.boxes.shape     # a sequence of Face, and (N, 4) arrays
     >>> annotated = dets.draw(image)                   # a copy with boxes, scores and landmarks
     >>> face = dets.crop(image, 0)                     # the first (best) face's pixels
+    >>> big = dets[dets.widths >= 40]                  # a boolean mask selects faces (still by score)
     """
 
     __slots__ = ("boxes", "scores", "landmarks")
@@ -64,15 +65,33 @@ class Detections(Sequence[Face]):
     def __len__(self) -> int:
         return len(self.scores)
 
+    @property
+    def widths(self) -> np.ndarray:
+        """(N,) box widths in pixels."""
+        return self.boxes[:, 2] - self.boxes[:, 0]
+
+    @property
+    def heights(self) -> np.ndarray:
+        """(N,) box heights in pixels."""
+        return self.boxes[:, 3] - self.boxes[:, 1]
+
     @overload
     def __getitem__(self, index: int) -> Face: ...
 
     @overload
-    def __getitem__(self, index: slice) -> Detections: ...
+    def __getitem__(self, index: slice | np.ndarray) -> Detections: ...
 
     def __getitem__(self, index):
+        """An int: one :class:`Face`; a slice or a boolean mask of one value per face (``dets[dets.scores >
+        0.8]``): the :class:`Detections` it selects, still by descending score."""
         if isinstance(index, slice):
             return Detections(self.boxes[index], self.scores[index], self.landmarks[index])
+        if isinstance(index, (np.ndarray, list)) and not isinstance(index, np.generic):
+            mask = np.asarray(index)
+            if mask.dtype != bool or mask.shape != (len(self),):
+                raise BlazefaceError(f"Detections of {len(self)} face(s) take an int, a slice or a boolean mask of "
+                                     f"shape ({len(self)},), not an array of {mask.dtype} {mask.shape}")
+            return Detections(self.boxes[mask], self.scores[mask], self.landmarks[mask])
         k = range(len(self))[index]  # IndexError for out-of-range, negative indices count from the end
         return Face(self.boxes[k], float(self.scores[k]), self.landmarks[k])
 
