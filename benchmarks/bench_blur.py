@@ -208,4 +208,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from blazeface.cli import run_script
+
+    run_script(main)

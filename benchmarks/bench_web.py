@@ -205,4 +205,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from blazeface.cli import run_script
+
+    run_script(main)

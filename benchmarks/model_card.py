@@ -63,4 +63,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from blazeface.cli import run_script
+
+    run_script(main)

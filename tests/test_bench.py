@@ -1,5 +1,6 @@
 """``blazeface bench`` and the timing library: shape of the results, never their values."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -101,3 +102,25 @@ def test_peer_benchmark_reference_is_yunet_through_opencv(checkpoint, tmp_path):
     assert rows["yunet-opencv"]["runs"] == 2 and rows["yunet-opencv"]["total"] > 0
     line = next(li for li in result.stdout.splitlines() if li.startswith("| YuNet (yunet_n_dynamic)"))
     assert "FaceDetectorYN" in line and "| 1.00 |" in line
+
+
+SCRIPTS = sorted([*REPO.glob("benchmarks/*.py"), *REPO.glob("tools/*.py")])
+
+
+def test_every_script_reports_library_errors_in_one_line():
+    """Scripts end in blazeface.cli.run_script (as the CLI's commands: one line, exit 2), except
+    tools/project_meta.py, which the Makefile runs before the package is installed."""
+    missing = [p.relative_to(REPO).as_posix() for p in SCRIPTS
+               if p.name != "project_meta.py" and "run_script(main)" not in p.read_text()]
+    assert not missing
+
+
+def test_a_script_given_a_missing_or_wrong_file_says_so_in_one_line(tmp_path):
+    wrong = tmp_path / "slim.pth"
+    shutil.copy(REPO / "src" / "blazeface" / "weights" / "slim.pth", wrong)
+    for given, message in ((tmp_path / "none.pth", ": weights file not found"),
+                           (wrong, " holds model 'slim', not 'blaze': pass --model slim")):
+        done = subprocess.run([sys.executable, str(REPO / "tools" / "ship_weights.py"), str(given), "--model", "blaze"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and done.stderr.strip() == f"ship_weights.py: error: {given}{message}"
+        assert "Traceback" not in done.stderr and done.stdout == ""

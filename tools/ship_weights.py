@@ -11,12 +11,11 @@ load into the model.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-from blazeface.checkpoint import read_state_dict, with_metadata
+from blazeface.checkpoint import load_weights, read_state_dict, with_metadata
 from blazeface.io import atomic_target
 from blazeface.models import create_model, get_config, shipped_weights
 
@@ -27,7 +26,7 @@ def main() -> int:
     p.add_argument("--model", required=True)
     args = p.parse_args()
     state = {k: v.detach().cpu().contiguous() for k, v in read_state_dict(args.weights).items()}
-    create_model(args.model).load_state_dict(state)  # strict: a wrong model fails here, not in a user's hands
+    load_weights(create_model(args.model), args.weights)  # strict, one line: a wrong model fails here, not later
     target = shipped_weights(args.model)
     with atomic_target(target) as partial:
         torch.save(with_metadata(state, get_config(args.model)), partial)
@@ -36,4 +35,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from blazeface.cli import run_script
+
+    run_script(main)

@@ -82,6 +82,23 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run_script(main: Callable[[], int | None]) -> None:
+    """Run a script's ``main()`` (benchmarks/, tools/) as the CLI runs a command: a library error is one line
+    on stderr naming the script, exit status 2; Ctrl-C is one line and 130. Exits with ``main()``'s status."""
+    import os
+
+    prog = os.path.basename(sys.argv[0]) or "script"
+    try:
+        code = main()
+    except BlazefaceError as exc:
+        print(f"{prog}: error: {cli_message(str(exc))}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code or 0)
+
+
 # Library errors name Python arguments (``pass model='slim'``, ``conf must be ...``); the CLI says flags.
 _ARGUMENTS = ("model", "weights", "backend", "conf", "nms", "long_side", "top_k", "keep_top_k", "batch_size",
               "threads", "device", "fp16", "int8", "calibration", "color", "data", "allow_missing")
