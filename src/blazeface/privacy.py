@@ -32,8 +32,8 @@ from .media import PNG_GREY_ALPHA, encode_grey_alpha_png, png_header
 # weights change without a re-derivation: python benchmarks/blur_threshold.py --write).
 # Chosen on the WIDER FACE val images of the dev list (263 images) by benchmarks/blur_threshold.py:
 # the threshold minimising missed medium faces + false alarms / 20 per image (a miss weighs as much as
-# 20 false alarms). With the shipped blaze weights at long side 640: recall easy 0.825 / medium 0.757 and
-# 2.2 false alarms per (crowded) image, against 0.795 / 0.697 and 0.4 at detect's 0.5 (the original
+# 20 false alarms). With the shipped blaze weights at long side 640: recall easy 0.825 / medium 0.769 and
+# 2.0 false alarms per (crowded) image, against 0.806 / 0.724 and 0.5 at detect's 0.5 (the original
 # Blaze_Final_640.pth gets 0.30 by the same rule).
 DEFAULT_BLUR_CONF = 0.26
 DEFAULT_BLUR_CONF_WEIGHTS_SHA256 = "2a30fdbce8e1742c4317c6da0c1e28b0c52480a6bc510ea5e7b00f32049bfa2b"
