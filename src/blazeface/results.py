@@ -86,7 +86,7 @@ class Detections(Sequence[Face]):
         0.8]``): the :class:`Detections` it selects, still by descending score."""
         if isinstance(index, slice):
             return Detections(self.boxes[index], self.scores[index], self.landmarks[index])
-        if isinstance(index, (np.ndarray, list)) and not isinstance(index, np.generic):
+        if isinstance(index, (np.ndarray, list)):
             mask = np.asarray(index)
             if mask.dtype != bool or mask.shape != (len(self),):
                 raise BlazefaceError(f"Detections of {len(self)} face(s) take an int, a slice or a boolean mask of "

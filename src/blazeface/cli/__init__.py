@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import re
 import sys
 from contextlib import contextmanager
@@ -85,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
 def run_script(main: Callable[[], int | None]) -> None:
     """Run a script's ``main()`` (benchmarks/, tools/) as the CLI runs a command: a library error is one line
     on stderr naming the script, exit status 2; Ctrl-C is one line and 130. Exits with ``main()``'s status."""
-    import os
-
     prog = os.path.basename(sys.argv[0]) or "script"
     try:
         code = main()

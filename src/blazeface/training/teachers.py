@@ -211,18 +211,13 @@ class ModelTeacher:
         return self._model
 
     def use_onnx_runtime(self, threads: int) -> None:
-        """Run :meth:`dense` through ONNX Runtime: the model exported in memory (as ``blazeface export``
-        exports it, BatchNorm folded), one session of ``threads`` intra-op threads. On a CPU its forward pass
-        takes about half of PyTorch's, and the teachers' forward passes are half of a distilling step
+        """Run :meth:`dense` through ONNX Runtime with ``threads`` intra-op threads: the runner the onnx backend
+        builds (the weights exported once, BatchNorm folded, and cached like any export). On a CPU its forward
+        pass takes about half of PyTorch's, and the teachers' forward passes are half of a distilling step
         (``benchmarks/bench_train_step.py --teacher-runtime``)."""
-        import tempfile
+        from ..backends import make_runner
 
-        from ..export.onnx import export_onnx
-        from ..runtime.onnx_runner import OnnxRunner
-
-        with tempfile.TemporaryDirectory(prefix="blazeface-teacher-") as folder:
-            path = export_onnx(self.model(), Path(folder) / f"{self.name}.onnx")
-            self._onnx = OnnxRunner(path, threads=threads, config=get_config(self.name))
+        self._onnx = make_runner("onnx", self.name, self.path, threads=threads)
 
     @torch.no_grad()
     def dense(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -360,9 +355,16 @@ class DenseTeachers:
         for teacher in teachers:
             self.groups.setdefault(get_config(teacher.name).priors, []).append(teacher)
         self.mappings = {priors: PriorMapping(priors, self.student) for priors in self.groups if priors != self.student}
+        self.on_onnx = False
 
     def __len__(self) -> int:
         return sum(len(group) for group in self.groups.values())
+
+    def use_onnx_runtime(self, threads: int) -> None:
+        """Every teacher through ONNX Runtime (:meth:`ModelTeacher.use_onnx_runtime`)."""
+        for teacher in self:
+            teacher.use_onnx_runtime(threads)
+        self.on_onnx = True
 
     def __iter__(self):
         return (teacher for group in self.groups.values() for teacher in group)
@@ -370,6 +372,8 @@ class DenseTeachers:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         height, width = images.shape[-2:]
+        if self.on_onnx:  # ONNX Runtime takes contiguous NCHW floats: one copy here, not one per teacher
+            images = images.float().contiguous()
         parts = []
         for priors, group in self.groups.items():
             outputs = mean_dense_outputs([teacher.dense(images) for teacher in group])

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..backends import default_backend
 from ..config import ModelConfig
 from ..data.dataset import build_training_data, collate, worker_init
 from ..data.transforms import build_preset
@@ -108,8 +109,9 @@ TEACHER_RUNTIMES = ("auto", "torch", "onnx")
 
 
 def teacher_runtime(requested: str, device: str) -> str:
-    """The runtime the per-prior teachers get: ``requested``, with "auto" resolved (ONNX Runtime on a CPU
-    when onnxruntime, onnx and onnxslim import, else PyTorch). ONNX Runtime on a GPU is not supported here."""
+    """The runtime the per-prior teachers get: ``requested``, with "auto" resolved as inference resolves its
+    default backend (ONNX Runtime on a CPU when the onnx extra is installed, else PyTorch). ONNX Runtime on a
+    GPU is not supported here."""
     if requested not in TEACHER_RUNTIMES:
         raise BlazefaceError(f"teacher runtime {requested!r}: expected one of {', '.join(TEACHER_RUNTIMES)}")
     on_cpu = device.split(":")[0] == "cpu"
@@ -117,12 +119,7 @@ def teacher_runtime(requested: str, device: str) -> str:
         raise BlazefaceError(f"--teacher-runtime onnx runs on the CPU only, not on --device {device}")
     if requested != "auto":
         return requested
-    if not on_cpu:
-        return "torch"
-    import importlib.util
-
-    installed = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx", "onnxslim"))
-    return "onnx" if installed else "torch"
+    return "onnx" if on_cpu and default_backend() == "onnx" else "torch"
 
 
 @dataclass
@@ -255,8 +252,7 @@ class Trainer:
         self.loss_fn = MultiBoxLoss(self.train_cfg)
         self.kd_loss_fn = DenseDistillationLoss(self.train_cfg)
         if teacher_runtime(options.teacher_runtime, options.device) == "onnx":
-            for teacher in self.dense_teachers:
-                teacher.use_onnx_runtime(threads=torch.get_num_threads())
+            self.dense_teachers.use_onnx_runtime(threads=torch.get_num_threads())
         else:
             for teacher in self.dense_teachers:
                 teacher.model().to(options.device, memory_format=self.memory_format)
