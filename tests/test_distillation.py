@@ -312,8 +312,8 @@ def test_a_teacher_with_the_students_priors_is_dense(data, tmp_path):
     assert not is_dense(load_teacher(f"mnet:{MNET}"), "slim") and not is_dense(blaze, "slim")
     assert teaches_per_prior(rfb, "slim") and not teaches_per_prior(blaze, "slim")
     assert teaches_per_prior(blaze, "slim", map_priors=True)
-    yunet_like = TeacherFaces.empty()  # anything but a model teacher never teaches per prior
-    assert not teaches_per_prior(yunet_like, "slim", map_priors=True)
+    not_a_teacher = TeacherFaces.empty()  # only model teachers and YuNet ever teach per prior
+    assert not teaches_per_prior(not_a_teacher, "slim", map_priors=True)
     trainer = Trainer(options(data, tmp_path / "a", model="blazelite", max_steps=2, teachers=[blaze_spec]))
     assert len(trainer.dense_teachers) == 1
     trainer.run()
@@ -368,3 +368,75 @@ def test_yunet_and_centerface_teachers_find_the_faces_of_a_crowd_photo():
         size = yunet.boxes[a][i, 2] - yunet.boxes[a][i, 0]
         assert np.abs(yunet.landmarks[a][i] - centerface.landmarks[b][j]).max() < 0.25 * size
         assert yunet.landmarks[a][i][0, 0] < yunet.landmarks[a][i][1, 0]
+
+
+YUNET = DATA / "teachers" / "yunet_n_dynamic.onnx"
+
+
+@requires_shared
+@pytest.mark.parametrize("runtime", ["opencv", "onnxruntime"])
+def test_yunet_candidates_decode_as_opencvs_face_detector(runtime):
+    """YuNet's raw grid outputs on a student's (mean-subtracted, padded) batch, decoded into candidate faces,
+    give FaceDetectorYN's own detections after the same threshold and NMS, through OpenCV's DNN and through
+    ONNX Runtime alike."""
+    import cv2
+
+    from blazeface.config import MEAN_BGR
+    from blazeface.geometry import box_iou
+    from blazeface.training.teachers import teaches_per_prior
+
+    from blazeface.training.teachers import YuNetTeacher
+
+    # A size of multiples of 32, so that neither side pads (FaceDetectorYN pads with black, the batch with the mean).
+    image = cv2.resize(cv2.imread(str(DATA / "facemask" / "images" / "maksssksksss209.jpg")), (416, 256))
+    h, w = image.shape[:2]
+    teacher = load_teacher(f"yunet:{YUNET}")
+    assert teaches_per_prior(teacher, "blaze", map_priors=True) and not teaches_per_prior(teacher, "blaze")
+    if runtime == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+        teacher.use_onnx_runtime(threads=1)
+    batch = torch.from_numpy(image.astype(np.float32) - np.float32(MEAN_BGR)).permute(2, 0, 1)[None]
+    (found,) = teacher.candidates(batch, MEAN_BGR, min_probability=0.5)
+    boxes = found.boxes.numpy() * [w, h, w, h]
+    keep = cv2.dnn.NMSBoxes([[float(a), float(b), float(c - a), float(d - b)] for a, b, c, d in boxes],
+                            found.probability.tolist(), 0.5, 0.3)
+    keep = np.array(keep).ravel()
+    reference = YuNetTeacher(YUNET, score_threshold=0.5, nms=0.3).detect(image)
+    assert len(keep) >= 10 and len(keep) == len(reference)
+    iou = box_iou(boxes[keep], reference.boxes)
+    assert (iou.max(1) > 0.999).all(), iou.max(1)
+    points = found.points.numpy()[keep].reshape(-1, 5, 2) * [w, h]
+    assert np.abs(points - reference.landmarks[iou.argmax(1)]).max() < 0.01
+
+
+@requires_shared
+def test_yunet_carried_onto_blazes_priors_finds_yunets_faces():
+    """YuNet as a per-prior teacher of blaze (train --map-teacher-priors): its candidate faces carried onto
+    blaze's priors and decoded as blaze's outputs find the faces YuNet itself finds."""
+    from blazeface import FaceDetector
+    from blazeface.geometry import box_iou
+    from conftest import SAMPLE
+
+    import cv2
+
+    teacher = load_teacher(f"yunet:{YUNET}")
+    image = cv2.imread(str(SAMPLE))
+    own = teacher.detect(image)
+    own_boxes = own.boxes[own.scores >= 0.5]
+    carried = FaceDetector("blaze", runner=DenseEnsembleRunner([teacher], "blaze"), long_side=0, conf=0.5).detect(image)
+    assert len(own_boxes) >= 5 and abs(len(carried) - len(own_boxes)) <= 2
+    iou = box_iou(own_boxes, carried.boxes)
+    assert (iou.max(1) > 0.8).mean() >= 0.8, iou.max(1)
+
+
+@requires_shared
+def test_training_with_yunet_per_prior(data, tmp_path):
+    """--teacher yunet:... --map-teacher-priors: YuNet teaches per prior (its distillation terms are logged)
+    rather than in the data workers."""
+    spec = f"yunet:{YUNET}"
+    trainer = Trainer(options(data, tmp_path / "a", model="blaze", max_steps=2, teachers=[spec],
+                              map_teacher_priors=True))
+    assert len(trainer.dense_teachers) == 1
+    trainer.run()
+    logged = (tmp_path / "a" / "metrics.jsonl").read_text()
+    assert '"kd_cls"' in logged and '"kd_loc"' in logged

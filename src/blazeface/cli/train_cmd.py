@@ -45,13 +45,15 @@ def add_parser(sub) -> None:
                    help="distil from this detector (repeatable: an ensemble): MODEL:WEIGHTS for a registered "
                         "model (same priors as --model: per-prior distillation; other priors: its detections, or per "
                         "prior with --map-teacher-priors), "
-                        "yunet:PATH.onnx (OpenCV FaceDetectorYN) or centerface:PATH.onnx (ONNX Runtime)")
+                        "yunet:PATH.onnx (OpenCV FaceDetectorYN; per prior with --map-teacher-priors) or "
+                        "centerface:PATH.onnx (ONNX Runtime)")
     p.add_argument("--map-teacher-priors", action="store_true", default=None,
-                   help="MODEL:WEIGHTS teachers of another prior layout (e.g. slim's original for blaze) teach per "
-                        "prior too: each of their candidate faces goes to the student's priors that its matching "
-                        "rule would give it, with the teacher's probability (default: they are detection teachers)")
+                   help="MODEL:WEIGHTS teachers of another prior layout (e.g. slim's original for blaze) and YuNet "
+                        "teach per prior too: each of their candidate faces goes to the student's priors that its "
+                        "matching rule would give it, with the teacher's probability (default: they are detection "
+                        "teachers)")
     p.add_argument("--teacher-runtime", choices=["auto", "torch", "onnx"], default=None,
-                   help="where MODEL:WEIGHTS teachers that teach per prior run (default: auto, ONNX Runtime on a CPU "
+                   help="where the teachers that teach per prior run (default: auto, ONNX Runtime on a CPU "
                         "when the onnx extra is installed, about half PyTorch's time there; else PyTorch)")
     p.add_argument("--kd-cls-weight", type=non_negative_float, default=None, help="same-architecture teacher: class KL weight")
     p.add_argument("--kd-loc-weight", type=non_negative_float, default=None, help="same-architecture teacher: box term weight")

@@ -7,7 +7,8 @@ A teacher is named by a spec (``blazeface train --teacher SPEC``, repeatable):
   runs on the batch in the training process and its per-prior outputs are matched prior for prior
   (:class:`~blazeface.training.loss.DenseDistillationLoss`).
   Otherwise it is a *detection* teacher like the two below.
-- ``yunet:PATH.onnx``: YuNet through OpenCV's ``cv2.FaceDetectorYN``.
+- ``yunet:PATH.onnx``: YuNet through OpenCV's ``cv2.FaceDetectorYN``; with ``--map-teacher-priors`` it teaches per
+  prior instead: its raw outputs on the batch, decoded into candidate faces, carried onto the student's priors.
 - ``centerface:PATH.onnx``: CenterFace through ONNX Runtime.
 
 Detection teachers run in the data workers on the augmented uint8 crop (:class:`TeacherLabelling`), their
@@ -52,6 +53,15 @@ class TeacherFaces(NamedTuple):
 
     def __len__(self) -> int:  # NamedTuple's len would count its fields
         return int(self.scores.shape[0])
+
+
+class Candidates(NamedTuple):
+    """One image's candidate faces for a per-prior teacher, in normalised image coordinates (the priors'
+    units): ``probability`` (K,), ``boxes`` (K, 4) ``x1 y1 x2 y2``, ``points`` (K, 10)."""
+
+    probability: torch.Tensor
+    boxes: torch.Tensor
+    points: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,68 @@ class YuNetTeacher(_LazyRuntime):
         except cv2.error as exc:
             raise BlazefaceError(f"{self.path}: OpenCV cannot load this YuNet model "
                                  f"({str(exc).strip().splitlines()[-1]})") from None
+
+    # YuNet's heads: one grid per stride, an anchor-free prediction per cell (OpenCV's FaceDetectorYN decoding).
+    STRIDES = (8, 16, 32)
+    _raw = None  # the bare network for candidates(): OpenCV's DNN, or an ONNX Runtime session
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "_raw": None}
+
+    def use_onnx_runtime(self, threads: int) -> None:
+        """Run :meth:`candidates` through ONNX Runtime (about twice as fast as OpenCV's DNN on a batch)."""
+        from ..optional import require
+
+        ort = require("onnxruntime", "onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        self._raw = lambda batch: dict(zip(names, session.run(None, {session.get_inputs()[0].name: batch})))
+
+    def _raw_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if self._raw is None:
+            net = cv2.dnn.readNetFromONNX(str(self.path))
+            names = list(net.getUnconnectedOutLayersNames())
+
+            def run(x):
+                net.setInput(x)
+                return dict(zip(names, net.forward(names)))
+            self._raw = run
+        return self._raw(batch)
+
+    @torch.no_grad()
+    def candidates(self, images: torch.Tensor, mean_bgr: Sequence[float], min_probability: float) -> list[Candidates]:
+        """Every grid cell whose score is at least ``min_probability``, per image of a student's batch (BGR minus
+        ``mean_bgr``, any layout), as :class:`Candidates` in the batch's normalised coordinates. The score is
+        YuNet's own, the geometric mean of its class and objectness outputs; boxes and landmarks decode as
+        OpenCV's FaceDetectorYN decodes them (checked against it to 3e-5 px). The batch is padded bottom/right to a
+        multiple of 32 with the mean colour, as the inference pipeline pads."""
+        batch, _, height, width = images.shape
+        padded_h, padded_w = -(-height // 32) * 32, -(-width // 32) * 32
+        x = np.zeros((batch, 3, padded_h, padded_w), np.float32)
+        mean = torch.tensor(mean_bgr, dtype=torch.float32).view(1, 3, 1, 1)
+        x[:] = mean.numpy()
+        x[:, :, :height, :width] = (images.float().cpu() + mean).numpy()
+        outputs = self._raw_outputs(x)
+        scale = np.array([width, height], np.float32)
+        found = []
+        for b in range(batch):
+            probability, boxes, points = [], [], []
+            for stride in self.STRIDES:
+                score = np.sqrt(outputs[f"cls_{stride}"][b, :, 0].clip(0, 1) * outputs[f"obj_{stride}"][b, :, 0].clip(0, 1))
+                cells = np.nonzero(score >= min_probability)[0]
+                row, col = np.divmod(cells, padded_w // stride)
+                cell = np.stack([col, row], 1).astype(np.float32)
+                box = outputs[f"bbox_{stride}"][b, cells]
+                centre, size = (cell + box[:, :2]) * stride, np.exp(box[:, 2:]) * stride
+                probability.append(score[cells])
+                boxes.append(np.concatenate([centre - size / 2, centre + size / 2], 1) / np.tile(scale, 2))
+                kps = outputs[f"kps_{stride}"][b, cells].reshape(-1, 5, 2)
+                points.append(((kps + cell[:, None]) * stride / scale).reshape(-1, 10))
+            found.append(Candidates(*(torch.from_numpy(np.concatenate(a).astype(np.float32)).to(images.device)
+                                      for a in (probability, boxes, points))))
+        return found
 
     def detect(self, image: np.ndarray) -> TeacherFaces:
         net = self.load()._runtime
@@ -264,8 +336,9 @@ def is_dense(teacher, student: str) -> bool:
 
 def teaches_per_prior(teacher, student: str, map_priors: bool = False) -> bool:
     """Whether ``teacher`` distils ``student`` per prior: a model teacher with the student's priors, or with
-    ``map_priors`` (``train --map-teacher-priors``) any model teacher; the others teach by their detections."""
-    return is_dense(teacher, student) or (map_priors and isinstance(teacher, ModelTeacher))
+    ``map_priors`` (``train --map-teacher-priors``) any model teacher and YuNet; the others teach by their
+    detections."""
+    return is_dense(teacher, student) or (map_priors and isinstance(teacher, (ModelTeacher, YuNetTeacher)))
 
 
 def mean_dense_outputs(outputs: Sequence[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
@@ -291,9 +364,11 @@ class PriorMapping:
     it gives a prior the face of best IoU, and a teacher's candidates are many overlapping boxes of one face,
     of which the most probable should win. ``min_probability`` sits
     above what slim's originals give plain background (up to 0.034 on a blank picture): at 0.01 a 320x320
-    training crop had ~2,000 candidates and carrying a batch of 32 took 20x longer than at 0.05 (~150)."""
+    training crop had ~2,000 candidates and carrying a batch of 32 took 20x longer than at 0.05 (~150).
+    ``teacher_priors`` None: a teacher without priors (YuNet's grid) finds its candidates itself, and only
+    :meth:`carry` is used."""
 
-    def __init__(self, teacher_priors: PriorConfig, student_priors: PriorConfig, *, pos_iou: float = POS_IOU,
+    def __init__(self, teacher_priors: PriorConfig | None, student_priors: PriorConfig, *, pos_iou: float = POS_IOU,
                  forced_min_iou: float = FORCED_MIN_IOU, min_probability: float = 0.05, max_candidates: int = 1000,
                  floor: float = 1e-4):
         self.teacher_priors, self.student_priors = teacher_priors, student_priors
@@ -301,37 +376,45 @@ class PriorMapping:
         self.min_probability, self.max_candidates, self.floor = min_probability, max_candidates, floor
         self._cache: dict = {}
 
-    def _priors(self, height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        key = (height, width, str(device))
+    def _priors(self, priors: PriorConfig, height: int, width: int, device) -> torch.Tensor:
+        key = (priors, height, width, str(device))
         if key not in self._cache:
-            teacher = torch.tensor(prior_boxes(self.teacher_priors, height, width), device=device)
-            student = torch.tensor(prior_boxes(self.student_priors, height, width), device=device)
-            self._cache[key] = (teacher, student, priors_to_corners(student))
+            self._cache[key] = torch.tensor(prior_boxes(priors, height, width), device=device)
         return self._cache[key]
 
     @torch.no_grad()
-    def __call__(self, outputs: tuple[torch.Tensor, ...], height: int, width: int) -> tuple[torch.Tensor, ...]:
-        """``(loc, logits, landm)`` of a batch on the teacher's priors -> the same on the student's."""
+    def candidates(self, outputs: tuple[torch.Tensor, ...], height: int, width: int) -> list[Candidates]:
+        """``(loc, logits, landm)`` of a batch on the teacher's priors -> each image's candidate faces."""
         loc, logits, landm = (t.float() for t in outputs)
-        t_priors, s_priors, s_corners = self._priors(height, width, loc.device)
+        t_priors, t_var = self._priors(self.teacher_priors, height, width, loc.device), self.teacher_priors.variances
         if loc.shape[1] != t_priors.shape[0]:
             raise BlazefaceError(f"teacher outputs have {loc.shape[1]} priors, its prior layout gives "
                                  f"{t_priors.shape[0]} at {width}x{height}")
-        t_var, s_var = self.teacher_priors.variances, self.student_priors.variances
-        batch, num_priors = loc.shape[0], s_priors.shape[0]
         probability = logits.softmax(-1)[..., 1]
-        face = torch.zeros(batch, num_priors, device=loc.device)
-        out_loc = torch.zeros(batch, num_priors, 4, device=loc.device)
-        out_landm = torch.zeros(batch, num_priors, 10, device=loc.device)
-        for b in range(batch):
-            candidates = torch.nonzero(probability[b] >= self.min_probability).squeeze(1)
-            if candidates.numel() > self.max_candidates:
-                candidates = candidates[probability[b, candidates].topk(self.max_candidates).indices]
-            if candidates.numel() == 0:
+        found = []
+        for b in range(loc.shape[0]):
+            keep = torch.nonzero(probability[b] >= self.min_probability).squeeze(1)
+            found.append(Candidates(probability[b, keep], decode_boxes(loc[b, keep], t_priors[keep], t_var),
+                                    decode_landmarks(landm[b, keep], t_priors[keep], t_var)))
+        return found
+
+    @torch.no_grad()
+    def carry(self, candidates: Sequence[Candidates], height: int, width: int,
+              device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+        """Each image's candidate faces -> ``(loc, logits, landm)`` on the student's priors (the class part as
+        log-probabilities)."""
+        s_priors, s_var = self._priors(self.student_priors, height, width, device), self.student_priors.variances
+        s_corners = priors_to_corners(s_priors)
+        batch, num_priors = len(candidates), s_priors.shape[0]
+        face = torch.zeros(batch, num_priors, device=device)
+        out_loc = torch.zeros(batch, num_priors, 4, device=device)
+        out_landm = torch.zeros(batch, num_priors, 10, device=device)
+        for b, (p, boxes, points) in enumerate(candidates):
+            if p.numel() > self.max_candidates:
+                top = p.topk(self.max_candidates).indices
+                p, boxes, points = p[top], boxes[top], points[top]
+            if p.numel() == 0:
                 continue
-            p = probability[b, candidates]
-            boxes = decode_boxes(loc[b, candidates], t_priors[candidates], t_var)
-            points = decode_landmarks(landm[b, candidates], t_priors[candidates], t_var)
             iou = box_iou(boxes, s_corners)  # (K, P)
             eligible = iou >= self.pos_iou
             best_iou, best_prior = iou.max(1)
@@ -343,22 +426,33 @@ class PriorMapping:
         face = face.clamp(self.floor, 1 - self.floor)
         return out_loc, torch.stack([torch.log1p(-face), torch.log(face)], -1), out_landm
 
+    def __call__(self, outputs: tuple[torch.Tensor, ...], height: int, width: int) -> tuple[torch.Tensor, ...]:
+        """``(loc, logits, landm)`` of a batch on the teacher's priors -> the same on the student's."""
+        return self.carry(self.candidates(outputs, height, width), height, width, outputs[0].device)
+
 
 class DenseTeachers:
-    """The model teachers a student is distilled from per prior, as one: teachers with the same priors are
+    """The teachers a student is distilled from per prior, as one: model teachers with the same priors are
     averaged (:func:`mean_dense_outputs`), groups on other priors than the student's are carried onto its
-    priors (:class:`PriorMapping`), and the groups are averaged again."""
+    priors (:class:`PriorMapping`), so is each YuNet teacher's candidate faces (:meth:`YuNetTeacher.candidates`),
+    and the groups are averaged again."""
 
-    def __init__(self, teachers: Sequence[ModelTeacher], student: str):
-        self.student = get_config(student).priors
+    def __init__(self, teachers: Sequence[ModelTeacher | YuNetTeacher], student: str):
+        config = get_config(student)
+        self.student, self.mean_bgr = config.priors, config.mean_bgr
         self.groups: dict[PriorConfig, list[ModelTeacher]] = {}
+        self.gridded: list[YuNetTeacher] = []  # teachers without priors: carried from their candidate faces
         for teacher in teachers:
-            self.groups.setdefault(get_config(teacher.name).priors, []).append(teacher)
+            if isinstance(teacher, YuNetTeacher):
+                self.gridded.append(teacher)
+            else:
+                self.groups.setdefault(get_config(teacher.name).priors, []).append(teacher)
         self.mappings = {priors: PriorMapping(priors, self.student) for priors in self.groups if priors != self.student}
+        self.carrier = PriorMapping(None, self.student)
         self.on_onnx = False
 
     def __len__(self) -> int:
-        return sum(len(group) for group in self.groups.values())
+        return sum(len(group) for group in self.groups.values()) + len(self.gridded)
 
     def use_onnx_runtime(self, threads: int) -> None:
         """Every teacher through ONNX Runtime (:meth:`ModelTeacher.use_onnx_runtime`)."""
@@ -366,8 +460,16 @@ class DenseTeachers:
             teacher.use_onnx_runtime(threads)
         self.on_onnx = True
 
+    def to(self, device, memory_format=torch.contiguous_format) -> "DenseTeachers":
+        """The PyTorch model teachers onto ``device`` (YuNet's network runs on the CPU, whatever the device)."""
+        for group in self.groups.values():
+            for teacher in group:
+                teacher.model().to(device, memory_format=memory_format)
+        return self
+
     def __iter__(self):
-        return (teacher for group in self.groups.values() for teacher in group)
+        yield from (teacher for group in self.groups.values() for teacher in group)
+        yield from self.gridded
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -378,6 +480,9 @@ class DenseTeachers:
         for priors, group in self.groups.items():
             outputs = mean_dense_outputs([teacher.dense(images) for teacher in group])
             parts.append(self.mappings[priors](outputs, height, width) if priors in self.mappings else outputs)
+        for teacher in self.gridded:
+            found = teacher.candidates(images, self.mean_bgr, self.carrier.min_probability)
+            parts.append(self.carrier.carry(found, height, width, images.device))
         return mean_dense_outputs(parts)
 
 

@@ -64,8 +64,9 @@ class TrainOptions:
     teacher_landmark_weight: float | None = None
     # Distillation teachers, ``KIND:PATH`` each (see training/teachers.py); empty: ground truth only.
     teachers: list[str] = field(default_factory=list)
-    # Model teachers with other priors than the student's teach per prior too, their outputs carried onto the
-    # student's priors (training.teachers.PriorMapping), instead of as detection teachers in the data workers.
+    # Model teachers with other priors than the student's, and YuNet, teach per prior too, their candidate faces
+    # carried onto the student's priors (training.teachers.PriorMapping), instead of as detection teachers in the
+    # data workers.
     map_teacher_priors: bool = False
     # Where the per-prior teachers run: "auto" is ONNX Runtime on a CPU when the onnx extra is installed (its
     # forward pass takes half of PyTorch's there), else PyTorch; "torch" or "onnx" force one.
@@ -254,8 +255,7 @@ class Trainer:
         if teacher_runtime(options.teacher_runtime, options.device) == "onnx":
             self.dense_teachers.use_onnx_runtime(threads=torch.get_num_threads())
         else:
-            for teacher in self.dense_teachers:
-                teacher.model().to(options.device, memory_format=self.memory_format)
+            self.dense_teachers.to(options.device, memory_format=self.memory_format)
         self.step = 0
         self.evaluate_fn = evaluate_fn
         self.out = Path(options.out)
