@@ -376,10 +376,11 @@ class PriorMapping:
         self.min_probability, self.max_candidates, self.floor = min_probability, max_candidates, floor
         self._cache: dict = {}
 
-    def _priors(self, priors: PriorConfig, height: int, width: int, device) -> torch.Tensor:
-        key = (priors, height, width, str(device))
+    def _priors(self, priors: PriorConfig, height: int, width: int, device, corners: bool = False) -> torch.Tensor:
+        key = (priors, height, width, str(device), corners)
         if key not in self._cache:
-            self._cache[key] = torch.tensor(prior_boxes(priors, height, width), device=device)
+            boxes = torch.tensor(prior_boxes(priors, height, width), device=device)
+            self._cache[key] = priors_to_corners(boxes) if corners else boxes
         return self._cache[key]
 
     @torch.no_grad()
@@ -404,7 +405,7 @@ class PriorMapping:
         """Each image's candidate faces -> ``(loc, logits, landm)`` on the student's priors (the class part as
         log-probabilities)."""
         s_priors, s_var = self._priors(self.student_priors, height, width, device), self.student_priors.variances
-        s_corners = priors_to_corners(s_priors)
+        s_corners = self._priors(self.student_priors, height, width, device, corners=True)
         batch, num_priors = len(candidates), s_priors.shape[0]
         face = torch.zeros(batch, num_priors, device=device)
         out_loc = torch.zeros(batch, num_priors, 4, device=device)
