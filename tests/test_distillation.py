@@ -168,6 +168,9 @@ def test_prior_mapping_carries_a_teacher_onto_other_priors():
     points = decode_landmarks(landm[0, k:k + 1], slim_priors[k:k + 1])
     assert torch.allclose(decode_landmarks(out_landm[0, chosen], blaze_priors[chosen]),
                           points.expand(int(chosen.sum()), 10), atol=1e-5)
+    # The background priors ask for their own box (zero offsets), not for the far candidate's: with the
+    # floor probability as weight, tens of thousands of huge offsets were half of a carried teacher's box term.
+    assert (out_loc[0, ~chosen] == 0).all() and (out_landm[0, ~chosen] == 0).all()
 
 
 def test_dense_loss_is_zero_for_the_teacher_itself_and_positive_otherwise():

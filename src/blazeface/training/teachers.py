@@ -422,8 +422,11 @@ class PriorMapping:
             forced = torch.nonzero(best_iou >= self.forced_min_iou).squeeze(1)
             eligible[forced, best_prior[forced]] = True
             face[b], chosen = torch.where(eligible, p[:, None], torch.zeros_like(iou)).max(0)
-            out_loc[b] = encode_boxes(boxes[chosen], s_priors, s_var)
-            out_landm[b] = encode_landmarks(points[chosen], s_priors, s_var)
+            # A prior no candidate reaches keeps zero offsets (its own box): max() "chooses" candidate 0 there,
+            # whose box encoded against a far prior is a huge offset the student could only chase in vain.
+            reached = torch.nonzero(face[b] > 0).squeeze(1)
+            out_loc[b, reached] = encode_boxes(boxes[chosen[reached]], s_priors[reached], s_var)
+            out_landm[b, reached] = encode_landmarks(points[chosen[reached]], s_priors[reached], s_var)
         face = face.clamp(self.floor, 1 - self.floor)
         return out_loc, torch.stack([torch.log1p(-face), torch.log(face)], -1), out_landm
 
