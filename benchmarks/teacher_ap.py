@@ -4,6 +4,7 @@
     python benchmarks/teacher_ap.py --model slim --teacher slim:../shared/data/reference_weights/slim_Final.pth \
         --teacher rfb:../shared/data/reference_weights/RBF_Final.pth
     python benchmarks/teacher_ap.py --model blaze --map-priors --teacher slim:... --teacher rfb:...   # on blaze's priors
+    python benchmarks/teacher_ap.py --model blaze --map-priors --teacher yunet:.../yunet_n_dynamic.onnx
 
 Evaluates as ``blazeface evaluate widerface`` does (the 263-image dev split, long side 640, conf 0.01, NMS 0.4,
 the official protocol) and prints one JSON object; ``--save-predictions DIR`` keeps the predictions for
@@ -23,11 +24,11 @@ DATA = REPO.parent / "shared" / "data"
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="the student, whose priors every teacher must share")
-    p.add_argument("--teacher", action="append", required=True, metavar="MODEL:WEIGHTS")
+    p.add_argument("--teacher", action="append", required=True, metavar="MODEL:WEIGHTS|yunet:PATH")
     p.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
     p.add_argument("--map-priors", action="store_true",
-                   help="teachers of other priors too, carried onto the student's as `train --map-teacher-priors` "
-                        "carries them")
+                   help="teachers of other priors and YuNet too, carried onto the student's as "
+                        "`train --map-teacher-priors` carries them")
     p.add_argument("--long-side", type=int, default=640)
     p.add_argument("--save-predictions", type=Path, metavar="DIR")
     args = p.parse_args()
@@ -46,8 +47,8 @@ def main() -> int:
     teachers = [load_teacher(spec) for spec in args.teacher]
     for spec, teacher in zip(args.teacher, teachers):
         if not teaches_per_prior(teacher, args.model, args.map_priors):
-            raise BlazefaceError(f"--teacher {spec}: not a dense teacher of {args.model} (other priors: "
-                                 "--map-priors; or not a MODEL:WEIGHTS teacher)")
+            raise BlazefaceError(f"--teacher {spec}: not a dense teacher of {args.model} (other priors or "
+                                 "YuNet: --map-priors; CenterFace teaches only by its detections)")
     detector = FaceDetector(args.model, runner=DenseEnsembleRunner(teachers, args.model), long_side=args.long_side,
                             conf=0.01, nms=0.4)
     gt = wf.load_ground_truth(wider / "ground_truth")
