@@ -11,6 +11,28 @@ from ..metadata import OUTPUT_NAMES, check_metadata
 from ..optional import require
 
 
+def cpu_session(model: str | Path | bytes, threads: int | None, what: str):
+    """An ONNX Runtime session on the CPU for a file (or its bytes): every graph optimisation, ``threads``
+    intra-op threads (None: the process's thread policy, :mod:`blazeface.threads`, when it was set, else ONNX
+    Runtime's one per core), warnings off. A file it cannot load is a one-line error naming ``what``."""
+    ort = require("onnxruntime", "onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is None:
+        from ..threads import current
+
+        threads = current()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise BlazefaceError(f"{what}: not a loadable ONNX model ({str(exc).strip().splitlines()[0]})") from None
+
+
 class OnnxRunner:
     """(N, 3, H, W) float32 batch -> (loc, conf, landm) through an exported ``.onnx``.
 
@@ -22,24 +44,10 @@ class OnnxRunner:
     name = "onnx"
 
     def __init__(self, path: str | Path, threads: int | None = None, config: ModelConfig | None = None):
-        ort = require("onnxruntime", "onnx")
         path = Path(path)
         if not path.is_file():
             raise BlazefaceError(f"{path}: no such ONNX file")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is None:
-            from ..threads import current
-
-            threads = current()  # the process's thread policy, when the CLI set one
-        if threads:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise BlazefaceError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
+        self.session = cpu_session(path, threads, str(path))
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         # "int8" for quantized exports (blazeface.export.quantize); files from elsewhere say nothing.
         self.precision = self.metadata.get("precision", "fp32")

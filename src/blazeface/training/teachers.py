@@ -131,12 +131,9 @@ class YuNetTeacher(_LazyRuntime):
 
     def use_onnx_runtime(self, threads: int) -> None:
         """Run :meth:`candidates` through ONNX Runtime (about twice as fast as OpenCV's DNN on a batch)."""
-        from ..optional import require
+        from ..runtime.onnx_runner import cpu_session
 
-        ort = require("onnxruntime", "onnx")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        session = cpu_session(self.path, threads, f"YuNet teacher {self.path}")
         names = [o.name for o in session.get_outputs()]
         self._raw = lambda batch: dict(zip(names, session.run(None, {session.get_inputs()[0].name: batch})))
 
@@ -160,10 +157,9 @@ class YuNetTeacher(_LazyRuntime):
         multiple of 32 with the mean colour, as the inference pipeline pads."""
         batch, _, height, width = images.shape
         padded_h, padded_w = -(-height // 32) * 32, -(-width // 32) * 32
-        x = np.zeros((batch, 3, padded_h, padded_w), np.float32)
-        mean = torch.tensor(mean_bgr, dtype=torch.float32).view(1, 3, 1, 1)
-        x[:] = mean.numpy()
-        x[:, :, :height, :width] = (images.float().cpu() + mean).numpy()
+        mean = np.asarray(mean_bgr, np.float32).reshape(1, 3, 1, 1)
+        x = np.broadcast_to(mean, (batch, 3, padded_h, padded_w)).copy()
+        x[:, :, :height, :width] += images.float().cpu().numpy()
         outputs = self._raw_outputs(x)
         scale = np.array([width, height], np.float32)
         found = []
@@ -206,18 +202,9 @@ class CenterFaceTeacher(_LazyRuntime):
         self.path, self.score_threshold, self.nms = Path(path), score_threshold, nms
 
     def _open(self):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise BlazefaceError("the centerface teacher needs onnxruntime: pip install 'blazeface[onnx]'") from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            return ort.InferenceSession(self._dynamic_model(), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise BlazefaceError(f"{self.path}: ONNX Runtime cannot load this CenterFace model "
-                                 f"({str(exc).strip().splitlines()[0]})") from None
+        from ..runtime.onnx_runner import cpu_session
+
+        return cpu_session(self._dynamic_model(), 1, f"CenterFace teacher {self.path}")
 
     def _dynamic_model(self) -> bytes:
         """The file declares a fixed 10x3x32x32 input: give batch, height and width symbolic sizes (the
@@ -459,7 +446,8 @@ class DenseTeachers:
         return sum(len(group) for group in self.groups.values()) + len(self.gridded)
 
     def use_onnx_runtime(self, threads: int) -> None:
-        """Every teacher through ONNX Runtime (:meth:`ModelTeacher.use_onnx_runtime`)."""
+        """Every teacher through ONNX Runtime (:meth:`ModelTeacher.use_onnx_runtime`,
+        :meth:`YuNetTeacher.use_onnx_runtime`)."""
         for teacher in self:
             teacher.use_onnx_runtime(threads)
         self.on_onnx = True
