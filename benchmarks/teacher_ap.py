@@ -5,6 +5,7 @@
         --teacher rfb:../shared/data/reference_weights/RBF_Final.pth
     python benchmarks/teacher_ap.py --model blaze --map-priors --teacher slim:... --teacher rfb:...   # on blaze's priors
     python benchmarks/teacher_ap.py --model blaze --map-priors --teacher yunet:.../yunet_n_dynamic.onnx
+    python benchmarks/teacher_ap.py --model blaze --map-priors --teacher yunet:... --yunet-scales 1 2   # and at 2x
 
 Evaluates as ``blazeface evaluate widerface`` does (the 263-image dev split, long side 640, conf 0.01, NMS 0.4,
 the official protocol) and prints one JSON object; ``--save-predictions DIR`` keeps the predictions for
@@ -29,6 +30,8 @@ def main() -> int:
     p.add_argument("--map-priors", action="store_true",
                    help="teachers of other priors and YuNet too, carried onto the student's as "
                         "`train --map-teacher-priors` carries them")
+    p.add_argument("--yunet-scales", type=float, nargs="+", default=[1.0], metavar="S",
+                   help="as `train --yunet-scales`: YuNet also on the image enlarged by these factors")
     p.add_argument("--long-side", type=int, default=640)
     p.add_argument("--save-predictions", type=Path, metavar="DIR")
     args = p.parse_args()
@@ -44,7 +47,7 @@ def main() -> int:
     from blazeface.training.teachers import DenseEnsembleRunner, load_teacher, teaches_per_prior
 
     torch.set_num_threads(1)
-    teachers = [load_teacher(spec) for spec in args.teacher]
+    teachers = [load_teacher(spec, yunet_scales=args.yunet_scales) for spec in args.teacher]
     for spec, teacher in zip(args.teacher, teachers):
         if not teaches_per_prior(teacher, args.model, args.map_priors):
             raise BlazefaceError(f"--teacher {spec}: not a dense teacher of {args.model} (other priors or "

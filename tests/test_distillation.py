@@ -413,6 +413,39 @@ def test_yunet_candidates_decode_as_opencvs_face_detector(runtime):
 
 
 @requires_shared
+def test_yunet_enlarged_offers_the_small_faces_it_misses_at_the_students_scale():
+    """--yunet-scales 1 2: the 1x candidates unchanged, then those of the batch enlarged 2x, in the same
+    normalised coordinates. On the crowd photo shrunk until its faces are a few pixels wide, the 2x pass finds
+    faces the 1x pass misses, and the faces of the 1x pass are found again at 2x in the same place (all but one
+    here, which the 2x pass drops below 0.5)."""
+    import cv2
+
+    from blazeface.config import MEAN_BGR
+    from blazeface.geometry import box_iou
+
+    size = (224, 128)
+    image = cv2.resize(cv2.imread(str(DATA / "facemask" / "images" / "maksssksksss209.jpg")), size,
+                       interpolation=cv2.INTER_AREA)
+    batch = torch.from_numpy(image.astype(np.float32) - np.float32(MEAN_BGR)).permute(2, 0, 1)[None]
+    (single,) = load_teacher(f"yunet:{YUNET}").candidates(batch, MEAN_BGR, min_probability=0.5)
+    (both,) = load_teacher(f"yunet:{YUNET}", yunet_scales=(1, 2)).candidates(batch, MEAN_BGR, min_probability=0.5)
+    k = len(single.probability)
+    assert torch.equal(both.probability[:k], single.probability) and torch.equal(both.boxes[:k], single.boxes)
+
+    def faces(probability, boxes):
+        boxes = boxes.numpy() * [size[0], size[1], size[0], size[1]]
+        keep = cv2.dnn.NMSBoxes([[float(a), float(b), float(c - a), float(d - b)] for a, b, c, d in boxes],
+                                probability.tolist(), 0.5, 0.3)
+        return boxes[np.array(keep, dtype=int).ravel()]
+
+    at_1x, at_2x = faces(single.probability, single.boxes), faces(both.probability[k:], both.boxes[k:])
+    assert len(at_1x) >= 10 and len(at_2x) > len(at_1x)
+    assert (box_iou(at_1x, at_2x).max(1) > 0.5).mean() >= 0.9
+    with pytest.raises(BlazefaceError, match="scales must be positive"):
+        load_teacher(f"yunet:{YUNET}", yunet_scales=(1, 0))
+
+
+@requires_shared
 def test_yunet_carried_onto_blazes_priors_finds_yunets_faces():
     """YuNet as a per-prior teacher of blaze (train --map-teacher-priors): its candidate faces carried onto
     blaze's priors and decoded as blaze's outputs find the faces YuNet itself finds."""
@@ -435,11 +468,11 @@ def test_yunet_carried_onto_blazes_priors_finds_yunets_faces():
 @requires_shared
 def test_training_with_yunet_per_prior(data, tmp_path):
     """--teacher yunet:... --map-teacher-priors: YuNet teaches per prior (its distillation terms are logged)
-    rather than in the data workers."""
+    rather than in the data workers; --yunet-scales reaches it."""
     spec = f"yunet:{YUNET}"
     trainer = Trainer(options(data, tmp_path / "a", model="blaze", max_steps=2, teachers=[spec],
-                              map_teacher_priors=True))
-    assert len(trainer.dense_teachers) == 1
+                              map_teacher_priors=True, yunet_scales=[1.0, 2.0]))
+    assert len(trainer.dense_teachers) == 1 and trainer.dense_teachers.gridded[0].scales == (1.0, 2.0)
     trainer.run()
     logged = (tmp_path / "a" / "metrics.jsonl").read_text()
     assert '"kd_cls"' in logged and '"kd_loc"' in logged

@@ -109,10 +109,19 @@ class _LazyRuntime:
 
 
 class YuNetTeacher(_LazyRuntime):
-    """YuNet (``cv2.FaceDetectorYN``) on BGR uint8 images of any size."""
+    """YuNet (``cv2.FaceDetectorYN``) on BGR uint8 images of any size.
 
-    def __init__(self, path: Path, score_threshold: float = 0.3, nms: float = 0.45, top_k: int = 1000):
+    ``scales``: per prior (:meth:`candidates`), YuNet also runs on the student's batch enlarged by each factor
+    other than 1, and every scale's candidates are offered together (each student prior then takes the most
+    probable one that reaches it). Enlarged 2x, YuNet finds the faces under ~10 pixels it misses at 1x (its
+    smallest anchors are 8 pixels at stride 8), and the large faces stay with the 1x pass."""
+
+    def __init__(self, path: Path, score_threshold: float = 0.3, nms: float = 0.45, top_k: int = 1000,
+                 scales: Sequence[float] = (1,)):
         self.path, self.score_threshold, self.nms, self.top_k = Path(path), score_threshold, nms, top_k
+        if not scales or any(s <= 0 for s in scales):
+            raise BlazefaceError(f"YuNet teacher scales must be positive, got {list(scales)}")
+        self.scales = tuple(float(s) for s in scales)
 
     def _open(self):
         try:
@@ -154,7 +163,19 @@ class YuNetTeacher(_LazyRuntime):
         ``mean_bgr``, any layout), as :class:`Candidates` in the batch's normalised coordinates. The score is
         YuNet's own, the geometric mean of its class and objectness outputs; boxes and landmarks decode as
         OpenCV's FaceDetectorYN decodes them (checked against it to 3e-5 px). The batch is padded bottom/right to a
-        multiple of 32 with the mean colour, as the inference pipeline pads."""
+        multiple of 32 with the mean colour, as the inference pipeline pads. With several ``scales``, each
+        image's candidates of every scale, concatenated."""
+        per_scale = []
+        for scale in self.scales:
+            scaled = images if scale == 1 else torch.nn.functional.interpolate(
+                images.float(), scale_factor=scale, mode="bilinear", align_corners=False)
+            per_scale.append(self._candidates(scaled, mean_bgr, min_probability, images.device))
+        if len(per_scale) == 1:
+            return per_scale[0]
+        return [Candidates(*(torch.cat(parts) for parts in zip(*found))) for found in zip(*per_scale)]
+
+    def _candidates(self, images: torch.Tensor, mean_bgr: Sequence[float], min_probability: float,
+                    device) -> list[Candidates]:
         batch, _, height, width = images.shape
         padded_h, padded_w = -(-height // 32) * 32, -(-width // 32) * 32
         mean = np.asarray(mean_bgr, np.float32).reshape(1, 3, 1, 1)
@@ -176,7 +197,7 @@ class YuNetTeacher(_LazyRuntime):
                 boxes.append(np.concatenate([centre - size / 2, centre + size / 2], 1) / np.tile(scale, 2))
                 kps = outputs[f"kps_{stride}"][b, cells].reshape(-1, 5, 2)
                 points.append(((kps + cell[:, None]) * stride / scale).reshape(-1, 10))
-            found.append(Candidates(*(torch.from_numpy(np.concatenate(a).astype(np.float32)).to(images.device)
+            found.append(Candidates(*(torch.from_numpy(np.concatenate(a).astype(np.float32)).to(device)
                                       for a in (probability, boxes, points))))
         return found
 
@@ -303,11 +324,12 @@ class ModelTeacher:
                             np.array([f.score for f in faces], np.float32))
 
 
-def load_teacher(spec: str | TeacherSpec):
-    """Build the teacher of ``spec`` and load it once here, so a broken file fails before training starts."""
+def load_teacher(spec: str | TeacherSpec, yunet_scales: Sequence[float] = (1,)):
+    """Build the teacher of ``spec`` and load it once here, so a broken file fails before training starts.
+    ``yunet_scales``: a YuNet teacher's :class:`YuNetTeacher` ``scales``."""
     spec = spec if isinstance(spec, TeacherSpec) else parse_teacher_spec(spec)
     if spec.kind == "yunet":
-        return YuNetTeacher(spec.path).load()
+        return YuNetTeacher(spec.path, scales=yunet_scales).load()
     if spec.kind == "centerface":
         return CenterFaceTeacher(spec.path).load()
     teacher = ModelTeacher(spec.kind, spec.path)
