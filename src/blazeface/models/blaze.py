@@ -125,7 +125,8 @@ def blaze(config: ModelConfig) -> nn.Module:
 def blazelite(config: ModelConfig) -> nn.Module:
     # Most of blaze's time is spent at strides 2-8, where 3x3 kernels save it; the stride-16 stage is
     # cheap and its 5x5 kernels give the large-face head its receptive field. The second block at stride
-    # 2 (conv3, 320x240 x 24 channels at a 640x480 input) costs a tenth of the rest. The stride-2 stage is
-    # memory-bound, and ONNX Runtime's blocked layout on AVX-512 pads channels to multiples of 16, so 24
-    # channels there cost as much as 32: 16 take 0.74x the network time (docs/MODELS.md).
+    # 2 (conv3, 320x240 x 24 channels at a 640x480 input) costs a tenth of the rest. On AVX-512, ONNX
+    # Runtime's blocked (NCHWc) layout works in blocks of 16 channels: 24 are padded to 32, and the max-pool
+    # of conv4's shortcut over them leaves the blocked layout (the largest tensor reordered out and back).
+    # With 16 channels at stride 2 the network takes 0.74x the time (docs/MODELS.md).
     return Blaze(config, kernel=3, kernel16=5, stride2_blocks=1, stride2_width=16)
