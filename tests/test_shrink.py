@@ -9,7 +9,7 @@ from blazeface import create_model
 from blazeface.models import get_config
 from blazeface.models.blaze import Blaze
 from blazeface.models.slim import Slim
-from blazeface.training.shrink import copy_matching, select_channels, shrink_kernels
+from blazeface.training.shrink import copy_matching, find_narrowings, select_channels, shrink_kernels
 
 
 def blaze3x3() -> nn.Module:
@@ -191,6 +191,35 @@ def test_a_narrowed_layer_keeps_the_channels_its_consumer_needs():
     student.eval()
     x = images(1, 96, seed=7)[0]
     torch.testing.assert_close(outputs(student, x), outputs(teacher, x), rtol=1e-3, atol=1e-3)
+
+
+def test_a_narrowed_residual_stream_keeps_the_channels_its_blocks_need():
+    # blaze -> its stride-2 stream (stem, conv2's residual branch, conv4's two branches) at 16 of 24 channels.
+    # conv2's pointwise (the stream's mixer) and conv4's pointwise and shortcut (its consumers) read only
+    # channels 0, 3, 6, 9, ... and 1, 4, ... (the others' columns are zero), so those 16 carry everything: the
+    # selection must find them, and the narrowed network, fitted, computes the teacher's outputs.
+    torch.manual_seed(0)
+    teacher = Blaze(get_config("blaze"), kernel=3, stride2_blocks=1).eval()
+    randomize_norms(teacher)
+    needed = [c for c in range(24) if c % 3 != 2]
+    unused = [c for c in range(24) if c % 3 == 2]
+    with torch.no_grad():
+        teacher.conv2.conv[0][3].weight[:, unused] = 0
+        teacher.conv2.conv[0][3].weight[unused] = 0
+        teacher.conv4.conv[0][3].weight[:, unused] = 0
+        teacher.conv4.shortcut[1].weight[:, unused] = 0
+    student = Blaze(get_config("blaze"), kernel=3, stride2_blocks=1, stride2_width=16)
+    narrowing, = find_narrowings(teacher, student)
+    assert narrowing.conv == "conv1.0" and narrowing.mixers == ("conv2.conv.0.3",)
+    assert narrowing.consumers == ("conv4.conv.0.3", "conv4.shortcut.1")
+    fits = shrink_kernels(teacher, student, images(3, 256))
+    assert fits[0].name == "conv2.conv.0.3"  # the stem and conv2's depthwise are the kept channels' copies
+    torch.testing.assert_close(student.conv1[0].weight, teacher.conv1[0].weight[needed])
+    student.eval()
+    assert max(f.error_after for f in fits) < 1e-8
+    # On a new image too, within the conditioning of the deepest fits (stride 16: few positions a photo).
+    x = images(1, 128, seed=7)[0]
+    torch.testing.assert_close(outputs(student, x), outputs(teacher, x), rtol=1e-2, atol=1e-2)
 
 
 def test_select_channels_drops_the_channel_another_one_duplicates():

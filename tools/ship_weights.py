@@ -26,7 +26,7 @@ def main() -> int:
     p.add_argument("--model", required=True)
     args = p.parse_args()
     state = {k: v.detach().cpu().contiguous() for k, v in read_state_dict(args.weights).items()}
-    load_weights(create_model(args.model), args.weights)  # strict, one line: a wrong model fails here, not later
+    load_weights(create_model(args.model, weights=None), args.weights)  # strict, one line: a wrong model fails here, not later
     target = shipped_weights(args.model)
     with atomic_target(target) as partial:
         torch.save(with_metadata(state, get_config(args.model)), partial)

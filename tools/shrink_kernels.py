@@ -19,6 +19,9 @@ A narrower student (slimlite: conv2 with 16 of slim's 32 channels) keeps the tea
 
     python tools/shrink_kernels.py --teacher slim --student slimlite --count 48 --held-out 12 \
         --images ../shared/data/widerface/train/images --out /tmp/slimlite_init.pth
+
+blazelite narrows blaze's stride-2 residual stream (stem, conv2) to 16 channels as well as shrinking its
+kernels and dropping conv3, all in one shrink from blaze (the default arguments; add --held-out 12).
 """
 from __future__ import annotations
 

@@ -21,7 +21,11 @@ A student layer may also be *narrower* than the teacher's (slimlite: conv2 with 
 has 32). Its channels pass through BatchNorms, ReLUs and depthwise layers unchanged up to the first full 1x1
 convolution that mixes them (the "consumer"); :func:`select_channels` keeps the subset of them from which that
 consumer's output is best rebuilt by least squares (greedy backward elimination on the teacher's statistics),
-the layers in between take the teacher's weights of those channels, and the consumer is refitted.
+the layers in between take the teacher's weights of those channels, and the consumer is refitted. A residual
+stream narrows the same way (blazelite: the stem and conv2 with 16 of blaze's 24 channels): the block's
+convolution that maps the stream onto itself (a "mixer") keeps the same channels, and the 1x1 convolutions of
+the next block that widen it (a BlazeBlock's branch and its shortcut) are its consumers; where a kernel
+differs too, the kept channels' layers are refitted to the teacher's outputs of those channels.
 
 With ``held_out`` images, each refit is kept only if it lowers the layer's error on them too. A layer with
 more unknowns than its calibration images give positions (the heads at stride 64 of slim: 2,305 unknowns per
@@ -143,8 +147,10 @@ def _on_student_grid(name: str, target: torch.Tensor, size: torch.Size) -> torch
 
 @torch.no_grad()
 def _fit_layer(teacher: nn.Module, student: nn.Module, name: str, t_conv: nn.Conv2d, s_conv: nn.Conv2d,
-               images: Sequence[torch.Tensor], ridge: float) -> LayerFit:
-    if s_conv.out_channels != t_conv.out_channels:
+               images: Sequence[torch.Tensor], ridge: float, rows: list[int] | None = None) -> LayerFit:
+    """Refit ``s_conv`` to the teacher's outputs of ``t_conv`` (of the channels ``rows`` only, for a narrowed
+    layer)."""
+    if s_conv.out_channels != (t_conv.out_channels if rows is None else len(rows)):
         raise ValueError(f"{name}: teacher and student layers differ in more than the kernel and stride")
     if s_conv.stride != t_conv.stride and not (_same_padding(s_conv) and _same_padding(t_conv)):
         raise ValueError(f"{name}: a stride that differs from the teacher's needs 'same' padding in both, else the "
@@ -163,6 +169,8 @@ def _fit_layer(teacher: nn.Module, student: nn.Module, name: str, t_conv: nn.Con
         if image.shape[0] != 1:
             raise ValueError("calibration images go one at a time (a 1xCxHxW tensor each)")
         target = _capture(teacher, t_conv, image, output=True)
+        if rows is not None:
+            target = target[:, rows]
         x = _capture(student, s_conv, image, output=False)
         out = s_conv(x)
         target = _on_student_grid(name, target, out.shape[-2:])
@@ -222,17 +230,27 @@ def _held_out_error(student: nn.Module, name: str, s_conv: nn.Conv2d, images: Se
 
 @dataclass(frozen=True)
 class Narrowing:
-    """A student convolution with fewer output channels than the teacher's, the channelwise layers its
-    channels pass through (BatchNorms, depthwise convolutions) and the 1x1 convolution that mixes them."""
+    """A student convolution with fewer output channels than the teacher's, and where its channels go: the
+    channelwise layers they pass through (BatchNorms, depthwise convolutions), the ``mixers`` that map them
+    onto themselves (a residual stream's 1x1 or full convolutions, narrowed alike) and the ``consumers``:
+    the 1x1 convolutions of one block that mix them into the teacher's full width (several when the block
+    has branches, as a BlazeBlock's convolution and shortcut)."""
 
     conv: str
     channelwise: tuple[str, ...]
-    consumer: str
+    consumers: tuple[str, ...]
+    mixers: tuple[str, ...] = ()
+
+    @property
+    def narrowed(self) -> tuple[str, ...]:
+        """Every layer whose output channels are the kept ones (the teacher's rows of those channels)."""
+        return (self.conv,) + self.channelwise + self.mixers
 
 
 def find_narrowings(teacher: nn.Module, student: nn.Module) -> list[Narrowing]:
     """Every narrowed student convolution, in order; raises ``ValueError`` where the narrowed channels meet
-    anything but BatchNorms, activations and depthwise layers before a full 1x1 convolution."""
+    anything but BatchNorms, activations, depthwise layers and mixers before the full 1x1 convolutions of
+    one block that mix them."""
     t_modules = dict(teacher.named_modules())
     s_modules = list(student.named_modules())
     found, covered = [], set()
@@ -243,52 +261,70 @@ def find_narrowings(teacher: nn.Module, student: nn.Module) -> list[Narrowing]:
             continue
         if conv.groups != 1:
             raise ValueError(f"{name}: only a full convolution can be narrowed")
-        width, channelwise = conv.out_channels, []
+        width, channelwise, mixers, consumers, block = conv.out_channels, [], [], [], None
         for later, module in s_modules[i + 1:]:
+            if block is not None and not later.startswith(block):
+                break
+            t_module = t_modules.get(later)
             if isinstance(module, nn.BatchNorm2d) and module.num_features == width:
                 channelwise.append(later)
-            elif isinstance(module, nn.Conv2d) and module.groups == module.in_channels == module.out_channels == width:
+            elif (isinstance(module, nn.Conv2d) and module.groups == module.in_channels == module.out_channels == width
+                  and isinstance(t_module, nn.Conv2d) and t_module.groups == t_module.in_channels > width):
                 channelwise.append(later)
             elif (isinstance(module, nn.Conv2d) and module.groups == 1 and module.in_channels == width
-                  and module.kernel_size == (1, 1) and isinstance(t_modules.get(later), nn.Conv2d)
-                  and module.out_channels == t_modules[later].out_channels):
-                found.append(Narrowing(name, tuple(channelwise), later))
-                covered.update(channelwise)
-                break
-            elif list(module.parameters(recurse=False)) or list(module.buffers(recurse=False)):
+                  and isinstance(t_module, nn.Conv2d) and t_module.groups == 1):
+                if module.kernel_size == (1, 1) and module.out_channels == t_module.out_channels:
+                    consumers.append(later)
+                    block = later.split(".")[0] + "."  # the block's other branches read the same channels
+                elif module.out_channels == width and t_module.in_channels == t_module.out_channels > width:
+                    mixers.append(later)
+                else:
+                    raise ValueError(f"{name}: its {width} channels reach {later} (Conv2d) before a full 1x1 "
+                                     "convolution that mixes them")
+            elif block is None and (list(module.parameters(recurse=False)) or list(module.buffers(recurse=False))):
                 raise ValueError(f"{name}: its {width} channels reach {later} ({type(module).__name__}) before a "
                                  "full 1x1 convolution that mixes them")
-        else:
+        if not consumers:
             raise ValueError(f"{name}: no 1x1 convolution after it mixes its {width} channels")
+        found.append(Narrowing(name, tuple(channelwise), tuple(consumers), tuple(mixers)))
+        covered.update(channelwise + mixers)
     return found
 
 
 @torch.no_grad()
-def select_channels(teacher: nn.Module, consumer: nn.Conv2d, images: Sequence[torch.Tensor], keep: int,
-                    ridge: float = 1e-6) -> list[int]:
-    """The ``keep`` input channels of the teacher's 1x1 ``consumer`` from which its output is best rebuilt.
+def select_channels(teacher: nn.Module, consumers: nn.Conv2d | Sequence[nn.Conv2d], images: Sequence[torch.Tensor],
+                    keep: int, ridge: float = 1e-6) -> list[int]:
+    """The ``keep`` input channels of the teacher's 1x1 ``consumers`` from which their outputs are best rebuilt.
 
-    Over ``images``, the output y = W x of the consumer (without its bias) is regressed on a subset of x's
+    Over ``images``, the output y = W x of each consumer (without its bias) is regressed on a subset of x's
     channels plus a constant (the dropped channels' means fold into the bias); channels are removed one at
-    a time, each time the one whose loss raises that least-squares residual least (greedy backward
-    elimination: C - keep rounds of at most C solves of size keep + 1, from the (C+1)^2 Gram matrix)."""
-    c = consumer.in_channels
+    a time, each time the one whose loss raises the least-squares residual, summed over the consumers,
+    least (greedy backward elimination: C - keep rounds of at most C solves of size keep + 1 per consumer,
+    from the (C+1)^2 Gram matrices)."""
+    consumers = [consumers] if isinstance(consumers, nn.Conv2d) else list(consumers)
+    c = consumers[0].in_channels
     if not 0 < keep <= c:
         raise ValueError(f"cannot keep {keep} of {c} channels")
-    gram = torch.zeros(c + 1, c + 1, dtype=torch.float64)
-    for image in images:
-        x = _capture(teacher, consumer, image, output=False)[0].reshape(c, -1).double()
-        p = torch.cat([x, torch.ones(1, x.shape[1], dtype=torch.float64)])
-        gram += p @ p.T
-    weight = torch.cat([consumer.weight.reshape(consumer.out_channels, c).double(),
-                        torch.zeros(consumer.out_channels, 1, dtype=torch.float64)], 1)
+    grams, weights = [], []
+    for consumer in consumers:
+        gram = torch.zeros(c + 1, c + 1, dtype=torch.float64)
+        for image in images:
+            x = _capture(teacher, consumer, image, output=False)[0].reshape(c, -1).double()
+            p = torch.cat([x, torch.ones(1, x.shape[1], dtype=torch.float64)])
+            gram += p @ p.T
+        grams.append(gram)
+        weights.append(torch.cat([consumer.weight.reshape(consumer.out_channels, c).double(),
+                                  torch.zeros(consumer.out_channels, 1, dtype=torch.float64)], 1))
 
     def explained(subset: list[int]) -> float:
         k = subset + [c]
-        g = gram[k][:, k]
-        cross = weight @ gram[:, k]
-        solution = torch.linalg.solve(g + torch.diag(ridge * torch.diagonal(g) + 1e-12), cross.T)
-        return float((cross * solution.T).sum())
+        total = 0.0
+        for gram, weight in zip(grams, weights):
+            g = gram[k][:, k]
+            cross = weight @ gram[:, k]
+            solution = torch.linalg.solve(g + torch.diag(ridge * torch.diagonal(g) + 1e-12), cross.T)
+            total += float((cross * solution.T).sum())
+        return total
 
     chosen = list(range(c))
     while len(chosen) > keep:
@@ -297,15 +333,25 @@ def select_channels(teacher: nn.Module, consumer: nn.Conv2d, images: Sequence[to
 
 
 @torch.no_grad()
-def _copy_channels(teacher: nn.Module, student: nn.Module, names: Sequence[str], channels: list[int]) -> None:
-    """The teacher's tensors of the kept channels: output rows of the narrowed convolution, every channel of
-    the BatchNorms and depthwise layers after it."""
+def _copy_channels(teacher: nn.Module, student: nn.Module, narrowing: Narrowing, channels: list[int]) -> None:
+    """The teacher's tensors of the kept channels: output rows of the narrowed layers (a mixer's input
+    columns too), each kernel cut to its centre where the student's is smaller."""
     t_modules, s_modules = dict(teacher.named_modules()), dict(student.named_modules())
     index = torch.tensor(channels)
-    for name in names:
+    for name in narrowing.narrowed:
         for key, value in s_modules[name].state_dict().items():
             source = t_modules[name].state_dict()[key]
-            value.copy_(source if source.dim() == 0 else source[index])
+            if source.dim() == 0:
+                value.copy_(source)
+                continue
+            source = source[index]
+            if name in narrowing.mixers and key == "weight":
+                source = source[:, index]
+            if source.dim() == 4 and source.shape[2:] != value.shape[2:]:
+                (kh, kw), (sh, sw) = value.shape[2:], source.shape[2:]
+                top, left = (sh - kh) // 2, (sw - kw) // 2
+                source = source[:, :, top:top + kh, left:left + kw]
+            value.copy_(source)
 
 
 def shrink_kernels(teacher: nn.Module, student: nn.Module, images: Iterable[torch.Tensor], *,
@@ -336,31 +382,34 @@ def shrink_kernels(teacher: nn.Module, student: nn.Module, images: Iterable[torc
     if narrowings and not copy_teacher:
         raise ValueError(f"{narrowings[0].conv} is narrower than the teacher's: its kept channels are copied, "
                          "which needs copy_teacher")
-    first, copied = 0, set()
+    first, rows = 0, {}
     fits = []
     try:
         if copy_teacher:
             copy_matching(teacher, student)
             for narrowing in narrowings:
-                keep = select_channels(teacher, t_convs[narrowing.consumer], images,
+                keep = select_channels(teacher, [t_convs[c] for c in narrowing.consumers], images,
                                        s_convs[narrowing.conv].out_channels, ridge)
-                _copy_channels(teacher, student, (narrowing.conv,) + narrowing.channelwise, keep)
-                copied.update((narrowing.conv,) + narrowing.channelwise)
-            # The first layer whose kernel or stride differs, or whose input differs because a teacher layer
-            # before it is missing from the student: from there on every layer is refitted (but the channel
-            # copies of a narrowing, which are the teacher's exactly).
+                _copy_channels(teacher, student, narrowing, keep)
+                rows.update({n: keep for n in narrowing.narrowed if n in s_convs})
+            # The first layer that is not the teacher's (or its kept channels of the teacher's) exactly: its
+            # kernel or stride differs, a teacher layer before it is missing from the student, or its input
+            # lost channels (a consumer or mixer of a narrowing). From there on every layer is refitted, a
+            # narrowed one to the teacher's outputs of its kept channels.
+            fed = {n for narrowing in narrowings for n in narrowing.consumers + narrowing.mixers}
             first = next((i for i, n in enumerate(names)
-                          if s_convs[n].weight.shape != t_convs[n].weight.shape or s_convs[n].stride != t_convs[n].stride
-                          or t_names[i] != n), len(names))
+                          if s_convs[n].kernel_size != t_convs[n].kernel_size or s_convs[n].stride != t_convs[n].stride
+                          or t_names[i] != n or n in fed
+                          or (n not in rows and s_convs[n].weight.shape != t_convs[n].weight.shape)), len(names))
         for name in names[first:]:
-            if name in copied:
-                continue
             t_conv, s_conv = t_convs[name], s_convs[name]
             if held_out:
                 targets = [_capture(teacher, t_conv, image, output=True) for image in held_out]
+                if name in rows:
+                    targets = [target[:, rows[name]] for target in targets]
                 before = _held_out_error(student, name, s_conv, held_out, targets)
                 saved = {k: v.clone() for k, v in student.state_dict().items()}
-            fit = _fit_layer(teacher, student, name, t_conv, s_conv, images, ridge)
+            fit = _fit_layer(teacher, student, name, t_conv, s_conv, images, ridge, rows.get(name))
             if held_out:
                 fit = replace(fit, held_before=before,
                               held_after=_held_out_error(student, name, s_conv, held_out, targets))
