@@ -55,7 +55,7 @@ def add_parser(sub) -> None:
     p.add_argument("--yunet-scales", type=positive_float, nargs="+", default=None, metavar="S",
                    help="YuNet per prior: run it on the batch at each of these scales and offer every scale's "
                         "faces to the student's priors (default: 1; 1 2 adds the faces under ~10 pixels that "
-                        "YuNet finds only enlarged, at about 5x its cost)")
+                        "YuNet finds only enlarged; slim's CPU step then takes 2.1x as long)")
     p.add_argument("--teacher-runtime", choices=["auto", "torch", "onnx"], default=None,
                    help="where the teachers that teach per prior run (default: auto, ONNX Runtime on a CPU "
                         "when the onnx extra is installed, about half PyTorch's time there; else PyTorch)")
