@@ -72,9 +72,14 @@ def copy_matching(teacher: nn.Module, student: nn.Module) -> None:
         if src.shape == value.shape:
             value.copy_(src)
         elif src.dim() == 4 and src.shape[:2] == value.shape[:2]:
-            (kh, kw), (sh, sw) = value.shape[2:], src.shape[2:]
-            top, left = (sh - kh) // 2, (sw - kw) // 2
-            value.copy_(src[:, :, top:top + kh, left:left + kw])
+            value.copy_(_centre_crop(src, value.shape[2:]))
+
+
+def _centre_crop(kernel: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """The centre ``size`` of a (out, in, kh, kw) kernel (itself when it is that size)."""
+    (kh, kw), (sh, sw) = tuple(size), kernel.shape[2:]
+    top, left = (sh - kh) // 2, (sw - kw) // 2
+    return kernel[:, :, top:top + kh, left:left + kw]
 
 
 def _convolutions(model: nn.Module) -> dict[str, nn.Conv2d]:
@@ -339,19 +344,16 @@ def _copy_channels(teacher: nn.Module, student: nn.Module, narrowing: Narrowing,
     t_modules, s_modules = dict(teacher.named_modules()), dict(student.named_modules())
     index = torch.tensor(channels)
     for name in narrowing.narrowed:
+        teacher_state = t_modules[name].state_dict()
         for key, value in s_modules[name].state_dict().items():
-            source = t_modules[name].state_dict()[key]
-            if source.dim() == 0:
+            source = teacher_state[key]
+            if source.dim() == 0:  # a BatchNorm's update counter
                 value.copy_(source)
                 continue
             source = source[index]
             if name in narrowing.mixers and key == "weight":
                 source = source[:, index]
-            if source.dim() == 4 and source.shape[2:] != value.shape[2:]:
-                (kh, kw), (sh, sw) = value.shape[2:], source.shape[2:]
-                top, left = (sh - kh) // 2, (sw - kw) // 2
-                source = source[:, :, top:top + kh, left:left + kw]
-            value.copy_(source)
+            value.copy_(_centre_crop(source, value.shape[2:]) if source.dim() == 4 else source)
 
 
 def shrink_kernels(teacher: nn.Module, student: nn.Module, images: Iterable[torch.Tensor], *,
