@@ -8,16 +8,21 @@ backward, optimiser, EMA) per model and setting, through the real Trainer on the
         --teacher slim:../shared/data/reference_weights/slim_Final.pth --teacher rfb:...RBF_Final.pth
     python benchmarks/bench_train_step.py --models slim --settings fp32-channels-last --threads 1 \
         --teacher slim:...slim_Final.pth --teacher rfb:...RBF_Final.pth --teacher-runtime torch onnx
+    python benchmarks/bench_train_step.py --models slim --settings fp32-channels-last --threads 1 \
+        --teacher yunet:...yunet_n_dynamic.onnx --map-teacher-priors --yunet-scales 1 2 --cache-teacher
 
 Each setting runs ``--steps`` steps; the first ``--warmup`` are dropped (worker start-up, allocator). With
 ``--teacher`` (repeatable: an ensemble) every setting runs twice, without and with the teachers, interleaved
 ``--rounds`` times, and the with/without ratio of the whole step's images/s is printed; with several
-``--teacher-runtime`` values, one taught arm per runtime of the per-prior teachers.
+``--teacher-runtime`` values, one taught arm per runtime of the per-prior teachers. ``--cache-teacher`` adds an
+arm with YuNet's candidates computed once per photo (``train --cache-teacher``; computed before the first cached
+arm's steps, which is not timed, and reused by the later rounds).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -38,17 +43,25 @@ SETTINGS = {
 
 def measure(model: str, setting: str, steps: int, warmup: int, threads: int, workers: int, batch: int,
             teachers: list[str] | None = None, map_teacher_priors: bool = False,
-            teacher_runtime: str = "auto") -> float:
+            teacher_runtime: str = "auto", yunet_scales: list[float] | None = None,
+            candidates: Path | None = None) -> float:
+    """``candidates``: train --cache-teacher, the photos' candidates kept in this file (made on first use)."""
+    from blazeface.training.checkpointing import TEACHER_CANDIDATES_FILE
     from blazeface.training.trainer import Trainer, TrainOptions
 
     with tempfile.TemporaryDirectory() as out:
+        cached = Path(out) / TEACHER_CANDIDATES_FILE
+        if candidates is not None and candidates.is_file():
+            shutil.copy(candidates, cached)
         opts = TrainOptions(model=model, data=[str(DATA / "widerface" / "train"), str(DATA / "facemask")],
                             out=Path(out), batch_size=batch, workers=workers, threads=threads, eval_every=0,
                             max_steps=steps, log_every=1, progress=False, checkpoint_minutes=1e9,
                             teachers=list(teachers or []), map_teacher_priors=map_teacher_priors,
-                            teacher_runtime=teacher_runtime,
-                            **SETTINGS[setting])
+                            teacher_runtime=teacher_runtime, yunet_scales=list(yunet_scales or [1.0]),
+                            cache_teacher=candidates is not None, **SETTINGS[setting])
         Trainer(opts).run()
+        if candidates is not None and not candidates.is_file():
+            shutil.copy(cached, candidates)
         rates = [json.loads(line)["img_per_s"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     timed = rates[warmup:]
     # Harmonic mean of per-step rates = total images / total time.
@@ -69,6 +82,9 @@ def main() -> int:
     p.add_argument("--map-teacher-priors", action="store_true", help="as blazeface train --map-teacher-priors")
     p.add_argument("--teacher-runtime", nargs="+", default=["auto"], choices=["auto", "torch", "onnx"],
                    help="with --teacher: where per-prior teachers run; several: one arm each")
+    p.add_argument("--yunet-scales", type=float, nargs="+", default=[1.0], help="as blazeface train --yunet-scales")
+    p.add_argument("--cache-teacher", action="store_true",
+                   help="with a YuNet --teacher: also an arm with its candidates cached per photo")
     p.add_argument("--rounds", type=int, default=2, help="with --teacher: interleaved repetitions")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -76,6 +92,7 @@ def main() -> int:
         print(f"skipped: {DATA} not found", file=sys.stderr)
         return 0
     results = {}
+    scratch = tempfile.mkdtemp(prefix="bench_train_step_")
     for model in args.models:
         for setting in args.settings:
             if not args.teacher:
@@ -85,25 +102,32 @@ def main() -> int:
                     print(f"{model:6s} {setting:20s} {rate:7.1f} img/s", flush=True)
                 continue
             # Interleaved, so a busy machine slows both arms alike; the ratio is what to read.
-            arms = {"plain": ([], "auto")}
-            arms.update({runtime: (args.teacher, runtime) for runtime in args.teacher_runtime})
+            arms = {"plain": ([], "auto", None)}
+            arms.update({runtime: (args.teacher, runtime, None) for runtime in args.teacher_runtime})
+            if args.cache_teacher:
+                arms["cached"] = (args.teacher, "auto", Path(scratch) / f"{model}.npz")
             rates = {arm: [] for arm in arms}
             for _ in range(args.rounds):
-                for arm, (teachers, runtime) in arms.items():
+                for arm, (teachers, runtime, candidates) in arms.items():
                     rates[arm].append(measure(model, setting, args.steps, args.warmup, args.threads, args.workers,
-                                              args.batch_size, teachers, args.map_teacher_priors, runtime))
+                                              args.batch_size, teachers, args.map_teacher_priors, runtime,
+                                              args.yunet_scales, candidates))
             plain = float(np.median(rates["plain"]))
             results[f"{model}/{setting}"] = plain
             if not args.json:
                 print(f"{model:6s} {setting:20s} {plain:7.1f} img/s", flush=True)
-            for runtime in args.teacher_runtime:
-                taught = float(np.median(rates[runtime]))
-                suffix = "" if len(args.teacher_runtime) == 1 else f"/{runtime}"
+            for arm in arms:
+                if arm == "plain":
+                    continue
+                taught = float(np.median(rates[arm]))
+                suffix = "" if len(arms) == 2 else f"/{arm}"
                 results[f"{model}/{setting}+teacher{suffix}"] = taught
                 results[f"{model}/{setting}/teacher_ratio{suffix}"] = taught / plain
+                how = "cached per photo" if arm == "cached" else f"teacher runtime {arm}"
                 if not args.json:
-                    print(f"{'':6s} {'':20s} {taught:7.1f} img/s with {'+'.join(args.teacher)} (teacher runtime "
-                          f"{runtime}): {taught / plain:.2f}x", flush=True)
+                    print(f"{'':6s} {'':20s} {taught:7.1f} img/s with {'+'.join(args.teacher)} ({how}): "
+                          f"{taught / plain:.2f}x", flush=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

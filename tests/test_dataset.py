@@ -130,7 +130,7 @@ def test_cached_images_give_the_same_samples(tmp_path, preset):
             assert torch.equal(a, b) and all(torch.equal(ta[k], tb[k]) for k in ta), (round_, item)
     assert len(cached._cache) == 5  # the corrupt one is never cached
     (folder / "images" / "img0.jpg").unlink()
-    assert cached._read_from(0)[0].image_path.name == "img0.jpg"  # served from memory
+    assert cached._read_from(0)[1].image_path.name == "img0.jpg"  # served from memory
 
 
 def test_non_exhaustive_source_ignores_far_background(tmp_path):

@@ -476,3 +476,106 @@ def test_training_with_yunet_per_prior(data, tmp_path):
     trainer.run()
     logged = (tmp_path / "a" / "metrics.jsonl").read_text()
     assert '"kd_cls"' in logged and '"kd_loc"' in logged
+
+
+@requires_shared
+def test_cached_yunet_candidates_carry_as_the_live_teacher_on_an_unchanged_view():
+    """train --cache-teacher: YuNet's candidates of a whole photo, carried by the data worker onto slim's priors,
+    are what the live per-prior teacher gives on the same view (a photo already at the training size, no crop)."""
+    import cv2
+
+    from blazeface.config import MEAN_BGR
+    from blazeface.data import transforms as T
+    from blazeface.models import get_config
+    from blazeface.training.teacher_cache import CARRIED_KEYS, CarriedCandidates, photo_candidates
+    from blazeface.training.teachers import DenseTeachers, PriorMapping
+
+    config = get_config("slim")
+    size = config.train.input_size
+    image = cv2.resize(cv2.imread(str(DATA / "facemask" / "images" / "maksssksksss209.jpg")), (size, size))
+    teacher = load_teacher(f"yunet:{YUNET}")
+    carrier = PriorMapping(None, config.priors)
+    scores, boxes, points = photo_candidates(teacher, image, MEAN_BGR, carrier.min_probability)
+    assert len(scores) >= 20 and boxes.max() > size / 2
+    target = make_target(np.zeros((0, 4)))
+    target.update(teacher_boxes=boxes, teacher_points=points, teacher_scores=scores)
+    tensor, out = CarriedCandidates(T.Compose([T.RandomResize(size), T.ToTensor(MEAN_BGR)]), carrier)(
+        image, target, np.random.default_rng(0))
+    live = DenseTeachers([teacher], "slim")(tensor[None])
+    assert not any(key.startswith("teacher_") for key in out)
+    for key, expected in zip(CARRIED_KEYS, live):
+        torch.testing.assert_close(out[key], expected[0], atol=1e-4, rtol=0)
+    assert (out["prior_kd_logits"].exp()[:, 1] > 0.5).sum() >= 10
+
+
+@requires_shared
+def test_training_with_a_cached_yunet_resumes_exactly(data, tmp_path):
+    """--cache-teacher: the candidates are computed once into the run folder (read back, not recomputed, on
+    resume), the step logs the distillation terms without a live teacher, and a resumed run continues exactly."""
+    kw = dict(model="slim", teachers=[f"yunet:{YUNET}"], map_teacher_priors=True, yunet_scales=[1.0, 2.0],
+              cache_teacher=True)
+    straight = Trainer(options(data, tmp_path / "a", max_steps=4, **kw))
+    assert len(straight.dense_teachers) == 0 and len(straight.dataset.teacher_candidates) == len(straight.dataset)
+    straight.run()
+    records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["kd_cls"] > 0 for r in records if "step" in r)
+    Trainer(options(data, tmp_path / "b", max_steps=2, **kw)).run()
+    cache = tmp_path / "b" / "teacher_candidates.npz"
+    written = cache.stat().st_mtime_ns
+    Trainer(options(data, tmp_path / "b", max_steps=4, resume=tmp_path / "b" / "last.pth", **kw)).run()
+    assert cache.stat().st_mtime_ns == written
+    a, b = (load_checkpoint(tmp_path / d / "last.pth")["model"] for d in ("a", "b"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with pytest.raises(BlazefaceError, match="--cache-teacher needs one YuNet teacher"):
+        Trainer(options(data, tmp_path / "c", **{**kw, "teachers": [f"slim:{SLIM}"]}))
+
+
+def dense_carry(mapping, p, boxes, points, height, width):
+    """The carry by the dense (K, P) IoU matrix: the matching rule as written (the reference PriorMapping's
+    windowed search must reproduce)."""
+    from blazeface.box_coding import encode_boxes, encode_landmarks
+    from blazeface.geometry import box_iou
+
+    priors = torch.from_numpy(prior_boxes(mapping.student_priors, height, width).copy())
+    variances = mapping.student_priors.variances
+    iou = box_iou(boxes, priors_to_corners(priors))
+    eligible = iou >= mapping.pos_iou
+    best_iou, best_prior = iou.max(1)
+    forced = torch.nonzero(best_iou >= mapping.forced_min_iou).squeeze(1)
+    eligible[forced, best_prior[forced]] = True
+    face, chosen = torch.where(eligible, p[:, None], torch.zeros_like(iou)).max(0)
+    reached = torch.nonzero(face > 0).squeeze(1)
+    loc = torch.zeros(priors.shape[0], 4)
+    landm = torch.zeros(priors.shape[0], 10)
+    loc[reached] = encode_boxes(boxes[chosen[reached]], priors[reached], variances)
+    landm[reached] = encode_landmarks(points[chosen[reached]], priors[reached], variances)
+    face = face.clamp(mapping.floor, 1 - mapping.floor)
+    return loc, torch.stack([torch.log1p(-face), torch.log(face)], -1), landm
+
+
+@pytest.mark.parametrize("student,height,width", [("slim", 320, 320), ("blaze", 320, 320), ("mnet", 224, 320)])
+def test_prior_mapping_carries_as_the_dense_matching_rule(student, height, width):
+    """PriorMapping looks only at the priors each candidate can reach (prior_pairs): the same targets as the
+    dense IoU matrix over all priors, on candidates of every size from 1 pixel to larger than the input,
+    some hanging over the border, some crowded onto one face."""
+    from blazeface.models import get_config
+    from blazeface.training.teachers import Candidates, PriorMapping
+
+    rng = np.random.default_rng(3)
+    mapping = PriorMapping(None, get_config(student).priors)
+    for trial in range(6):
+        k = int(rng.integers(1, 400))
+        side = np.exp(rng.uniform(np.log(1), np.log(1.3 * max(height, width)), k))
+        aspect = rng.uniform(0.6, 1.6, k)
+        cx, cy = rng.uniform(-0.1, 1.1, k) * width, rng.uniform(-0.1, 1.1, k) * height
+        if trial % 2:  # a crowd of overlapping candidates on one face, as a teacher's grid gives
+            cx[: k // 2], cy[: k // 2] = cx[0] + rng.normal(0, 3, k // 2), cy[0] + rng.normal(0, 3, k // 2)
+        w, h = side * aspect, side
+        boxes = torch.tensor(np.stack([(cx - w / 2) / width, (cy - h / 2) / height, (cx + w / 2) / width,
+                                       (cy + h / 2) / height], 1), dtype=torch.float32)
+        points = torch.tensor(rng.uniform(0, 1, (k, 10)), dtype=torch.float32)
+        p = torch.tensor(rng.uniform(0.05, 1, k), dtype=torch.float32)
+        carried = mapping.carry([Candidates(p, boxes, points)], height, width)
+        for got, expected in zip(carried, dense_carry(mapping, p, boxes, points, height, width)):
+            torch.testing.assert_close(got[0], expected, rtol=0, atol=0)

@@ -193,3 +193,19 @@ def test_unknown_preset():
 def test_interpolations_are_opencv_flags():
     assert set(T.INTERPOLATIONS) == {cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST,
                                      cv2.INTER_LANCZOS4}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_teacher_candidates_follow_the_geometry_as_the_labels_do(seed):
+    """A teacher's candidates placed exactly on the labelled faces stay exactly on them through zoom-out, crop,
+    mirror and resize: the same shifts, scales, flips (points swapped left for right) and the same centre rule."""
+    rng = np.random.default_rng(seed)
+    image, target = synthetic(rng)
+    target.update(teacher_boxes=target["boxes"].copy(), teacher_points=target["landmarks"].copy(),
+                  teacher_scores=target["landmark_weight"].copy())
+    pipeline = T.Compose([T.RandomZoomOut(p=0.5), T.RandomSquareCrop(), T.RandomMirror(), T.RandomResize(SIZE),
+                          T.ToTensor()])
+    _, out = pipeline(image, target, rng)
+    assert torch.equal(out["teacher_scores"], out["landmark_weight"])  # the same faces, in the same order
+    torch.testing.assert_close(out["teacher_boxes"], out["boxes"])
+    torch.testing.assert_close(out["teacher_points"], out["landmarks"])

@@ -64,6 +64,18 @@ def iou_from_intersection(inter, area_a, area_b):
         return np.where(union > 0, inter / union, 0.0)
 
 
+def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of row ``i`` of ``a`` with row ``i`` of ``b`` (same shape ``(..., 4)``), continuous coordinates, with
+    :func:`box_iou`'s float operations in its order: the same value as its ``(i, i)`` entry, bit for bit."""
+    ax1, ay1, ax2, ay2 = a.unbind(-1)
+    bx1, by1, bx2, by2 = b.unbind(-1)
+    iw = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp_(min=0)
+    ih = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp_(min=0)
+    inter = iw * ih
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    return torch.nan_to_num_(inter / union, nan=0.0)
+
+
 def box_iou(a, b):
     """(A, B) IoU of ``x1 y1 x2 y2`` boxes in continuous coordinates (no +1); 0 where a union is empty.
     numpy in (float64 out) or torch in (torch out)."""

@@ -27,7 +27,9 @@ from __future__ import annotations
 import torch
 
 from .box_coding import encode_boxes, encode_landmarks
-from .geometry import box_area, box_columns, box_iou, intersection, iou_from_intersection
+from .config import PriorConfig
+from .geometry import box_area, box_columns, box_iou, intersection, iou_from_intersection, paired_iou
+from .priors import feature_map_sizes
 
 
 def priors_to_corners(priors: torch.Tensor) -> torch.Tensor:
@@ -35,7 +37,56 @@ def priors_to_corners(priors: torch.Tensor) -> torch.Tensor:
     return torch.cat([priors[:, :2] - priors[:, 2:] / 2, priors[:, :2] + priors[:, 2:] / 2], 1)
 
 
-__all__ = ["FORCED_MIN_IOU", "POS_IOU", "PriorMatcher", "box_iou", "match", "priors_to_corners"]
+__all__ = ["FORCED_MIN_IOU", "POS_IOU", "PriorMatcher", "box_iou", "match", "prior_pairs", "priors_to_corners"]
+
+def prior_pairs(boxes: torch.Tensor, priors: PriorConfig, height: int, width: int, corners: torch.Tensor,
+                min_iou: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every (box, prior) pair whose IoU is at least ``min_iou`` (> 0), found without the dense ``(K, P)`` IoU
+    matrix: for each level and anchor size, only the boxes whose area is within a factor ``min_iou`` of the
+    anchor's (an IoU is at most the smaller area over the larger), and for each of them only the cells of the window its box
+    overlaps. Hundreds of a teacher's candidate faces against thousands of priors then cost a few thousand IoUs.
+
+    ``boxes`` (K, 4) ``x1 y1 x2 y2`` normalised; ``corners`` the priors of ``prior_boxes(priors, height, width)``
+    as corners (:func:`priors_to_corners`), whose IoUs (:func:`~blazeface.geometry.paired_iou`) are exactly the
+    dense matrix's. -> ``(box index, prior index, IoU)`` (M,) each, grouped by level and anchor size."""
+    device = boxes.device
+    scale = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=device)
+    x1, y1, x2, y2 = (boxes * scale).unbind(1)
+    area = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    found_box, found_prior, found_iou = [], [], []
+    offset = 0
+    for (rows, cols), step, sizes in zip(feature_map_sizes(priors, height, width), priors.steps, priors.min_sizes):
+        for anchor, size in enumerate(sizes):
+            near = size * size
+            k = torch.nonzero(torch.minimum(area, torch.full_like(area, near))
+                              >= (min_iou - 1e-6) * torch.maximum(area, torch.full_like(area, near))).squeeze(1)
+            if k.numel() == 0:
+                continue
+            # Cell j's prior spans (j + 0.5) * step +- size / 2: it overlaps [x1, x2] for j in this range (one
+            # cell of margin each side; the exact IoU below decides).
+            first_col = ((x1[k] - size / 2) / step - 1.5).floor().clamp(0, cols - 1).long()
+            last_col = ((x2[k] + size / 2) / step + 0.5).ceil().clamp(0, cols - 1).long()
+            first_row = ((y1[k] - size / 2) / step - 1.5).floor().clamp(0, rows - 1).long()
+            last_row = ((y2[k] + size / 2) / step + 0.5).ceil().clamp(0, rows - 1).long()
+            span_c = int((last_col - first_col).max()) + 1
+            span_r = int((last_row - first_row).max()) + 1
+            col = first_col[:, None, None] + torch.arange(span_c, device=device)[None, None, :]
+            row = first_row[:, None, None] + torch.arange(span_r, device=device)[None, :, None]
+            inside = (col <= last_col[:, None, None]) & (row <= last_row[:, None, None])  # (K', R, C)
+            index = offset + (row * cols + col) * len(sizes) + anchor
+            which = k[:, None, None].expand_as(index)[inside]
+            index = index[inside]
+            iou = paired_iou(boxes[which], corners[index])
+            keep = iou >= min_iou
+            found_box.append(which[keep])
+            found_prior.append(index[keep])
+            found_iou.append(iou[keep])
+        offset += rows * cols * len(sizes)
+    if not found_box:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, empty, torch.zeros(0, dtype=boxes.dtype, device=device)
+    return torch.cat(found_box), torch.cat(found_prior), torch.cat(found_iou)
+
 
 # The matching rule's thresholds (the module docstring); training.teachers.PriorMapping applies the same rule.
 POS_IOU = 0.35

@@ -56,6 +56,10 @@ def add_parser(sub) -> None:
                    help="YuNet per prior: run it on the batch at each of these scales and offer every scale's "
                         "faces to the student's priors (default: 1; 1 2 adds the faces under ~10 pixels that "
                         "YuNet finds only enlarged; slim's CPU step then takes 2.1x as long)")
+    p.add_argument("--cache-teacher", action="store_true", default=None,
+                   help="YuNet per prior: run it once on every whole training photo (at each --yunet-scales "
+                        "factor of the photo) instead of on every batch; its candidate faces follow each crop's "
+                        "geometry, and the step no longer waits for the teacher")
     p.add_argument("--teacher-runtime", choices=["auto", "torch", "onnx"], default=None,
                    help="where the teachers that teach per prior run (default: auto, ONNX Runtime on a CPU "
                         "when the onnx extra is installed, about half PyTorch's time there; else PyTorch)")

@@ -59,12 +59,19 @@ class FaceTrainingDataset(Dataset):
     ``cache_images`` keeps every decoded photo in this process (each data worker holds its own copy, filled in
     the first epoch: about 3.5 GB for WIDER train + facemask + MTFL): decoding is a third of a sample's CPU
     time, which is what bounds a GPU run. Off by default (a 2-core machine's step is bound by the model).
+
+    :meth:`set_teacher_candidates`: for each sample index, a teacher's candidate faces of the whole photo as a
+    dict of :data:`~blazeface.data.transforms.TEACHER_KEYS` arrays in pixels; they join the target before the
+    augmentation, which moves them with the crop. Target entries the preset adds whose names start with
+    ``prior_`` are per-prior tensors already (a teacher's targets on the student's priors): they are returned
+    beside the matcher's.
     """
 
     def __init__(self, samples: Sequence[Sample], model_config: ModelConfig, size: int | None = None,
                  preset: str | Callable = "small-faces", seed: int = 0, preset_options: dict | None = None,
                  cache_images: bool = False, **match_options):
         self.samples = list(samples)
+        self.teacher_candidates: Sequence[dict] | None = None
         self.size = int(size or model_config.train.input_size)
         if self.size % max(model_config.size_multiple, 1):
             raise BlazefaceError(f"training size {self.size} is not a multiple of {model_config.size_multiple}, "
@@ -82,22 +89,31 @@ class FaceTrainingDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def set_teacher_candidates(self, candidates: Sequence[dict] | None) -> None:
+        if candidates is not None and len(candidates) != len(self.samples):
+            raise BlazefaceError(f"teacher candidates for {len(candidates)} photos, {len(self.samples)} "
+                                 "training photos")
+        self.teacher_candidates = candidates
+
     def __getitem__(self, item):
         index, sample_seed = item if isinstance(item, tuple) else (item, None)
         index = int(index)
         rng = (np.random.default_rng() if sample_seed is None
                else np.random.default_rng([self.seed, _AUGMENT_STREAM, int(sample_seed)]))
-        sample, image = self._read_from(index)
+        k, sample, image = self._read_from(index)
         target = make_target(sample.boxes, sample.landmarks, sample.has_landmarks, sample.landmark_weight,
                              ignore_background=not sample.exhaustive)
+        if self.teacher_candidates is not None:
+            target.update(self.teacher_candidates[k])
         tensor, target = self.transform(image, target, rng)
         targets = self.matcher(target["boxes"], target["landmarks"], target["has_landmarks"],
                                target["landmark_weight"], target["ignore_background"],
                                face_weight=target.get("face_weight"), ignore_boxes=target.get("ignore_boxes"))
+        targets.update({key: value for key, value in target.items() if key.startswith("prior_")})
         return tensor, targets
 
-    def _read_from(self, index: int) -> tuple[Sample, np.ndarray]:
-        """The first readable image at or after ``index`` (wrapping)."""
+    def _read_from(self, index: int) -> tuple[int, Sample, np.ndarray]:
+        """The first readable image at or after ``index`` (wrapping), with its index."""
         for step in range(min(MAX_SKIPS, len(self.samples))):
             k = (index + step) % len(self.samples)
             sample = self.samples[k]
@@ -108,7 +124,7 @@ class FaceTrainingDataset(Dataset):
                     image.setflags(write=False)  # a transform writing into its input would corrupt the cache
                     self._cache[k] = image
             if image is not None:
-                return sample, image
+                return k, sample, image
             if sample.image_path not in self._warned:
                 self._warned.add(sample.image_path)
                 log.warning("skipping unreadable training image %s", sample.image_path)

@@ -4,6 +4,9 @@ Every transform is a callable ``t(image, target, rng=None) -> (image, target)``:
 ``(H, W, 3)`` uint8 BGR array, ``target`` a dict holding per-face arrays in pixels (``boxes`` (N, 4)
 ``x1 y1 x2 y2``, ``landmarks`` (N, 5, 2), ``has_landmarks`` (N,), optionally ``landmark_weight`` (N,)) and
 the flag ``ignore_background`` (the photo may hold unlabelled faces: no negatives away from labelled ones).
+It may also hold a teacher's candidate faces of the photo (``teacher_boxes`` (K, 4), ``teacher_points``
+(K, 5, 2), ``teacher_scores`` (K,), computed once on the whole photo): they move with every geometric step as
+the labels do, and a crop keeps those whose centre it holds, so they describe the crop as the labels do.
 Geometry and pixels change in the same call, so boxes and landmarks cannot drift from their faces.
 ``rng`` is a ``numpy.random.Generator``; pass one for reproducible augmentation (the training dataset
 seeds one per sample), leave it out for fresh randomness.
@@ -28,6 +31,10 @@ from ..errors import BlazefaceError
 
 # Keys of per-face arrays: every transform that drops faces drops them from all of these together.
 PER_FACE_KEYS = ("boxes", "landmarks", "has_landmarks", "landmark_weight")
+# A teacher's candidate faces, when the target carries them: another set of boxes and points, never labels.
+TEACHER_KEYS = ("teacher_boxes", "teacher_points", "teacher_scores")
+# (boxes, points) pairs of the per-face and the teacher set: what geometry moves.
+_GEOMETRY = (("boxes", "landmarks"), ("teacher_boxes", "teacher_points"))
 # Landmark order after a mirror: the left eye becomes the right eye, likewise the mouth corners.
 MIRROR_ORDER = np.array([1, 0, 2, 4, 3])
 INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
@@ -64,13 +71,25 @@ def select_faces(target: dict, keep: np.ndarray) -> dict:
     return out
 
 
+def select_teacher_candidates(target: dict, keep: np.ndarray) -> dict:
+    """A copy of ``target`` holding only the teacher candidates where ``keep`` (a target without any: itself)."""
+    if "teacher_boxes" not in target:
+        return target
+    out = dict(target)
+    for key in TEACHER_KEYS:
+        out[key] = out[key][keep]
+    return out
+
+
 def shift_and_scale(target: dict, dx: float = 0.0, dy: float = 0.0, sx: float = 1.0, sy: float = 1.0) -> dict:
     """Map every coordinate ``x -> (x + dx) * sx``, ``y -> (y + dy) * sy`` (new arrays, float32)."""
     out = dict(target)
     offset = np.array([dx, dy], np.float32)
     scale = np.array([sx, sy], np.float32)
-    out["boxes"] = ((target["boxes"].reshape(-1, 2, 2) + offset) * scale).reshape(-1, 4)
-    out["landmarks"] = (target["landmarks"] + offset) * scale
+    for boxes, points in _GEOMETRY:
+        if boxes in target:
+            out[boxes] = ((target[boxes].reshape(-1, 2, 2) + offset) * scale).reshape(-1, 4)
+            out[points] = (target[points] + offset) * scale
     return out
 
 
@@ -171,9 +190,17 @@ class RandomSquareCrop:
         x1, y1, x2, y2 = (int(v) for v in rois[accepted])
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2
         keep = ((centres[:, 0] >= x1) & (centres[:, 0] < x2) & (centres[:, 1] >= y1) & (centres[:, 1] < y2))
-        target = shift_and_scale(select_faces(target, keep), -x1, -y1)
+        target = select_faces(target, keep)
+        if "teacher_boxes" in target:
+            found = target["teacher_boxes"]
+            middle = (found[:, :2] + found[:, 2:]) / 2
+            target = select_teacher_candidates(target, (middle[:, 0] >= x1) & (middle[:, 0] < x2)
+                                               & (middle[:, 1] >= y1) & (middle[:, 1] < y2))
+        target = shift_and_scale(target, -x1, -y1)
         side = x2 - x1
-        np.clip(target["boxes"], 0, side, out=target["boxes"])
+        for key in ("boxes", "teacher_boxes"):
+            if key in target:
+                np.clip(target[key], 0, side, out=target[key])
         return image[y1:y2, x1:x2], target
 
     def __repr__(self) -> str:
@@ -200,11 +227,14 @@ def mirror(image: np.ndarray, target: dict) -> tuple[np.ndarray, dict]:
     """The deterministic flip behind :class:`RandomMirror` (its own inverse)."""
     w = image.shape[1]
     out = dict(target)
-    boxes = target["boxes"]
-    out["boxes"] = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1).astype(np.float32)
-    points = target["landmarks"][:, MIRROR_ORDER].copy()
-    points[..., 0] = w - points[..., 0]
-    out["landmarks"] = points
+    for boxes_key, points_key in _GEOMETRY:
+        if boxes_key not in target:
+            continue
+        boxes = target[boxes_key]
+        out[boxes_key] = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1).astype(np.float32)
+        points = target[points_key][:, MIRROR_ORDER].copy()
+        points[..., 0] = w - points[..., 0]
+        out[points_key] = points
     return cv2.flip(image, 1), out
 
 
@@ -269,7 +299,8 @@ class PhotometricDistort:
 class ToTensor:
     """Final step: ``(3, H, W)`` float32 tensor with the mean subtracted; boxes ``(N, 4)`` and landmarks
     ``(N, 5, 2)`` divided by the image width/height (so ``[0, 1]`` inside the image) as float32 tensors,
-    ``has_landmarks``/``landmark_weight`` as tensors; ``ignore_background`` stays a bool."""
+    ``has_landmarks``/``landmark_weight`` as tensors (teacher candidates likewise); ``ignore_background`` stays a
+    bool."""
 
     def __init__(self, mean: Sequence[float] = MEAN_BGR):
         self.mean = np.asarray(mean, np.float32)
@@ -280,7 +311,7 @@ class ToTensor:
         for c, plane in enumerate(cv2.split(image)):  # planar copies: 4x faster than a strided transpose
             np.subtract(plane, self.mean[c], out=chw[c], dtype=np.float32)
         target = shift_and_scale(target, sx=1.0 / w, sy=1.0 / h)
-        out = {k: (torch.from_numpy(np.ascontiguousarray(target[k])) if k in PER_FACE_KEYS else v)
+        out = {k: (torch.from_numpy(np.ascontiguousarray(target[k])) if k in PER_FACE_KEYS + TEACHER_KEYS else v)
                for k, v in target.items()}
         return torch.from_numpy(chw), out
 

@@ -21,7 +21,8 @@ def save_atomic(obj, path: str | Path) -> None:
 
 
 # What a run folder's atomic writers write: a kill mid-write leaves a temporary of one of these.
-RUN_FILES = ("last.pth", "weights.pth", "metrics.jsonl")
+TEACHER_CANDIDATES_FILE = "teacher_candidates.npz"  # train --cache-teacher (training/teacher_cache.py)
+RUN_FILES = ("last.pth", "weights.pth", "metrics.jsonl", TEACHER_CANDIDATES_FILE)
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

@@ -31,7 +31,7 @@ from ..box_coding import decode_boxes, decode_landmarks, encode_boxes, encode_la
 from ..config import PriorConfig
 from ..errors import BlazefaceError
 from ..geometry import box_iou
-from ..matching import FORCED_MIN_IOU, POS_IOU, priors_to_corners
+from ..matching import FORCED_MIN_IOU, POS_IOU, prior_pairs, priors_to_corners
 from ..models import create_model, get_config, list_models
 from ..priors import prior_boxes
 
@@ -169,13 +169,14 @@ class YuNetTeacher(_LazyRuntime):
         for scale in self.scales:
             scaled = images if scale == 1 else torch.nn.functional.interpolate(
                 images.float(), scale_factor=scale, mode="bilinear", align_corners=False)
-            per_scale.append(self._candidates(scaled, mean_bgr, min_probability, images.device))
+            per_scale.append(self.grid_candidates(scaled, mean_bgr, min_probability, images.device))
         if len(per_scale) == 1:
             return per_scale[0]
         return [Candidates(*(torch.cat(parts) for parts in zip(*found))) for found in zip(*per_scale)]
 
-    def _candidates(self, images: torch.Tensor, mean_bgr: Sequence[float], min_probability: float,
-                    device) -> list[Candidates]:
+    def grid_candidates(self, images: torch.Tensor, mean_bgr: Sequence[float], min_probability: float,
+                        device="cpu") -> list[Candidates]:
+        """:meth:`candidates` of one scale: the batch as it is."""
         batch, _, height, width = images.shape
         padded_h, padded_w = -(-height // 32) * 32, -(-width // 32) * 32
         mean = np.asarray(mean_bgr, np.float32).reshape(1, 3, 1, 1)
@@ -425,19 +426,38 @@ class PriorMapping:
                 p, boxes, points = p[top], boxes[top], points[top]
             if p.numel() == 0:
                 continue
-            iou = box_iou(boxes, s_corners)  # (K, P)
-            eligible = iou >= self.pos_iou
-            best_iou, best_prior = iou.max(1)
-            forced = torch.nonzero(best_iou >= self.forced_min_iou).squeeze(1)
-            eligible[forced, best_prior[forced]] = True
-            face[b], chosen = torch.where(eligible, p[:, None], torch.zeros_like(iou)).max(0)
-            # A prior no candidate reaches keeps zero offsets (its own box): max() "chooses" candidate 0 there,
-            # whose box encoded against a far prior is a huge offset the student could only chase in vain.
-            reached = torch.nonzero(face[b] > 0).squeeze(1)
-            out_loc[b, reached] = encode_boxes(boxes[chosen[reached]], s_priors[reached], s_var)
-            out_landm[b, reached] = encode_landmarks(points[chosen[reached]], s_priors[reached], s_var)
+            reached, chosen, probability = self._reach(p, boxes.to(device), height, width, s_corners)
+            face[b, reached] = probability
+            out_loc[b, reached] = encode_boxes(boxes.to(device)[chosen], s_priors[reached], s_var)
+            out_landm[b, reached] = encode_landmarks(points.to(device)[chosen], s_priors[reached], s_var)
         face = face.clamp(self.floor, 1 - self.floor)
         return out_loc, torch.stack([torch.log1p(-face), torch.log(face)], -1), out_landm
+
+    def _reach(self, p: torch.Tensor, boxes: torch.Tensor, height: int, width: int, s_corners: torch.Tensor):
+        """The student priors some candidate reaches by the matching rule, each with its most probable such
+        candidate (the lowest index among equals) and that probability. A prior no candidate reaches keeps zero
+        offsets (its own box): encoded against a far prior, a candidate's box is a huge offset the student could
+        only chase in vain."""
+        which, prior, iou = prior_pairs(boxes, self.student_priors, height, width, s_corners,
+                                        min(self.pos_iou, self.forced_min_iou))
+        # Each candidate's best prior (the lowest index among equals) is reached when its IoU allows it.
+        order = torch.argsort(prior, stable=True)
+        order = order[torch.argsort(-iou[order], stable=True)]
+        order = order[torch.argsort(which[order], stable=True)]
+        first = torch.ones_like(order, dtype=torch.bool)
+        first[1:] = which[order][1:] != which[order][:-1]
+        best = torch.zeros_like(iou, dtype=torch.bool)
+        best[order[first]] = True
+        eligible = (iou >= self.pos_iou) | (best & (iou >= self.forced_min_iou))
+        which, prior = which[eligible], prior[eligible]
+        # For each prior, its most probable candidate: sort by candidate, then probability (descending), then prior.
+        order = torch.argsort(which, stable=True)
+        order = order[torch.argsort(-p[which[order]], stable=True)]
+        order = order[torch.argsort(prior[order], stable=True)]
+        first = torch.ones_like(order, dtype=torch.bool)
+        first[1:] = prior[order][1:] != prior[order][:-1]
+        chosen = which[order[first]]
+        return prior[order[first]], chosen, p[chosen]
 
     def __call__(self, outputs: tuple[torch.Tensor, ...], height: int, width: int) -> tuple[torch.Tensor, ...]:
         """``(loc, logits, landm)`` of a batch on the teacher's priors -> the same on the student's."""

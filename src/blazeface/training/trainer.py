@@ -33,7 +33,9 @@ from .checkpointing import (load_checkpoint, remove_stale_temporaries, rng_state
 from .distributed import World, all_reduce_sum, barrier, cleanup, init_distributed
 from .ema import ModelEMA
 from .loss import DenseDistillationLoss, MultiBoxLoss
-from .teachers import DenseTeachers, TeacherLabelling, TeacherTargets, load_teacher, teaches_per_prior
+from .teacher_cache import CARRIED_KEYS, CarriedCandidates, PhotoCandidates, photo_candidates_for_run
+from .teachers import (DenseTeachers, PriorMapping, TeacherLabelling, TeacherTargets, YuNetTeacher, load_teacher,
+                       mean_dense_outputs, teaches_per_prior)
 from .optim import build_optimizer, warmup_cosine
 
 
@@ -71,6 +73,9 @@ class TrainOptions:
     # A per-prior YuNet teacher also runs on the batch enlarged by each of these factors (training.teachers.
     # YuNetTeacher): at 2x it finds the faces under ~10 pixels that it misses at the student's scale.
     yunet_scales: list[float] = field(default_factory=lambda: [1.0])
+    # Per-prior YuNet teachers run once on every whole training photo (at each of yunet_scales times its size)
+    # instead of on every batch; their candidate faces follow each crop's geometry (training.teacher_cache).
+    cache_teacher: bool = False
     # Where the per-prior teachers run: "auto" is ONNX Runtime on a CPU when the onnx extra is installed (its
     # forward pass takes half of PyTorch's there), else PyTorch; "torch" or "onnx" force one.
     teacher_runtime: str = "auto"
@@ -220,17 +225,26 @@ class Trainer:
         teachers = [load_teacher(spec, yunet_scales=options.yunet_scales) for spec in options.teachers]
         self._check_not_teacher_weights(teachers)
         per_prior = [t for t in teachers if teaches_per_prior(t, options.model, options.map_teacher_priors)]
-        self.dense_teachers = DenseTeachers(per_prior, options.model)
+        cached = [t for t in per_prior if isinstance(t, YuNetTeacher)] if options.cache_teacher else []
+        if options.cache_teacher and len(cached) != 1:
+            raise BlazefaceError("--cache-teacher needs one YuNet teacher that teaches per prior "
+                                 "(--teacher yunet:PATH --map-teacher-priors)")
+        self.dense_teachers = DenseTeachers([t for t in per_prior if t not in cached], options.model)
         detection_teachers = [t for t in teachers if t not in per_prior]
+        size = self.train_cfg.input_size
         preset = "small-faces"
         if detection_teachers:
-            size = self.train_cfg.input_size
             preset = TeacherLabelling(build_preset("small-faces", size, self.model_cfg.mean_bgr), detection_teachers,
                                       TeacherTargets.from_train_config(self.train_cfg))
+        elif cached:
+            carrier = PriorMapping(None, self.model_cfg.priors)
+            preset = CarriedCandidates(build_preset("small-faces", size, self.model_cfg.mean_bgr), carrier)
         self.dataset, self.mixer = build_training_data(options.data, self.model_cfg, self.train_cfg.input_size,
                                                        preset=preset, seed=options.seed,
                                                        epoch_size=options.epoch_size,
                                                        cache_images=options.cache_images)
+        if cached:
+            self.dataset.set_teacher_candidates(self._photo_candidates(cached[0], carrier.min_probability))
         self.steps_per_epoch = self.mixer.epoch_size // self.train_cfg.batch_size
         if self.steps_per_epoch == 0:
             raise BlazefaceError(f"an epoch of {self.mixer.epoch_size} images is smaller than one batch of "
@@ -265,6 +279,17 @@ class Trainer:
         self.metrics_path = self.out / "metrics.jsonl"
         if options.resume:
             self._resume(Path(options.resume))
+
+    def _photo_candidates(self, teacher: YuNetTeacher, min_probability: float) -> PhotoCandidates:
+        """The teacher's candidates of every training photo: computed (or read back) by the main process, then
+        read by the others."""
+        if teacher_runtime(self.opt.teacher_runtime, self.opt.device) == "onnx":
+            teacher.use_onnx_runtime(threads=torch.get_num_threads())
+        paths = [sample.image_path for sample in self.dataset.samples]
+        args = (teacher, paths, self.model_cfg.mean_bgr, min_probability, Path(self.opt.out))
+        found = photo_candidates_for_run(*args) if self.world.is_main else None
+        barrier(self.world)
+        return found if found is not None else photo_candidates_for_run(*args)
 
     def _check_not_teacher_weights(self, teachers: list) -> None:
         """A student never starts from a teacher's weights."""
@@ -349,11 +374,14 @@ class Trainer:
     def train_step(self, images: torch.Tensor, targets: dict) -> dict[str, float]:
         images = images.to(self.opt.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         targets = {k: v.to(self.opt.device, non_blocking=True) for k, v in targets.items()}
+        carried = tuple(targets.pop(k) for k in CARRIED_KEYS) if CARRIED_KEYS[0] in targets else None
         # Normalise by the counts of the GLOBAL batch, so N processes compute the same gradient as one.
         counts = {k: all_reduce_sum(v, self.world) / self.world.size for k, v in self.loss_fn.counts(targets).items()}
         with torch.autocast(self.opt.device.split(":")[0], dtype=torch.bfloat16, enabled=self.train_cfg.bf16):
             loc, conf, landm = self.model(images)
             teacher = self.dense_teacher_outputs(images)
+        if carried is not None:
+            teacher = carried if teacher is None else mean_dense_outputs([teacher, carried])
         parts = self.loss_fn(loc.float(), conf.float(), landm.float(), targets, normalizers=counts)
         if teacher is not None:
             parts.update(self.kd_loss_fn((loc.float(), conf.float(), landm.float()), teacher, counts["positives"]))

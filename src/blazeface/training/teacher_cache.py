@@ -1,0 +1,163 @@
+"""A per-prior YuNet teacher computed once per training photo instead of once per crop (``train --cache-teacher``).
+
+Run on every crop, YuNet is on each step's critical path (a distilling step of slim takes ~1.6x an untaught one
+on a CPU), and at 2x, where it finds the faces under ~10 pixels, it costs five times that. Its candidate faces
+(:meth:`~blazeface.training.teachers.YuNetTeacher.grid_candidates`: boxes, landmarks and score of every grid
+cell above the carrier's threshold) are geometry, though: computed once on the whole photo at each scale, they
+follow a crop through the augmentation as the labels do (:mod:`blazeface.data.transforms`) and are carried onto
+the student's priors in the data worker (:class:`CarriedCandidates`), so the step pays nothing for the teacher.
+
+What changes against the live teacher: YuNet sees the stored photo (at each of ``scales`` times its size), not
+the crop as the student sees it (rescaled, tinted). A crop enlarged 2.5x then asks for the faces YuNet finds at
+the photo's scale, and a zoomed-out crop for faces YuNet found before they were shrunk: closer to what a label
+asks, which the ablation in docs/MODELS.md measures.
+
+The candidates of a run are written once to ``OUT/teacher_candidates.npz`` (a few MB) and read back on resume
+when the teacher, its scales, its threshold and the photos are the same.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..data.transforms import Compose
+from ..errors import BlazefaceError
+from ..io import atomic_target
+from .checkpointing import TEACHER_CANDIDATES_FILE
+from .teachers import Candidates, PriorMapping, YuNetTeacher
+
+# The per-prior targets CarriedCandidates adds to a sample (the dataset passes ``prior_*`` entries through).
+CARRIED_KEYS = ("prior_kd_loc", "prior_kd_logits", "prior_kd_landm")
+
+
+class PhotoCandidates:
+    """Every training photo's teacher candidates, in pixels of the photo, flat: ``candidates[k]`` is photo
+    ``k``'s as the dict the dataset merges into its target (copies: a transform may write into them)."""
+
+    def __init__(self, scores: np.ndarray, boxes: np.ndarray, points: np.ndarray, offsets: np.ndarray):
+        self.scores, self.boxes, self.points, self.offsets = scores, boxes, points, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, k: int) -> dict:
+        a, b = int(self.offsets[k]), int(self.offsets[k + 1])
+        return {"teacher_boxes": self.boxes[a:b].copy(), "teacher_points": self.points[a:b].copy(),
+                "teacher_scores": self.scores[a:b].copy()}
+
+    @property
+    def total(self) -> int:
+        return int(self.offsets[-1])
+
+
+def photo_candidates(teacher: YuNetTeacher, image: np.ndarray, mean_bgr: Sequence[float],
+                     min_probability: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One BGR uint8 photo's candidates at each of the teacher's scales, concatenated, in the photo's pixels:
+    ``scores`` (K,), ``boxes`` (K, 4), ``points`` (K, 5, 2)."""
+    h, w = image.shape[:2]
+    scores, boxes, points = [], [], []
+    for scale in teacher.scales:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        scaled = image if size == (w, h) else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        batch = torch.from_numpy(scaled.transpose(2, 0, 1)[None].astype(np.float32))
+        batch -= torch.tensor(mean_bgr, dtype=torch.float32).view(1, 3, 1, 1)
+        found = teacher.grid_candidates(batch, mean_bgr, min_probability)[0]
+        # Normalised to the scaled photo, i.e. to the photo: back to the photo's pixels.
+        pixels = np.array([w, h], np.float32)
+        scores.append(found.probability.numpy())
+        boxes.append((found.boxes.numpy().reshape(-1, 2, 2) * pixels).reshape(-1, 4))
+        points.append(found.points.numpy().reshape(-1, 5, 2) * pixels)
+    return (np.concatenate(scores).astype(np.float32), np.concatenate(boxes).astype(np.float32),
+            np.concatenate(points).astype(np.float32))
+
+
+def cache_key(teacher: YuNetTeacher, image_paths: Sequence[Path], min_probability: float) -> str:
+    """What the cached candidates depend on: the teacher file (name and size), its scales, the threshold and the
+    photos in order."""
+    photos = hashlib.sha256("\n".join(str(p) for p in image_paths).encode()).hexdigest()
+    return json.dumps({"teacher": str(Path(teacher.path).resolve()), "bytes": Path(teacher.path).stat().st_size,
+                       "scales": list(teacher.scales), "min_probability": min_probability, "photos": photos,
+                       "count": len(image_paths)}, sort_keys=True)
+
+
+def build_photo_candidates(teacher: YuNetTeacher, image_paths: Sequence[Path], mean_bgr: Sequence[float],
+                           min_probability: float, progress: bool = True) -> PhotoCandidates:
+    """Run the teacher on every photo (an unreadable one gets no candidates: the dataset skips it anyway)."""
+    scores, boxes, points, counts = [], [], [], [0]
+    start = time.perf_counter()
+    for i, path in enumerate(image_paths):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if image is None:
+            found = (np.zeros(0, np.float32), np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32))
+        else:
+            found = photo_candidates(teacher, image, mean_bgr, min_probability)
+        for parts, part in zip((scores, boxes, points), found):
+            parts.append(part)
+        counts.append(len(found[0]))
+        if progress and (i + 1) % 500 == 0:
+            print(f"blazeface train: teacher candidates of {i + 1} / {len(image_paths)} photos "
+                  f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+    return PhotoCandidates(np.concatenate(scores), np.concatenate(boxes), np.concatenate(points),
+                           np.cumsum(counts).astype(np.int64))
+
+
+def save_photo_candidates(candidates: PhotoCandidates, key: str, path: Path) -> None:
+    with atomic_target(path, durable=True) as partial:
+        with open(partial, "wb") as fh:
+            np.savez(fh, scores=candidates.scores, boxes=candidates.boxes, points=candidates.points,
+                     offsets=candidates.offsets, key=np.array(key))
+
+
+def load_photo_candidates(path: Path, key: str) -> PhotoCandidates | None:
+    """The candidates saved at ``path`` when they were made with ``key``; None otherwise."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            if str(saved["key"]) != key:
+                return None
+            return PhotoCandidates(saved["scores"], saved["boxes"], saved["points"], saved["offsets"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise BlazefaceError(f"{path}: cannot read the cached teacher candidates ({exc}); delete it to "
+                             "compute them again") from None
+
+
+def photo_candidates_for_run(teacher: YuNetTeacher, image_paths: Sequence[Path], mean_bgr: Sequence[float],
+                             min_probability: float, out: Path) -> PhotoCandidates:
+    """The run folder's cached candidates when they match, else computed now and saved there."""
+    key = cache_key(teacher, image_paths, min_probability)
+    path = Path(out) / TEACHER_CANDIDATES_FILE
+    found = load_photo_candidates(path, key)
+    if found is None:
+        found = build_photo_candidates(teacher, image_paths, mean_bgr, min_probability)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_photo_candidates(found, key, path)
+    return found
+
+
+@dataclass
+class CarriedCandidates:
+    """An augmentation preset (ending in ``ToTensor``) followed by the carry of the crop's teacher candidates onto
+    the student's priors (:meth:`PriorMapping.carry`): the sample's target gains :data:`CARRIED_KEYS`, the
+    per-prior ``(loc, logits, landm)`` a live per-prior teacher would give for this crop."""
+
+    preset: Compose
+    carrier: PriorMapping
+
+    def __call__(self, image, target, rng=None):
+        tensor, target = self.preset(image, target, rng)
+        height, width = tensor.shape[-2:]
+        found = Candidates(target.pop("teacher_scores"), target.pop("teacher_boxes"),
+                           target.pop("teacher_points").reshape(-1, 10))
+        carried = self.carrier.carry([found], height, width)
+        target.update({key: value[0] for key, value in zip(CARRIED_KEYS, carried)})
+        return tensor, target
