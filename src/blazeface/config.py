@@ -43,6 +43,11 @@ class TrainConfig:
     loc_weight: float = 2.0
     cls_weight: float = 1.0
     landm_weight: float = 1.0
+    # Augmentation ("small-faces" preset, data/transforms.py build_preset): the chance of a zoom-out and its
+    # largest factor, then the square crop's side as a fraction of the short side.
+    zoom_out_p: float = 0.3
+    max_zoom_out: float = 2.5
+    crop_scale: tuple[float, float] = (0.3, 1.0)
     # bfloat16 autocast: faster for slim/rfb/mnet on CPUs with AVX-512 BF16, slower for blaze (its 5x5
     # depthwise kernels): measured with benchmarks/bench_train_step.py. The trainer ignores this default on
     # CPUs without native bf16 (AVX2 only), where autocast emulates it at a fraction of the speed.

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from ..defaults import MODELS
-from .validate import non_negative_float, non_negative_int, positive_float, positive_int, probability
+from .validate import float_in, non_negative_float, non_negative_int, positive_float, positive_int, probability
 
 
 def add_parser(sub) -> None:
@@ -56,6 +56,14 @@ def add_parser(sub) -> None:
                    help="YuNet per prior: run it on the batch at each of these scales and offer every scale's "
                         "faces to the student's priors (default: 1; 1 2 adds the faces under ~10 pixels that "
                         "YuNet finds only enlarged; slim's CPU step then takes 2.1x as long)")
+    p.add_argument("--zoom-out-p", type=probability, default=None,
+                   help="augmentation: the chance that a photo is first shrunk onto a larger mean-coloured canvas "
+                        "(more small faces; default 0.3)")
+    p.add_argument("--max-zoom-out", type=float_in(1.0), default=None,
+                   help="augmentation: the largest such canvas, as a factor of the photo (default 2.5)")
+    p.add_argument("--crop-scale", type=float_in(0.0, 1.0, open_low=True), nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="augmentation: the square crop's side, drawn uniformly as a fraction of the short side "
+                        "(default 0.3 1.0)")
     p.add_argument("--cache-teacher", action="store_true", default=None,
                    help="YuNet per prior: run it once on every whole training photo (at each --yunet-scales "
                         "factor of the photo) instead of on every batch; its candidate faces follow each crop's "

@@ -57,6 +57,9 @@ class TrainOptions:
     weight_decay: float | None = None
     cls_loss: str | None = None
     warmup_epochs: float | None = None
+    zoom_out_p: float | None = None
+    max_zoom_out: float | None = None
+    crop_scale: list[float] | None = None
     kd_cls_weight: float | None = None
     kd_loc_weight: float | None = None
     kd_landm_weight: float | None = None
@@ -106,8 +109,10 @@ class TrainOptions:
     def train_config(self, base: ModelConfig):
         overrides = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "input_size", "optimizer",
                                                       "weight_decay", "cls_loss", "warmup_epochs", "bf16",
-                                                      *TEACHER_FIELDS)
+                                                      "zoom_out_p", "max_zoom_out", *TEACHER_FIELDS)
                      if getattr(self, k) is not None}
+        if self.crop_scale is not None:
+            overrides["crop_scale"] = tuple(self.crop_scale)
         return replace(base.train, **overrides)
 
     def to_json(self) -> dict:
@@ -231,14 +236,16 @@ class Trainer:
                                  "(--teacher yunet:PATH --map-teacher-priors)")
         self.dense_teachers = DenseTeachers([t for t in per_prior if t not in cached], options.model)
         detection_teachers = [t for t in teachers if t not in per_prior]
-        size = self.train_cfg.input_size
-        preset = "small-faces"
+        cfg = self.train_cfg
+        if cfg.crop_scale[0] > cfg.crop_scale[1]:
+            raise BlazefaceError(f"--crop-scale {cfg.crop_scale[0]:g} {cfg.crop_scale[1]:g}: MIN must not exceed MAX")
+        preset = build_preset("small-faces", cfg.input_size, self.model_cfg.mean_bgr, zoom_out_p=cfg.zoom_out_p,
+                              max_zoom_out=cfg.max_zoom_out, crop_scale=cfg.crop_scale)
         if detection_teachers:
-            preset = TeacherLabelling(build_preset("small-faces", size, self.model_cfg.mean_bgr), detection_teachers,
-                                      TeacherTargets.from_train_config(self.train_cfg))
+            preset = TeacherLabelling(preset, detection_teachers, TeacherTargets.from_train_config(cfg))
         elif cached:
             carrier = PriorMapping(None, self.model_cfg.priors)
-            preset = CarriedCandidates(build_preset("small-faces", size, self.model_cfg.mean_bgr), carrier)
+            preset = CarriedCandidates(preset, carrier)
         self.dataset, self.mixer = build_training_data(options.data, self.model_cfg, self.train_cfg.input_size,
                                                        preset=preset, seed=options.seed,
                                                        epoch_size=options.epoch_size,
