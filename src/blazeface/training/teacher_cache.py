@@ -1,7 +1,8 @@
 """A per-prior YuNet teacher computed once per training photo instead of once per crop (``train --cache-teacher``).
 
-Run on every crop, YuNet is on each step's critical path (a distilling step of slim takes ~1.6x an untaught one
-on a CPU), and at 2x, where it finds the faces under ~10 pixels, it costs five times that. Its candidate faces
+Run on every crop, YuNet is on each step's critical path, the more so at 2x, where it finds the faces under ~10
+pixels: slim distilled live from YuNet at 1x and 2x trains at 0.44x the untaught step's images/s on a CPU thread,
+cached at 0.93x (``benchmarks/bench_train_step.py --cache-teacher``). Its candidate faces
 (:meth:`~blazeface.training.teachers.YuNetTeacher.grid_candidates`: boxes, landmarks and score of every grid
 cell above the carrier's threshold) are geometry, though: computed once on the whole photo at each scale, they
 follow a crop through the augmentation as the labels do (:mod:`blazeface.data.transforms`) and are carried onto
