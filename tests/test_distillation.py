@@ -579,3 +579,14 @@ def test_prior_mapping_carries_as_the_dense_matching_rule(student, height, width
         carried = mapping.carry([Candidates(p, boxes, points)], height, width)
         for got, expected in zip(carried, dense_carry(mapping, p, boxes, points, height, width)):
             torch.testing.assert_close(got[0], expected, rtol=0, atol=0)
+
+
+@requires_shared
+def test_two_processes_equal_one_with_a_cached_yunet(data, tmp_path):
+    """--cache-teacher under torchrun: the main process computes the candidates, the other reads them after the
+    barrier, and 2 processes x batch 2 reach the weights of 1 process x batch 4."""
+    a, b = train_one_and_two_processes(data, tmp_path, "--teacher", f"yunet:{YUNET}", "--map-teacher-priors",
+                                       "--cache-teacher", steps=2)
+    assert (tmp_path / "two" / "teacher_candidates.npz").is_file()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
