@@ -590,3 +590,21 @@ def test_two_processes_equal_one_with_a_cached_yunet(data, tmp_path):
     assert (tmp_path / "two" / "teacher_candidates.npz").is_file()
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
+
+
+@requires_shared
+def test_a_cached_yunet_teaches_beside_a_detection_teacher(data, tmp_path):
+    """--cache-teacher with a detection teacher too (CenterFace): the crop is labelled by CenterFace in the data
+    worker and also carries YuNet's cached candidates onto slim's priors."""
+    from blazeface.training.teacher_cache import CARRIED_KEYS
+
+    trainer = Trainer(options(data, tmp_path / "a", model="slim", max_steps=1, map_teacher_priors=True,
+                              teachers=[f"yunet:{YUNET}", f"centerface:{DATA / 'teachers' / 'centerface.onnx'}"],
+                              cache_teacher=True))
+    assert len(trainer.dense_teachers) == 0
+    _, targets = trainer.dataset[(0, 0)]
+    assert all(key in targets for key in CARRIED_KEYS) and "pos_weight" in targets
+    trainer.run()
+    assert '"kd_cls"' in (tmp_path / "a" / "metrics.jsonl").read_text()
+    with pytest.raises(BlazefaceError, match="--cache-teacher needs one YuNet teacher"):
+        Trainer(options(data, tmp_path / "b", teachers=[f"yunet:{YUNET}"], cache_teacher=True))

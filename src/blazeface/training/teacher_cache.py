@@ -24,13 +24,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from ..data.transforms import Compose
 from ..errors import BlazefaceError
 from ..io import atomic_target
 from .checkpointing import TEACHER_CANDIDATES_FILE
@@ -147,11 +146,13 @@ def photo_candidates_for_run(teacher: YuNetTeacher, image_paths: Sequence[Path],
 
 @dataclass
 class CarriedCandidates:
-    """An augmentation preset (ending in ``ToTensor``) followed by the carry of the crop's teacher candidates onto
-    the student's priors (:meth:`PriorMapping.carry`): the sample's target gains :data:`CARRIED_KEYS`, the
-    per-prior ``(loc, logits, landm)`` a live per-prior teacher would give for this crop."""
+    """An augmentation preset (any ``(image, target, rng) -> (tensor, target)`` ending in ``ToTensor``, e.g. a
+    :class:`~blazeface.training.teachers.TeacherLabelling` with detection teachers) followed by the carry of the
+    crop's teacher candidates onto the student's priors (:meth:`PriorMapping.carry`): the sample's target gains
+    :data:`CARRIED_KEYS`, the per-prior ``(loc, logits, landm)`` a live per-prior teacher would give for this
+    crop."""
 
-    preset: Compose
+    preset: Callable
     carrier: PriorMapping
 
     def __call__(self, image, target, rng=None):

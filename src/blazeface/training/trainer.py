@@ -243,7 +243,7 @@ class Trainer:
                               max_zoom_out=cfg.max_zoom_out, crop_scale=cfg.crop_scale)
         if detection_teachers:
             preset = TeacherLabelling(preset, detection_teachers, TeacherTargets.from_train_config(cfg))
-        elif cached:
+        if cached:
             carrier = PriorMapping(None, self.model_cfg.priors)
             preset = CarriedCandidates(preset, carrier)
         self.dataset, self.mixer = build_training_data(options.data, self.model_cfg, self.train_cfg.input_size,
