@@ -608,3 +608,13 @@ def test_a_cached_yunet_teaches_beside_a_detection_teacher(data, tmp_path):
     assert '"kd_cls"' in (tmp_path / "a" / "metrics.jsonl").read_text()
     with pytest.raises(BlazefaceError, match="--cache-teacher needs one YuNet teacher"):
         Trainer(options(data, tmp_path / "b", teachers=[f"yunet:{YUNET}"], cache_teacher=True))
+
+
+def test_a_torn_teacher_cache_is_a_one_line_error(tmp_path):
+    from blazeface.training.teacher_cache import load_photo_candidates
+
+    torn = tmp_path / "teacher_candidates.npz"
+    torn.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(BlazefaceError, match="cannot read the cached teacher candidates"):
+        load_photo_candidates(torn, "key")
+    assert load_photo_candidates(tmp_path / "missing.npz", "key") is None

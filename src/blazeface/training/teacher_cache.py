@@ -22,6 +22,7 @@ import hashlib
 import json
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -126,7 +127,7 @@ def load_photo_candidates(path: Path, key: str) -> PhotoCandidates | None:
             if str(saved["key"]) != key:
                 return None
             return PhotoCandidates(saved["scores"], saved["boxes"], saved["points"], saved["offsets"])
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise BlazefaceError(f"{path}: cannot read the cached teacher candidates ({exc}); delete it to "
                              "compute them again") from None
 
