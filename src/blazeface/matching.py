@@ -43,8 +43,8 @@ def prior_pairs(boxes: torch.Tensor, priors: PriorConfig, height: int, width: in
                 min_iou: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every (box, prior) pair whose IoU is at least ``min_iou`` (> 0), found without the dense ``(K, P)`` IoU
     matrix: for each level and anchor size, only the boxes whose area is within a factor ``min_iou`` of the
-    anchor's (an IoU is at most the smaller area over the larger), and for each of them only the cells of the window its box
-    overlaps. Hundreds of a teacher's candidate faces against thousands of priors then cost a few thousand IoUs.
+    anchor's (an IoU is at most the smaller area over the larger), and for each of them only the cells of the
+    window its box overlaps. Hundreds of a teacher's candidate faces against thousands of priors then cost a few thousand IoUs.
 
     ``boxes`` (K, 4) ``x1 y1 x2 y2`` normalised; ``corners`` the priors of ``prior_boxes(priors, height, width)``
     as corners (:func:`priors_to_corners`), whose IoUs (:func:`~blazeface.geometry.paired_iou`) are exactly the
@@ -58,8 +58,7 @@ def prior_pairs(boxes: torch.Tensor, priors: PriorConfig, height: int, width: in
     for (rows, cols), step, sizes in zip(feature_map_sizes(priors, height, width), priors.steps, priors.min_sizes):
         for anchor, size in enumerate(sizes):
             near = size * size
-            k = torch.nonzero(torch.minimum(area, torch.full_like(area, near))
-                              >= (min_iou - 1e-6) * torch.maximum(area, torch.full_like(area, near))).squeeze(1)
+            k = torch.nonzero(area.clamp(max=near) >= (min_iou - 1e-6) * area.clamp(min=near)).squeeze(1)
             if k.numel() == 0:
                 continue
             # Cell j's prior spans (j + 0.5) * step +- size / 2: it overlaps [x1, x2] for j in this range (one

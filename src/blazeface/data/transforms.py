@@ -188,14 +188,14 @@ class RandomSquareCrop:
                 return self.fallback(image, target, rng)
             accepted = int(hits[0])
         x1, y1, x2, y2 = (int(v) for v in rois[accepted])
-        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-        keep = ((centres[:, 0] >= x1) & (centres[:, 0] < x2) & (centres[:, 1] >= y1) & (centres[:, 1] < y2))
-        target = select_faces(target, keep)
+
+        def centred_inside(found: np.ndarray) -> np.ndarray:
+            centres = (found[:, :2] + found[:, 2:]) / 2
+            return (centres[:, 0] >= x1) & (centres[:, 0] < x2) & (centres[:, 1] >= y1) & (centres[:, 1] < y2)
+
+        target = select_faces(target, centred_inside(boxes))
         if "teacher_boxes" in target:
-            found = target["teacher_boxes"]
-            middle = (found[:, :2] + found[:, 2:]) / 2
-            target = select_teacher_candidates(target, (middle[:, 0] >= x1) & (middle[:, 0] < x2)
-                                               & (middle[:, 1] >= y1) & (middle[:, 1] < y2))
+            target = select_teacher_candidates(target, centred_inside(target["teacher_boxes"]))
         target = shift_and_scale(target, -x1, -y1)
         side = x2 - x1
         for key in ("boxes", "teacher_boxes"):

@@ -13,7 +13,7 @@ the crop as the student sees it (rescaled, tinted). A crop enlarged 2.5x then as
 the photo's scale, and a zoomed-out crop for faces YuNet found before they were shrunk: closer to what a label
 asks, which the ablation in docs/MODELS.md measures.
 
-The candidates of a run are written once to ``OUT/teacher_candidates.npz`` (a few MB) and read back on resume
+The candidates of a run are written once to ``OUT/teacher_candidates.npz`` (~100 MB for WIDER train + facemask + MTFL at 1x and 2x) and read back on resume
 when the teacher, its scales, its threshold and the photos are the same.
 """
 from __future__ import annotations
@@ -55,16 +55,13 @@ class PhotoCandidates:
         return {"teacher_boxes": self.boxes[a:b].copy(), "teacher_points": self.points[a:b].copy(),
                 "teacher_scores": self.scores[a:b].copy()}
 
-    @property
-    def total(self) -> int:
-        return int(self.offsets[-1])
-
 
 def photo_candidates(teacher: YuNetTeacher, image: np.ndarray, mean_bgr: Sequence[float],
                      min_probability: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One BGR uint8 photo's candidates at each of the teacher's scales, concatenated, in the photo's pixels:
     ``scores`` (K,), ``boxes`` (K, 4), ``points`` (K, 5, 2)."""
     h, w = image.shape[:2]
+    pixels = np.array([w, h], np.float32)
     scores, boxes, points = [], [], []
     for scale in teacher.scales:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -73,7 +70,6 @@ def photo_candidates(teacher: YuNetTeacher, image: np.ndarray, mean_bgr: Sequenc
         batch -= torch.tensor(mean_bgr, dtype=torch.float32).view(1, 3, 1, 1)
         found = teacher.grid_candidates(batch, mean_bgr, min_probability)[0]
         # Normalised to the scaled photo, i.e. to the photo: back to the photo's pixels.
-        pixels = np.array([w, h], np.float32)
         scores.append(found.probability.numpy())
         boxes.append((found.boxes.numpy().reshape(-1, 2, 2) * pixels).reshape(-1, 4))
         points.append(found.points.numpy().reshape(-1, 5, 2) * pixels)
