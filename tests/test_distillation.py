@@ -509,6 +509,29 @@ def test_cached_yunet_candidates_carry_as_the_live_teacher_on_an_unchanged_view(
 
 
 @requires_shared
+@pytest.mark.parametrize("onnx", [False, True])
+def test_teacher_candidates_computed_in_a_pool_equal_one_process(onnx):
+    """--cache-processes: the photos' candidates computed by two pool processes (several tasks each, an
+    unreadable photo among them) are the serial computation's, in the same order."""
+    from blazeface.config import MEAN_BGR
+    from blazeface.training import teacher_cache
+    from blazeface.training.teacher_cache import build_photo_candidates
+
+    photos = sorted((DATA / "facemask" / "images").glob("*"))[:teacher_cache._CHUNK + 9]
+    photos.insert(5, DATA / "facemask" / "missing.jpg")
+    teacher = load_teacher(f"yunet:{YUNET}")
+    if onnx:
+        teacher.use_onnx_runtime(threads=1)
+    one = build_photo_candidates(teacher, photos, MEAN_BGR, 0.05, progress=False)
+    pooled = build_photo_candidates(teacher, photos, MEAN_BGR, 0.05, progress=False, processes=2, onnx=onnx)
+    assert len(one) == len(pooled) == len(photos) and len(one[5]["teacher_scores"]) == 0
+    np.testing.assert_array_equal(one.offsets, pooled.offsets)
+    for name in ("scores", "boxes", "points"):
+        np.testing.assert_allclose(getattr(one, name), getattr(pooled, name), rtol=0, atol=1e-5)
+    assert len(one.scores) > 100
+
+
+@requires_shared
 def test_training_with_a_cached_yunet_resumes_exactly(data, tmp_path):
     """--cache-teacher: the candidates are computed once into the run folder (read back, not recomputed, on
     resume), the step logs the distillation terms without a live teacher, and a resumed run continues exactly."""

@@ -19,9 +19,10 @@
 # train with TRAIN_SECONDS=525 under timeout_s=600 returned after 554 s; a finish call of 165 s fitted in what
 # was left. Never `pkill -f "blazeface train"` in a command line: it matches the command's own shell.
 #
-# The compact data comes from tools/compact_training_data.py (see docs/MODELS.md, "GPU runs"). The students
-# start from the shipped weights; the teachers are the MIT checkpoints (same priors; slim_Final and RBF_Final
-# averaged for slim, slimlite and rfb, and carried onto blaze's and mnet's priors). MODELS may add slimlite.
+# The compact data comes from tools/compact_training_data.py (see docs/MODELS.md, "GPU runs"); part0 also
+# carries teachers/yunet_n_dynamic.onnx. The students start from the shipped weights; YuNet-n teaches every model
+# per prior at 1x and 2x, its candidates computed once per photo (`--cache-teacher`) by a pool of one process per
+# core before the runs start (about half a minute), so that no step waits for it. MODELS may add slimlite.
 set -u
 MODE=${1:?calibrate, train or finish}
 R=/tmp/bfdata
@@ -38,24 +39,26 @@ mkdir -p $R $RUNS $OUT
 [ -d "$part" ] && cp -r "$part"/. $R/
 echo "data: $(find $R -name '*.webp' | wc -l) images under $R; $(nproc --all) cores; $(nvidia-smi -L 2>&1 | head -1)"
 
-BOTH="--teacher slim:$T/slim_Final.pth --teacher rfb:$T/RBF_Final.pth"
+YUNET="--teacher yunet:$T/yunet_n_dynamic.onnx --map-teacher-priors --yunet-scales 1 2 --cache-teacher"
 options() {  # model -> its training options
   local common="--data $R/widerface/train:4000 --data $R/facemask:400 --data $R/mtfl/train:600
     --epoch-size $EPOCH_SIZE --batch-size 64 --device ${DEVICE:-cuda} --threads 1 --eval-every 0 --checkpoint-minutes 1
-    --init-weights src/blazeface/weights/$1.pth --cache-images"
+    --init-weights src/blazeface/weights/$1.pth --cache-images $YUNET"
   case $1 in
-    # slim, slimlite and rfb share one prior layout: both MIT originals teach them, averaged per prior
-    # (0.856 / 0.834 / 0.587 on the dev split, above either alone; docs/MODELS.md "Distillation").
-    slim)  echo "$common --model slim $BOTH --lr 1e-2 --warmup-epochs 1 --workers 3" ;;
-    slimlite) echo "$common --model slimlite $BOTH --lr 5e-3 --warmup-epochs 1 --workers 3" ;;
-    rfb)   echo "$common --model rfb $BOTH --lr 1e-2 --warmup-epochs 1 --workers 3" ;;
-    # mnet: its own original and the slim/rfb pair carried onto its priors, averaged (0.863 / 0.839 / 0.602,
-    # above mobilenet0.25_Final alone: 0.854 / 0.822 / 0.587).
-    mnet)  echo "$common --model mnet --teacher mnet:$T/mobilenet0.25_Final.pth $BOTH --map-teacher-priors --lr 1e-2 --warmup-epochs 1 --workers 3" ;;
-    # blaze: the same two originals, carried onto its priors (YuNet-n as a detection teacher moved it by
-    # nothing; this moved it +0.014 / +0.010 medium / hard in 35k images on a CPU, session 18).
-    blaze) echo "$common --model blaze $BOTH --map-teacher-priors --lr 1e-3 --warmup-epochs 1 --workers 5" ;;
+    # YuNet-n at 1x and 2x, carried onto each student's priors, is the strongest teacher measured on every prior
+    # layout (0.900 / 0.892 / 0.729 on slim's; docs/MODELS.md "Session 21 runs"). The data workers carry its
+    # cached candidates onto the priors (~11 ms a crop), hence more workers than an untaught run needs.
+    slim|slimlite|rfb|mnet) echo "$common --model $1 --lr 1e-2 --warmup-epochs 1 --workers 3" ;;
+    blaze) echo "$common --model blaze --lr 1e-3 --warmup-epochs 1 --workers 4" ;;
   esac
+}
+
+cache() {  # dir... -> YuNet's candidates of the photos now under $R, computed once, copied into each dir
+  rm -rf /tmp/bfcache
+  $PY -m blazeface train $(options slim) --max-steps 0 --cache-processes $(nproc) --out /tmp/bfcache \
+    > /tmp/bfcache.log 2>&1 || { tail -5 /tmp/bfcache.log; exit 1; }
+  grep "teacher candidates" /tmp/bfcache.log | tail -1
+  for d in "$@"; do mkdir -p $d && cp /tmp/bfcache/teacher_candidates.npz $d/; done
 }
 
 pack() {  # model -> $OUT/<model>.tar (atomic)
@@ -67,9 +70,10 @@ pack() {  # model -> $OUT/<model>.tar (atomic)
 
 if [ "$MODE" = calibrate ]; then
   $PY -c "import torch, cv2; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cv2', cv2.__version__)"
+  for m in $MODELS; do rm -rf /tmp/bfcalib/$m; done  # throw-away runs (train refuses to write over an earlier one)
+  cache $(for m in $MODELS; do echo /tmp/bfcalib/$m; done)  # of this part's photos only: calibration's own
   pids=()
   for m in $MODELS; do
-    rm -rf /tmp/bfcalib/$m  # a calibration's throw-away run (train refuses to write over an earlier one)
     $PY -m blazeface train $(options $m) --max-steps ${CALIB_STEPS:-40} --log-every 5 --out /tmp/bfcalib/$m \
       > /tmp/bfcalib_$m.log 2>&1 & pids+=($!)
   done
@@ -93,6 +97,7 @@ fi
 # -- train / finish ---------------------------------------------------------------------------------------
 TRAIN_SECONDS=${TRAIN_SECONDS:?seconds of training}
 start=$(date +%s)
+[ "$MODE" = train ] && cache $(for m in $MODELS; do echo $RUNS/$m; done)  # every photo now: counted in TRAIN_SECONDS
 pids=()
 for m in $MODELS; do
   if [ "$MODE" = finish ]; then
@@ -107,7 +112,7 @@ for m in $MODELS; do
 import json
 try: r = json.load(open('/tmp/bfcalib.json'))['$m']
 except Exception: r = {'blaze': 250}.get('$m', 300)  # no calibration (cold machine): a cautious guess
-print(max(2, int(0.88 * r * ($TRAIN_SECONDS - 25) / $EPOCH_SIZE)))")
+print(max(2, int(0.88 * r * ($TRAIN_SECONDS - ($(date +%s) - start) - 25) / $EPOCH_SIZE)))")
   echo "$m: $epochs epochs of $EPOCH_SIZE images"
   mkdir -p $RUNS/$m
   $PY -m blazeface train $(options $m) --epochs $epochs --log-every 10 --out $RUNS/$m \

@@ -68,6 +68,9 @@ def add_parser(sub) -> None:
                    help="YuNet per prior: run it once on every whole training photo (at each --yunet-scales "
                         "factor of the photo) instead of on every batch; its candidate faces follow each crop's "
                         "geometry, and the step no longer waits for the teacher")
+    p.add_argument("--cache-processes", type=positive_int, default=None,
+                   help="processes that compute those candidates when the run folder has none yet (default: "
+                        "--threads + --workers; one per core on a machine of its own)")
     p.add_argument("--teacher-runtime", choices=["auto", "torch", "onnx"], default=None,
                    help="where the teachers that teach per prior run (default: auto, ONNX Runtime on a CPU "
                         "when the onnx extra is installed, about half PyTorch's time there; else PyTorch)")

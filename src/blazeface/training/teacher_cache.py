@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import sys
 import time
 import zipfile
@@ -86,25 +87,65 @@ def cache_key(teacher: YuNetTeacher, image_paths: Sequence[Path], min_probabilit
                        "count": len(image_paths)}, sort_keys=True)
 
 
+_NONE = (np.zeros(0, np.float32), np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32))
+
+
+def _photo_parts(teacher: YuNetTeacher, path: Path, mean_bgr: Sequence[float],
+                 min_probability: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One photo file's candidates (none for an unreadable one: the dataset skips it anyway)."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        return _NONE
+    return photo_candidates(teacher, image, mean_bgr, min_probability)
+
+
+def _chunk_parts(job: tuple) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """A pool process's share: consecutive photos, on one thread (the pool is the parallelism)."""
+    teacher, paths, mean_bgr, min_probability, onnx = job
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    if onnx:
+        teacher.use_onnx_runtime(threads=1)
+    return [_photo_parts(teacher, path, mean_bgr, min_probability) for path in paths]
+
+
+# Photos per pool task: small enough to balance the processes and report progress, large enough that the
+# teacher's pickling and the result's transfer stay negligible.
+_CHUNK = 40
+
+
 def build_photo_candidates(teacher: YuNetTeacher, image_paths: Sequence[Path], mean_bgr: Sequence[float],
-                           min_probability: float, progress: bool = True) -> PhotoCandidates:
-    """Run the teacher on every photo (an unreadable one gets no candidates: the dataset skips it anyway)."""
-    scores, boxes, points, counts = [], [], [], [0]
+                           min_probability: float, progress: bool = True, processes: int = 1,
+                           onnx: bool = False) -> PhotoCandidates:
+    """Run the teacher on every photo, in ``processes`` processes (each on one thread; the result does not
+    depend on their number). ``onnx``: the pool's processes run the teacher in ONNX Runtime, as ``teacher``
+    itself does after ``use_onnx_runtime`` (a session does not pickle)."""
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     start = time.perf_counter()
-    for i, path in enumerate(image_paths):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-        if image is None:
-            found = (np.zeros(0, np.float32), np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32))
-        else:
-            found = photo_candidates(teacher, image, mean_bgr, min_probability)
-        for parts, part in zip((scores, boxes, points), found):
-            parts.append(part)
-        counts.append(len(found[0]))
-        if progress and (i + 1) % 500 == 0:
-            print(f"blazeface train: teacher candidates of {i + 1} / {len(image_paths)} photos "
-                  f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
-    return PhotoCandidates(np.concatenate(scores), np.concatenate(boxes), np.concatenate(points),
-                           np.cumsum(counts).astype(np.int64))
+
+    def report(done: int) -> None:
+        print(f"blazeface train: teacher candidates of {done} / {len(image_paths)} photos "
+              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+
+    if processes <= 1 or len(image_paths) <= _CHUNK:
+        for i, path in enumerate(image_paths):
+            found.append(_photo_parts(teacher, path, mean_bgr, min_probability))
+            if progress and (i + 1) % 500 == 0:
+                report(i + 1)
+    else:
+        jobs = [(teacher, list(image_paths[i:i + _CHUNK]), tuple(mean_bgr), min_probability, onnx)
+                for i in range(0, len(image_paths), _CHUNK)]
+        # forkserver, as the data workers: a fork of a process holding OpenCV's and ONNX Runtime's thread pools
+        # can deadlock.
+        with multiprocessing.get_context("forkserver").Pool(min(processes, len(jobs))) as pool:
+            for parts in pool.imap(_chunk_parts, jobs):
+                before = len(found)
+                found.extend(parts)
+                if progress and len(found) // 500 > before // 500:
+                    report(len(found))
+    scores, boxes, points = (np.concatenate(parts) for parts in zip(_NONE, *found))
+    counts = np.cumsum([0] + [len(part[0]) for part in found]).astype(np.int64)
+    return PhotoCandidates(scores, boxes, points, counts)
 
 
 def save_photo_candidates(candidates: PhotoCandidates, key: str, path: Path) -> None:
@@ -129,13 +170,16 @@ def load_photo_candidates(path: Path, key: str) -> PhotoCandidates | None:
 
 
 def photo_candidates_for_run(teacher: YuNetTeacher, image_paths: Sequence[Path], mean_bgr: Sequence[float],
-                             min_probability: float, out: Path) -> PhotoCandidates:
-    """The run folder's cached candidates when they match, else computed now and saved there."""
+                             min_probability: float, out: Path, processes: int = 1,
+                             onnx: bool = False) -> PhotoCandidates:
+    """The run folder's cached candidates when they match, else computed now (:func:`build_photo_candidates`)
+    and saved there."""
     key = cache_key(teacher, image_paths, min_probability)
     path = Path(out) / TEACHER_CANDIDATES_FILE
     found = load_photo_candidates(path, key)
     if found is None:
-        found = build_photo_candidates(teacher, image_paths, mean_bgr, min_probability)
+        found = build_photo_candidates(teacher, image_paths, mean_bgr, min_probability, processes=processes,
+                                       onnx=onnx)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_photo_candidates(found, key, path)
     return found

@@ -79,6 +79,8 @@ class TrainOptions:
     # Per-prior YuNet teachers run once on every whole training photo (at each of yunet_scales times its size)
     # instead of on every batch; their candidate faces follow each crop's geometry (training.teacher_cache).
     cache_teacher: bool = False
+    # Processes that compute those candidates when the run folder has none (default: threads + workers).
+    cache_processes: int | None = None
     # Where the per-prior teachers run: "auto" is ONNX Runtime on a CPU when the onnx extra is installed (its
     # forward pass takes half of PyTorch's there), else PyTorch; "torch" or "onnx" force one.
     teacher_runtime: str = "auto"
@@ -290,11 +292,15 @@ class Trainer:
     def _photo_candidates(self, teacher: YuNetTeacher, min_probability: float) -> PhotoCandidates:
         """The teacher's candidates of every training photo: computed (or read back) by the main process, then
         read by the others."""
-        if teacher_runtime(self.opt.teacher_runtime, self.opt.device) == "onnx":
+        onnx = teacher_runtime(self.opt.teacher_runtime, self.opt.device) == "onnx"
+        if onnx:
             teacher.use_onnx_runtime(threads=torch.get_num_threads())
         paths = [sample.image_path for sample in self.dataset.samples]
         args = (teacher, paths, self.model_cfg.mean_bgr, min_probability, Path(self.opt.out))
-        found = photo_candidates_for_run(*args) if self.world.is_main else None
+        # Before training starts the run's compute threads and data workers are idle: by default as many pool
+        # processes compute the candidates.
+        processes = self.opt.cache_processes or torch.get_num_threads() + self.opt.workers
+        found = photo_candidates_for_run(*args, processes=processes, onnx=onnx) if self.world.is_main else None
         barrier(self.world)
         return found if found is not None else photo_candidates_for_run(*args)
 
