@@ -154,3 +154,33 @@ def test_all_images_unreadable(tmp_path):
     dataset, _ = build_training_data([folder], get_config("blaze"), size=SIZE)
     with pytest.raises(BlazefaceError, match="unreadable"):
         dataset[0]
+
+
+def test_mosaics_tile_only_exhaustive_photos_reproducibly(tmp_path):
+    """--mosaic-p: an exhaustively labelled photo is tiled with three others (more faces in its crop on
+    average), reproducibly per (index, seed); an MTFL photo (unlabelled faces) never is; mosaics off leave the
+    augmentation stream as it was."""
+    config = get_config("blaze")
+    wider = make_folder(tmp_path / "wider", n=8)
+    mtfl = make_folder(tmp_path / "mtfl", n=4, mtfl=True)
+    samples = build_training_data([str(wider), str(mtfl)], config, size=SIZE)[0].samples
+    never, _ = build_training_data([str(wider), str(mtfl)], config, size=SIZE, seed=1)
+    zero = FaceTrainingDataset(samples, config, SIZE, seed=1, mosaic_p=0.0)
+    always = FaceTrainingDataset(samples, config, SIZE, seed=1, mosaic_p=1.0)
+    assert list(always.exhaustive) == list(range(8))
+    faces = {"single": 0, "mosaic": 0}
+    for item in [(k, 7 * k + 1) for k in range(12)]:
+        a, ta = never[item]
+        b, tb = zero[item]
+        assert torch.equal(a, b) and all(torch.equal(ta[k], tb[k]) for k in ta)
+        c, tc = always[item]
+        again, tagain = always[item]
+        assert torch.equal(c, again) and all(torch.equal(tc[k], tagain[k]) for k in tc)
+        if item[0] >= 8:  # MTFL: never tiled
+            assert torch.equal(a, c)
+        else:
+            faces["single"] += int((ta["labels"] == 1).sum())
+            faces["mosaic"] += int((tc["labels"] == 1).sum())
+    assert faces["mosaic"] > faces["single"]
+    with pytest.raises(BlazefaceError, match="mosaic probability"):
+        FaceTrainingDataset(samples, config, SIZE, mosaic_p=1.5)

@@ -243,16 +243,19 @@ def test_data_workers_start_after_evaluation(data, tmp_path):
 
 
 def test_augmentation_options_reach_the_preset(data, tmp_path):
-    """--zoom-out-p, --max-zoom-out and --crop-scale override the model's TrainConfig and build the preset;
-    an inverted crop range is a one-line error."""
+    """--zoom-out-p, --max-zoom-out, --crop-scale and --mosaic-p override the model's TrainConfig and build the
+    preset (the mosaic: the dataset); an inverted crop range is a one-line error."""
     from blazeface.data import transforms as T
 
-    trainer = Trainer(options(data, tmp_path / "a", zoom_out_p=1.0, max_zoom_out=3.0, crop_scale=[0.5, 0.8]))
+    trainer = Trainer(options(data, tmp_path / "a", zoom_out_p=1.0, max_zoom_out=3.0, crop_scale=[0.5, 0.8],
+                              mosaic_p=0.5))
+    assert trainer.dataset.mosaic_p == 0.5
     steps = {type(step): step for step in trainer.dataset.transform.transforms}
     assert steps[T.RandomZoomOut].p == 1.0 and steps[T.RandomZoomOut].max_ratio == 3.0
     assert steps[T.RandomSquareCrop].scale == (0.5, 0.8)
     default = Trainer(options(data, tmp_path / "b"))
     steps = {type(step): step for step in default.dataset.transform.transforms}
     assert steps[T.RandomZoomOut].p == 0.3 and steps[T.RandomSquareCrop].scale == (0.3, 1.0)
+    assert default.dataset.mosaic_p == 0.0
     with pytest.raises(BlazefaceError, match="MIN must not exceed MAX"):
         Trainer(options(data, tmp_path / "c", crop_scale=[0.9, 0.5]))

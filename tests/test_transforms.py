@@ -209,3 +209,53 @@ def test_teacher_candidates_follow_the_geometry_as_the_labels_do(seed):
     assert torch.equal(out["teacher_scores"], out["landmark_weight"])  # the same faces, in the same order
     torch.testing.assert_close(out["teacher_boxes"], out["boxes"])
     torch.testing.assert_close(out["teacher_points"], out["landmarks"])
+
+
+def test_mosaic_keeps_every_face_under_its_pixels():
+    """Four photos of different sizes on one canvas: each photo's pixels land where its faces' (and its teacher
+    candidates') boxes moved, nothing overlaps, the rest is the mean colour."""
+    rng = np.random.default_rng(3)
+    tiles = []
+    for k in range(4):
+        h, w = (int(v) for v in rng.integers(30, 90, 2))
+        image = np.zeros((h, w, 3), np.uint8)
+        x1, y1 = int(rng.integers(0, w - 10)), int(rng.integers(0, h - 10))
+        image[y1:y1 + 10, x1:x1 + 10] = 50 * (k + 1)  # photo k's face, painted in its own grey
+        target = T.make_target([[x1, y1, x1 + 10, y1 + 10]], landmark_weight=[k + 1])
+        target.update(teacher_boxes=np.array([[x1, y1, x1 + 10, y1 + 10]], np.float32),
+                      teacher_points=np.full((1, 5, 2), [x1 + 5, y1 + 5], np.float32),
+                      teacher_scores=np.array([0.1 * (k + 1)], np.float32))
+        tiles.append((image, target))
+    canvas, out = T.mosaic(tiles)
+    assert canvas.shape[0] >= max(t[0].shape[0] for t in tiles) * 2 - 60 and canvas.dtype == np.uint8
+    assert out["boxes"].shape == (4, 4) and out["teacher_boxes"].shape == (4, 4) and not out["ignore_background"]
+    np.testing.assert_array_equal(out["boxes"], out["teacher_boxes"])
+    np.testing.assert_allclose(out["teacher_points"][:, 0], (out["boxes"][:, :2] + out["boxes"][:, 2:]) / 2)
+    for k, box in enumerate(out["boxes"].astype(int)):
+        assert out["landmark_weight"][k] == k + 1 and out["teacher_scores"][k] == np.float32(0.1 * (k + 1))
+        assert (canvas[box[1]:box[3], box[0]:box[2]] == 50 * (k + 1)).all()
+        assert (canvas == 50 * (k + 1)).all(2).sum() == 100  # painted once: the photos do not overlap
+    filled = np.isin(canvas[..., 0], [0, 50, 100, 150, 200])
+    assert (canvas[~filled] == np.round(np.array(T.MEAN_BGR))).all()
+    assert filled.sum() == sum(t[0].shape[0] * t[0].shape[1] for t in tiles)
+    with pytest.raises(ValueError, match="4 photos"):
+        T.mosaic(tiles[:3])
+
+
+def test_mosaic_then_the_preset_keeps_faces_consistent():
+    """The training preset after a mosaic of random photos: the same invariants as after one photo."""
+    preset = T.Compose([T.RandomZoomOut(p=0.3), T.RandomSquareCrop(), T.RandomMirror(), T.RandomResize(SIZE)])
+    kept = 0
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        tiles = [synthetic(rng) for _ in range(4)]
+        for k, (_, target) in enumerate(tiles):  # face ids unique over the four photos
+            target["landmark_weight"] = target["landmark_weight"] + 10 * k
+            target["has_landmarks"] = target["landmark_weight"] % 2 == 1
+        image, target = T.mosaic(tiles)
+        n_in = len(target["boxes"])
+        image, out = preset(image, target, rng)
+        assert image.shape == (SIZE, SIZE, 3)
+        check_target(out, SIZE, False, n_in)
+        kept += len(out["boxes"])
+    assert kept > 100

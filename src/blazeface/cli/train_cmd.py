@@ -64,6 +64,9 @@ def add_parser(sub) -> None:
     p.add_argument("--crop-scale", type=float_in(0.0, 1.0, open_low=True), nargs=2, default=None, metavar=("MIN", "MAX"),
                    help="augmentation: the square crop's side, drawn uniformly as a fraction of the short side "
                         "(default 0.3 1.0)")
+    p.add_argument("--mosaic-p", type=probability, default=None,
+                   help="augmentation: the chance that a fully labelled photo is first tiled 2x2 with three others "
+                        "(its faces then appear at about half their size, beside other photos'; default 0)")
     p.add_argument("--cache-teacher", action="store_true", default=None,
                    help="YuNet per prior: run it once on every whole training photo (at each --yunet-scales "
                         "factor of the photo) instead of on every batch; its candidate faces follow each crop's "

@@ -33,7 +33,7 @@ from ..errors import BlazefaceError
 from ..priors import prior_boxes
 from ..matching import PriorMatcher
 from .labels import Sample, clip_to_images, load_source
-from .transforms import build_preset, make_target
+from .transforms import build_preset, make_target, mosaic
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ class FaceTrainingDataset(Dataset):
     the first epoch: about 3.5 GB for WIDER train + facemask + MTFL): decoding is a third of a sample's CPU
     time, which is what bounds a GPU run. Off by default (a 2-core machine's step is bound by the model).
 
+    ``mosaic_p``: the chance that an exhaustively labelled photo is first tiled with three others drawn from
+    the exhaustively labelled ones (:func:`~blazeface.data.transforms.mosaic`) before the augmentation; photos
+    with unlabelled faces (MTFL) are never tiled.
+
     :meth:`set_teacher_candidates`: for each sample index, a teacher's candidate faces of the whole photo as a
     dict of :data:`~blazeface.data.transforms.TEACHER_KEYS` arrays in pixels; they join the target before the
     augmentation, which moves them with the crop. Target entries the preset adds whose names start with
@@ -69,8 +73,13 @@ class FaceTrainingDataset(Dataset):
 
     def __init__(self, samples: Sequence[Sample], model_config: ModelConfig, size: int | None = None,
                  preset: str | Callable = "small-faces", seed: int = 0, preset_options: dict | None = None,
-                 cache_images: bool = False, **match_options):
+                 cache_images: bool = False, mosaic_p: float = 0.0, **match_options):
         self.samples = list(samples)
+        if not 0 <= mosaic_p <= 1:
+            raise BlazefaceError(f"the mosaic probability must lie in [0, 1], got {mosaic_p:g}")
+        self.mosaic_p = float(mosaic_p)
+        self.exhaustive = np.flatnonzero([s.exhaustive for s in self.samples])
+        self.fill = tuple(model_config.mean_bgr)
         self.teacher_candidates: Sequence[dict] | None = None
         self.size = int(size or model_config.train.input_size)
         if self.size % max(model_config.size_multiple, 1):
@@ -101,16 +110,28 @@ class FaceTrainingDataset(Dataset):
         rng = (np.random.default_rng() if sample_seed is None
                else np.random.default_rng([self.seed, _AUGMENT_STREAM, int(sample_seed)]))
         k, sample, image = self._read_from(index)
-        target = make_target(sample.boxes, sample.landmarks, sample.has_landmarks, sample.landmark_weight,
-                             ignore_background=not sample.exhaustive)
-        if self.teacher_candidates is not None:
-            target.update(self.teacher_candidates[k])
+        target = self._target(k, sample)
+        # (No draw at all when mosaics are off: the augmentation stream stays what it was before they existed.)
+        if self.mosaic_p > 0 and sample.exhaustive and len(self.exhaustive) and rng.random() < self.mosaic_p:
+            tiles = [(image, target)]
+            for partner in rng.choice(self.exhaustive, 3):
+                k, sample, image = self._read_from(int(partner))
+                tiles.append((image, self._target(k, sample)))
+            image, target = mosaic([tiles[i] for i in rng.permutation(4)], self.fill)
         tensor, target = self.transform(image, target, rng)
         targets = self.matcher(target["boxes"], target["landmarks"], target["has_landmarks"],
                                target["landmark_weight"], target["ignore_background"],
                                face_weight=target.get("face_weight"), ignore_boxes=target.get("ignore_boxes"))
         targets.update({key: value for key, value in target.items() if key.startswith("prior_")})
         return tensor, targets
+
+    def _target(self, k: int, sample: Sample) -> dict:
+        """Sample ``k``'s labels (copies) and, when set, its photo's teacher candidates, in pixels."""
+        target = make_target(sample.boxes, sample.landmarks, sample.has_landmarks, sample.landmark_weight,
+                             ignore_background=not sample.exhaustive)
+        if self.teacher_candidates is not None:
+            target.update(self.teacher_candidates[k])
+        return target
 
     def _read_from(self, index: int) -> tuple[int, Sample, np.ndarray]:
         """The first readable image at or after ``index`` (wrapping), with its index."""
@@ -268,7 +289,8 @@ class MixedSampler(Sampler):
 
 def build_training_data(specs: Sequence[str | DataSpec], model_config: ModelConfig, size: int | None = None,
                         preset: str | Callable = "small-faces", seed: int = 0, epoch_size: int | None = None,
-                        preset_options: dict | None = None, cache_images: bool = False, **match_options
+                        preset_options: dict | None = None, cache_images: bool = False, mosaic_p: float = 0.0,
+                        **match_options
                         ) -> tuple[FaceTrainingDataset, MixedSampler]:
     """Load every ``DIR[:WEIGHT]`` source and return the dataset over all of them with its mixer."""
     parsed = [parse_data_spec(s) for s in specs]
@@ -281,6 +303,6 @@ def build_training_data(specs: Sequence[str | DataSpec], model_config: ModelConf
                  f" (left out {dropped})" if dropped else "")
     samples = [s for source in sources for s in source]
     dataset = FaceTrainingDataset(samples, model_config, size, preset, seed, preset_options, cache_images,
-                                  **match_options)
+                                  mosaic_p, **match_options)
     sampler = MixedSampler([len(s) for s in sources], [spec.weight for spec in parsed], epoch_size, seed)
     return dataset, sampler

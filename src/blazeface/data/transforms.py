@@ -93,6 +93,34 @@ def shift_and_scale(target: dict, dx: float = 0.0, dy: float = 0.0, sx: float = 
     return out
 
 
+def mosaic(tiles: Sequence[tuple[np.ndarray, dict]], fill: Sequence[float] = MEAN_BGR) -> tuple[np.ndarray, dict]:
+    """Four photos side by side on one canvas, a 2x2 grid (YOLOv4's mosaic without its cut): photo ``i`` sits in
+    cell ``i`` (row-major), pushed against the canvas centre, the rest mean-filled. Nothing is cut, so every face
+    and teacher candidate keeps its box, shifted with its photo; the crop that follows decides what stays.
+
+    Before a crop of 0.3-1.0 of the short side, a mosaic shows its faces at about half the scale a single photo
+    would: a zoom-out whose canvas holds other photos' faces and background instead of a flat colour. The photos
+    must be exhaustively labelled (a photo with unlabelled faces would make the others' background ignored)."""
+    if len(tiles) != 4:
+        raise ValueError(f"a mosaic takes 4 photos, got {len(tiles)}")
+    (h0, w0), (h1, w1), (h2, w2), (h3, w3) = (image.shape[:2] for image, _ in tiles)
+    left, right, top, bottom = max(w0, w2), max(w1, w3), max(h0, h1), max(h2, h3)
+    canvas = np.empty((top + bottom, left + right, 3), np.uint8)
+    canvas[:] = np.asarray(fill, np.float64).round().clip(0, 255).astype(np.uint8)
+    corners = ((left - w0, top - h0), (left, top - h1), (left - w2, top), (left, top))
+    moved = []
+    for (image, target), (x, y) in zip(tiles, corners):
+        h, w = image.shape[:2]
+        canvas[y:y + h, x:x + w] = image
+        moved.append(shift_and_scale(target, dx=x, dy=y))
+    keys = [key for key in PER_FACE_KEYS + TEACHER_KEYS if key in moved[0]]
+    if any(set(keys) != {key for key in PER_FACE_KEYS + TEACHER_KEYS if key in t} for t in moved):
+        raise ValueError("the mosaic's photos carry different target entries")
+    out = {key: np.concatenate([t[key] for t in moved]) for key in keys}
+    out["ignore_background"] = any(t["ignore_background"] for t in moved)
+    return canvas, out
+
+
 class Compose:
     def __init__(self, transforms: Sequence[Transform]):
         self.transforms = list(transforms)

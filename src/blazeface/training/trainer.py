@@ -60,6 +60,7 @@ class TrainOptions:
     zoom_out_p: float | None = None
     max_zoom_out: float | None = None
     crop_scale: list[float] | None = None
+    mosaic_p: float | None = None
     kd_cls_weight: float | None = None
     kd_loc_weight: float | None = None
     kd_landm_weight: float | None = None
@@ -111,7 +112,7 @@ class TrainOptions:
     def train_config(self, base: ModelConfig):
         overrides = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "input_size", "optimizer",
                                                       "weight_decay", "cls_loss", "warmup_epochs", "bf16",
-                                                      "zoom_out_p", "max_zoom_out", *TEACHER_FIELDS)
+                                                      "zoom_out_p", "max_zoom_out", "mosaic_p", *TEACHER_FIELDS)
                      if getattr(self, k) is not None}
         if self.crop_scale is not None:
             overrides["crop_scale"] = tuple(self.crop_scale)
@@ -251,7 +252,8 @@ class Trainer:
         self.dataset, self.mixer = build_training_data(options.data, self.model_cfg, self.train_cfg.input_size,
                                                        preset=preset, seed=options.seed,
                                                        epoch_size=options.epoch_size,
-                                                       cache_images=options.cache_images)
+                                                       cache_images=options.cache_images,
+                                                       mosaic_p=cfg.mosaic_p)
         if cached:
             self.dataset.set_teacher_candidates(self._photo_candidates(cached[0], carrier.min_probability))
         self.steps_per_epoch = self.mixer.epoch_size // self.train_cfg.batch_size
