@@ -112,7 +112,7 @@ class FaceTrainingDataset(Dataset):
         k, sample, image = self._read_from(index)
         target = self._target(k, sample)
         # (No draw at all when mosaics are off: the augmentation stream stays what it was before they existed.)
-        if self.mosaic_p > 0 and sample.exhaustive and len(self.exhaustive) and rng.random() < self.mosaic_p:
+        if self.mosaic_p > 0 and sample.exhaustive and rng.random() < self.mosaic_p:
             tiles = [(image, target)]
             for partner in rng.choice(self.exhaustive, 3):
                 k, sample, image = self._read_from(int(partner))
