@@ -44,7 +44,8 @@ def prior_pairs(boxes: torch.Tensor, priors: PriorConfig, height: int, width: in
     """Every (box, prior) pair whose IoU is at least ``min_iou`` (> 0), found without the dense ``(K, P)`` IoU
     matrix: for each level and anchor size, only the boxes whose area is within a factor ``min_iou`` of the
     anchor's (an IoU is at most the smaller area over the larger), and for each of them only the cells of the
-    window its box overlaps. Hundreds of a teacher's candidate faces against thousands of priors then cost a few thousand IoUs.
+    window its box overlaps. Hundreds of a teacher's candidate faces against thousands of priors then cost a few
+    thousand IoUs.
 
     ``boxes`` (K, 4) ``x1 y1 x2 y2`` normalised; ``corners`` the priors of ``prior_boxes(priors, height, width)``
     as corners (:func:`priors_to_corners`), whose IoUs (:func:`~blazeface.geometry.paired_iou`) are exactly the

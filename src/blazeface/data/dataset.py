@@ -109,14 +109,10 @@ class FaceTrainingDataset(Dataset):
         index = int(index)
         rng = (np.random.default_rng() if sample_seed is None
                else np.random.default_rng([self.seed, _AUGMENT_STREAM, int(sample_seed)]))
-        k, sample, image = self._read_from(index)
-        target = self._target(k, sample)
+        exhaustive, image, target = self._photo(index)
         # (No draw at all when mosaics are off: the augmentation stream stays what it was before they existed.)
-        if self.mosaic_p > 0 and sample.exhaustive and rng.random() < self.mosaic_p:
-            tiles = [(image, target)]
-            for partner in rng.choice(self.exhaustive, 3):
-                k, sample, image = self._read_from(int(partner))
-                tiles.append((image, self._target(k, sample)))
+        if self.mosaic_p > 0 and exhaustive and rng.random() < self.mosaic_p:
+            tiles = [(image, target)] + [self._photo(int(k))[1:] for k in rng.choice(self.exhaustive, 3)]
             image, target = mosaic([tiles[i] for i in rng.permutation(4)], self.fill)
         tensor, target = self.transform(image, target, rng)
         targets = self.matcher(target["boxes"], target["landmarks"], target["has_landmarks"],
@@ -125,13 +121,15 @@ class FaceTrainingDataset(Dataset):
         targets.update({key: value for key, value in target.items() if key.startswith("prior_")})
         return tensor, targets
 
-    def _target(self, k: int, sample: Sample) -> dict:
-        """Sample ``k``'s labels (copies) and, when set, its photo's teacher candidates, in pixels."""
+    def _photo(self, index: int) -> tuple[bool, np.ndarray, dict]:
+        """The first readable sample at or after ``index``: whether it is exhaustively labelled, its photo, and its
+        target (copies of its labels and, when set, its photo's teacher candidates, in pixels)."""
+        k, sample, image = self._read_from(index)
         target = make_target(sample.boxes, sample.landmarks, sample.has_landmarks, sample.landmark_weight,
                              ignore_background=not sample.exhaustive)
         if self.teacher_candidates is not None:
             target.update(self.teacher_candidates[k])
-        return target
+        return sample.exhaustive, image, target
 
     def _read_from(self, index: int) -> tuple[int, Sample, np.ndarray]:
         """The first readable image at or after ``index`` (wrapping), with its index."""

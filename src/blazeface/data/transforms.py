@@ -105,18 +105,16 @@ def mosaic(tiles: Sequence[tuple[np.ndarray, dict]], fill: Sequence[float] = MEA
         raise ValueError(f"a mosaic takes 4 photos, got {len(tiles)}")
     (h0, w0), (h1, w1), (h2, w2), (h3, w3) = (image.shape[:2] for image, _ in tiles)
     left, right, top, bottom = max(w0, w2), max(w1, w3), max(h0, h1), max(h2, h3)
-    canvas = np.empty((top + bottom, left + right, 3), np.uint8)
-    canvas[:] = np.asarray(fill, np.float64).round().clip(0, 255).astype(np.uint8)
+    canvas = np.full((top + bottom, left + right, 3), np.round(fill), np.uint8)
     corners = ((left - w0, top - h0), (left, top - h1), (left - w2, top), (left, top))
     moved = []
     for (image, target), (x, y) in zip(tiles, corners):
         h, w = image.shape[:2]
         canvas[y:y + h, x:x + w] = image
         moved.append(shift_and_scale(target, dx=x, dy=y))
-    keys = [key for key in PER_FACE_KEYS + TEACHER_KEYS if key in moved[0]]
-    if any(set(keys) != {key for key in PER_FACE_KEYS + TEACHER_KEYS if key in t} for t in moved):
+    if any(t.keys() != moved[0].keys() for t in moved):
         raise ValueError("the mosaic's photos carry different target entries")
-    out = {key: np.concatenate([t[key] for t in moved]) for key in keys}
+    out = {key: np.concatenate([t[key] for t in moved]) for key in PER_FACE_KEYS + TEACHER_KEYS if key in moved[0]}
     out["ignore_background"] = any(t["ignore_background"] for t in moved)
     return canvas, out
 

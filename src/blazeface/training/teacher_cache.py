@@ -18,6 +18,7 @@ when the teacher, its scales, its threshold and the photos are the same.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -120,29 +121,24 @@ def build_photo_candidates(teacher: YuNetTeacher, image_paths: Sequence[Path], m
     """Run the teacher on every photo, in ``processes`` processes (each on one thread; the result does not
     depend on their number). ``onnx``: the pool's processes run the teacher in ONNX Runtime, as ``teacher``
     itself does after ``use_onnx_runtime`` (a session does not pickle)."""
-    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    start = time.perf_counter()
-
-    def report(done: int) -> None:
-        print(f"blazeface train: teacher candidates of {done} / {len(image_paths)} photos "
-              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
-
-    if processes <= 1 or len(image_paths) <= _CHUNK:
-        for i, path in enumerate(image_paths):
-            found.append(_photo_parts(teacher, path, mean_bgr, min_probability))
-            if progress and (i + 1) % 500 == 0:
-                report(i + 1)
-    else:
-        jobs = [(teacher, list(image_paths[i:i + _CHUNK]), tuple(mean_bgr), min_probability, onnx)
-                for i in range(0, len(image_paths), _CHUNK)]
-        # forkserver, as the data workers: a fork of a process holding OpenCV's and ONNX Runtime's thread pools
-        # can deadlock.
-        with multiprocessing.get_context("forkserver").Pool(min(processes, len(jobs))) as pool:
-            for parts in pool.imap(_chunk_parts, jobs):
-                before = len(found)
-                found.extend(parts)
-                if progress and len(found) // 500 > before // 500:
-                    report(len(found))
+    chunks = [list(image_paths[i:i + _CHUNK]) for i in range(0, len(image_paths), _CHUNK)]
+    with contextlib.ExitStack() as stack:
+        if processes > 1 and len(chunks) > 1:
+            # forkserver, as the data workers: a fork of a process holding OpenCV's and ONNX Runtime's thread
+            # pools can deadlock.
+            pool = stack.enter_context(multiprocessing.get_context("forkserver").Pool(min(processes, len(chunks))))
+            results = pool.imap(_chunk_parts, [(teacher, chunk, tuple(mean_bgr), min_probability, onnx)
+                                               for chunk in chunks])
+        else:
+            results = ([_photo_parts(teacher, path, mean_bgr, min_probability) for path in chunk] for chunk in chunks)
+        found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        start = time.perf_counter()
+        for parts in results:
+            before = len(found)
+            found.extend(parts)
+            if progress and len(found) // 500 > before // 500:
+                print(f"blazeface train: teacher candidates of {len(found)} / {len(image_paths)} photos "
+                      f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     scores, boxes, points = (np.concatenate(parts) for parts in zip(_NONE, *found))
     counts = np.cumsum([0] + [len(part[0]) for part in found]).astype(np.int64)
     return PhotoCandidates(scores, boxes, points, counts)
