@@ -259,3 +259,23 @@ def test_augmentation_options_reach_the_preset(data, tmp_path):
     assert default.dataset.mosaic_p == 0.0
     with pytest.raises(BlazefaceError, match="MIN must not exceed MAX"):
         Trainer(options(data, tmp_path / "c", crop_scale=[0.9, 0.5]))
+
+
+def test_ema_options_from_the_command_line(data, tmp_path):
+    """--ema-decay and --ema-warmup reach the trainer's average (a short run's decay ramps over fewer updates:
+    with the default 2,000 a 500-step run ends near its raw weights); a decay of 1 or more is a usage error."""
+    from blazeface.cli import build_parser
+    from blazeface.cli.train_cmd import train_options
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--model", "slim", "--data", str(data), "--out", str(tmp_path / "a"),
+                              "--batch-size", "4", "--ema-decay", "0.998", "--ema-warmup", "100"])
+    trainer = Trainer(train_options(args))
+    assert trainer.ema.decay == 0.998 and trainer.ema.warmup_updates == 100
+    trainer.ema.updates = 500
+    assert trainer.ema.current_decay() > 0.99
+    default = Trainer(options(data, tmp_path / "b"))
+    default.ema.updates = 500
+    assert default.ema.warmup_updates == 2000 and default.ema.current_decay() < 0.25
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--data", str(data), "--ema-decay", "1.5"])

@@ -94,6 +94,12 @@ def add_parser(sub) -> None:
                         "data; for GPU runs, where decoding bounds the step)")
     p.add_argument("--freeze-bn", action="store_true", default=None,
                    help="keep BatchNorm statistics fixed (fine-tuning with small per-process batches on CPUs)")
+    p.add_argument("--ema-decay", type=probability, default=None,
+                   help="the shipped weights are this exponential moving average of the trained ones (default: "
+                        "0.9998)")
+    p.add_argument("--ema-warmup", type=positive_int, default=None,
+                   help="updates over which the average's decay ramps up to --ema-decay (default: 2000; a run "
+                        "much shorter than that ships nearly its raw weights)")
     p.add_argument("--checkpoint-minutes", type=positive_float, default=None, help="(default: 5)")
     p.add_argument("--eval-every", type=non_negative_int, default=None, help="epochs between dev evaluations (0: never; default: 5)")
     p.add_argument("--val-images", type=Path, default=None, help="WIDER val images folder for dev evaluation")
