@@ -279,3 +279,26 @@ def test_ema_options_from_the_command_line(data, tmp_path):
     assert default.ema.warmup_updates == 2000 and default.ema.current_decay() < 0.25
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--data", str(data), "--ema-decay", "1.5"])
+
+
+def test_close_mosaic_switches_at_the_same_step_when_resumed(data, tmp_path):
+    """--close-mosaic: the last epochs are drawn without mosaics; a run stopped before the switch and resumed
+    switches at the same step and ends with the straight run's weights. Closing every epoch is a one-line error."""
+    def run(out, **kw):
+        trainer = Trainer(options(data, out, mosaic_p=1.0, close_mosaic=1, **kw))
+        phases, loader = [], trainer.loader
+        trainer.loader = lambda first, last: (phases.append((first, last, trainer.dataset.mosaic_p)),
+                                              loader(first, last))[1]
+        trainer.run()
+        return trainer, phases
+
+    straight, phases = run(tmp_path / "a")
+    assert phases == [(0, 4, 1.0), (4, 8, 0.0)]  # 2 epochs of 4 steps
+    _, phases = run(tmp_path / "b", max_steps=3)
+    assert phases == [(0, 3, 1.0)]
+    resumed, phases = run(tmp_path / "b", resume=tmp_path / "b" / "last.pth")
+    assert phases == [(3, 4, 1.0), (4, 8, 0.0)]
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    with pytest.raises(BlazefaceError, match="leaves none of the 2 epochs"):
+        Trainer(options(data, tmp_path / "c", mosaic_p=0.5, close_mosaic=2))

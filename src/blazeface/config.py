@@ -49,6 +49,9 @@ class TrainConfig:
     max_zoom_out: float = 2.5
     crop_scale: tuple[float, float] = (0.3, 1.0)
     mosaic_p: float = 0.0  # chance of tiling an exhaustively labelled photo with three others first
+    # The last epochs see no mosaics (YOLOX, ultralytics' close_mosaic): photos as they come, at the end of the
+    # schedule, repay what the tiles cost large faces.
+    close_mosaic: int = 0
     # bfloat16 autocast: faster for slim/rfb/mnet on CPUs with AVX-512 BF16, slower for blaze (its 5x5
     # depthwise kernels): measured with benchmarks/bench_train_step.py. The trainer ignores this default on
     # CPUs without native bf16 (AVX2 only), where autocast emulates it at a fraction of the speed.

@@ -67,6 +67,8 @@ def add_parser(sub) -> None:
     p.add_argument("--mosaic-p", type=probability, default=None,
                    help="augmentation: the chance that a fully labelled photo is first tiled 2x2 with three others "
                         "(its faces then appear at about half their size, beside other photos'; default 0)")
+    p.add_argument("--close-mosaic", type=non_negative_int, default=None, metavar="EPOCHS",
+                   help="train the last EPOCHS epochs without mosaics (default 0)")
     p.add_argument("--cache-teacher", action="store_true", default=None,
                    help="YuNet per prior: run it once on every whole training photo (at each --yunet-scales "
                         "factor of the photo) instead of on every batch; its candidate faces follow each crop's "

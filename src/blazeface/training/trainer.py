@@ -61,6 +61,7 @@ class TrainOptions:
     max_zoom_out: float | None = None
     crop_scale: list[float] | None = None
     mosaic_p: float | None = None
+    close_mosaic: int | None = None
     kd_cls_weight: float | None = None
     kd_loc_weight: float | None = None
     kd_landm_weight: float | None = None
@@ -115,7 +116,8 @@ class TrainOptions:
     def train_config(self, base: ModelConfig):
         overrides = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "input_size", "optimizer",
                                                       "weight_decay", "cls_loss", "warmup_epochs", "bf16",
-                                                      "zoom_out_p", "max_zoom_out", "mosaic_p", *TEACHER_FIELDS)
+                                                      "zoom_out_p", "max_zoom_out", "mosaic_p", "close_mosaic",
+                                                      *TEACHER_FIELDS)
                      if getattr(self, k) is not None}
         if self.crop_scale is not None:
             overrides["crop_scale"] = tuple(self.crop_scale)
@@ -264,6 +266,9 @@ class Trainer:
             raise BlazefaceError(f"an epoch of {self.mixer.epoch_size} images is smaller than one batch of "
                                  f"{self.train_cfg.batch_size}")
         self.total_steps = self.steps_per_epoch * self.train_cfg.epochs
+        if cfg.mosaic_p > 0 and cfg.close_mosaic >= cfg.epochs:
+            raise BlazefaceError(f"--close-mosaic {cfg.close_mosaic} leaves none of the {cfg.epochs} epochs with "
+                                 "mosaics")
 
         torch.manual_seed(options.seed)  # same initial weights on every rank and every run
         # A resumed run takes its weights from the checkpoint: the file it was first started from (named in
@@ -389,6 +394,17 @@ class Trainer:
                           multiprocessing_context="forkserver" if workers else None,
                           persistent_workers=False, prefetch_factor=4 if workers else None)
 
+    def batches(self, start_step: int, end_step: int):
+        """The batches of steps ``[start_step, end_step)``: mosaics until the last ``close_mosaic`` epochs, then
+        none (a fresh loader, so its workers receive the dataset without them); the switch depends on the step
+        alone, so a resumed run switches where a straight one does."""
+        switch = self.total_steps - self.train_cfg.close_mosaic * self.steps_per_epoch
+        mosaic_p = self.train_cfg.mosaic_p
+        for first, last, p in ((start_step, min(end_step, switch), mosaic_p), (max(start_step, switch), end_step, 0.0)):
+            if first < last:
+                self.dataset.mosaic_p = p
+                yield from self.loader(first, last)
+
     def train_step(self, images: torch.Tensor, targets: dict) -> dict[str, float]:
         images = images.to(self.opt.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         targets = {k: v.to(self.opt.device, non_blocking=True) for k, v in targets.items()}
@@ -441,7 +457,7 @@ class Trainer:
         window: list[dict] = []
         tick, seen = time.monotonic(), 0
         try:
-            for images, targets in self.loader(self.step, end):
+            for images, targets in self.batches(self.step, end):
                 parts = self.train_step(images, targets)
                 self.step += 1
                 seen += images.shape[0] * self.world.size
