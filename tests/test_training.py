@@ -263,7 +263,8 @@ def test_augmentation_options_reach_the_preset(data, tmp_path):
 
 def test_ema_options_from_the_command_line(data, tmp_path):
     """--ema-decay and --ema-warmup reach the trainer's average (a short run's decay ramps over fewer updates:
-    with the default 2,000 a 500-step run ends near its raw weights); a decay of 1 or more is a usage error."""
+    with the default 2,000 a 500-step run ends near its raw weights); a decay of 1 (an average that never
+    leaves the initial weights) or more is a usage error."""
     from blazeface.cli import build_parser
     from blazeface.cli.train_cmd import train_options
 
@@ -277,8 +278,9 @@ def test_ema_options_from_the_command_line(data, tmp_path):
     default = Trainer(options(data, tmp_path / "b"))
     default.ema.updates = 500
     assert default.ema.warmup_updates == 2000 and default.ema.current_decay() < 0.25
-    with pytest.raises(SystemExit):
-        parser.parse_args(["train", "--data", str(data), "--ema-decay", "1.5"])
+    for bad in ("1", "1.5"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["train", "--data", str(data), "--ema-decay", bad])
 
 
 def test_close_mosaic_switches_at_the_same_step_when_resumed(data, tmp_path):
@@ -287,8 +289,12 @@ def test_close_mosaic_switches_at_the_same_step_when_resumed(data, tmp_path):
     def run(out, **kw):
         trainer = Trainer(options(data, out, mosaic_p=1.0, close_mosaic=1, **kw))
         phases, loader = [], trainer.loader
-        trainer.loader = lambda first, last: (phases.append((first, last, trainer.dataset.mosaic_p)),
-                                              loader(first, last))[1]
+
+        def recording_loader(first, last):  # each loader's steps and the mosaic chance its workers receive
+            phases.append((first, last, trainer.dataset.mosaic_p))
+            return loader(first, last)
+
+        trainer.loader = recording_loader
         trainer.run()
         return trainer, phases
 

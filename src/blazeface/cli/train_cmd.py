@@ -96,7 +96,7 @@ def add_parser(sub) -> None:
                         "data; for GPU runs, where decoding bounds the step)")
     p.add_argument("--freeze-bn", action="store_true", default=None,
                    help="keep BatchNorm statistics fixed (fine-tuning with small per-process batches on CPUs)")
-    p.add_argument("--ema-decay", type=probability, default=None,
+    p.add_argument("--ema-decay", type=float_in(0.0, 1.0, open_high=True), default=None,
                    help="the shipped weights are this exponential moving average of the trained ones (default: "
                         "0.9998)")
     p.add_argument("--ema-warmup", type=positive_int, default=None,

@@ -27,15 +27,17 @@ def int_at_least(low: int):
     return check
 
 
-def float_in(low: float, high: float | None = None, *, open_low: bool = False):
-    """A finite number in ``[low, high]`` (``(low, high]`` with ``open_low``; no upper bound when None)."""
+def float_in(low: float, high: float | None = None, *, open_low: bool = False, open_high: bool = False):
+    """A finite number in ``[low, high]`` (``(low, ...`` with ``open_low``, ``..., high)`` with ``open_high``; no
+    upper bound when ``high`` is None)."""
     def check(text: str) -> float:
         value = _number(text, float)
-        if (value <= low if open_low else value < low) or (high is not None and value > high):
+        if (value <= low if open_low else value < low) or (
+                high is not None and (value >= high if open_high else value > high)):
             if high is None:
                 wanted = f"{'>' if open_low else '>='} {low:g}"
             else:
-                wanted = f"in {'(' if open_low else '['}{low:g}, {high:g}]"
+                wanted = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
             raise argparse.ArgumentTypeError(f"must be a number {wanted}, not {text}")
         return value
     check.__name__ = "number"

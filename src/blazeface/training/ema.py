@@ -10,9 +10,10 @@ from torch import nn
 
 class ModelEMA:
     """EMA with a warm-up of the decay (timm/YOLO style): early updates follow the model closely, so the
-    average is useful from the first epoch instead of being dominated by the random initialisation."""
+    average is useful from the first epoch instead of being dominated by the random initialisation. The decay
+    and its ramp have their defaults in one place, the trainer's options (``ema_decay``, ``ema_warmup``)."""
 
-    def __init__(self, model: nn.Module, decay: float = 0.9998, warmup_updates: int = 2000):
+    def __init__(self, model: nn.Module, decay: float, warmup_updates: int):
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
