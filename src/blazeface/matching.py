@@ -24,6 +24,7 @@ Labels: 1 face, 0 background, -1 ignore.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .box_coding import encode_boxes, encode_landmarks
@@ -49,43 +50,43 @@ def prior_pairs(boxes: torch.Tensor, priors: PriorConfig, height: int, width: in
 
     ``boxes`` (K, 4) ``x1 y1 x2 y2`` normalised; ``corners`` the priors of ``prior_boxes(priors, height, width)``
     as corners (:func:`priors_to_corners`), whose IoUs (:func:`~blazeface.geometry.paired_iou`) are exactly the
-    dense matrix's. -> ``(box index, prior index, IoU)`` (M,) each, grouped by level and anchor size."""
+    dense matrix's. -> ``(box index, prior index, IoU)`` (M,) each, grouped by level and anchor size, each group
+    by box, then row, then column."""
     device = boxes.device
+    # The windows are index bookkeeping on a few dozen numbers per anchor size: numpy does it in a fraction of
+    # torch's per-operation overhead (this runs once per training crop in the data workers). The IoUs that
+    # decide are torch's, in one call over every pair.
     scale = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=device)
-    x1, y1, x2, y2 = (boxes * scale).unbind(1)
-    area = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
-    found_box, found_prior, found_iou = [], [], []
+    x1, y1, x2, y2 = (boxes * scale).cpu().numpy().T
+    area = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    found_box, found_prior = [], []
     offset = 0
     for (rows, cols), step, sizes in zip(feature_map_sizes(priors, height, width), priors.steps, priors.min_sizes):
         for anchor, size in enumerate(sizes):
             near = size * size
-            k = torch.nonzero(area.clamp(max=near) >= (min_iou - 1e-6) * area.clamp(min=near)).squeeze(1)
-            if k.numel() == 0:
+            k = np.flatnonzero(np.minimum(area, near) >= (min_iou - 1e-6) * np.maximum(area, near))
+            if k.size == 0:
                 continue
             # Cell j's prior spans (j + 0.5) * step +- size / 2: it overlaps [x1, x2] for j in this range (one
-            # cell of margin each side; the exact IoU below decides).
-            first_col = ((x1[k] - size / 2) / step - 1.5).floor().clamp(0, cols - 1).long()
-            last_col = ((x2[k] + size / 2) / step + 0.5).ceil().clamp(0, cols - 1).long()
-            first_row = ((y1[k] - size / 2) / step - 1.5).floor().clamp(0, rows - 1).long()
-            last_row = ((y2[k] + size / 2) / step + 0.5).ceil().clamp(0, rows - 1).long()
-            span_c = int((last_col - first_col).max()) + 1
-            span_r = int((last_row - first_row).max()) + 1
-            col = first_col[:, None, None] + torch.arange(span_c, device=device)[None, None, :]
-            row = first_row[:, None, None] + torch.arange(span_r, device=device)[None, :, None]
+            # cell of margin each side; the exact IoU decides).
+            first_col = np.clip(np.floor((x1[k] - size / 2) / step - 1.5), 0, cols - 1).astype(np.int64)
+            last_col = np.clip(np.ceil((x2[k] + size / 2) / step + 0.5), 0, cols - 1).astype(np.int64)
+            first_row = np.clip(np.floor((y1[k] - size / 2) / step - 1.5), 0, rows - 1).astype(np.int64)
+            last_row = np.clip(np.ceil((y2[k] + size / 2) / step + 0.5), 0, rows - 1).astype(np.int64)
+            col = first_col[:, None, None] + np.arange(int((last_col - first_col).max()) + 1)[None, None, :]
+            row = first_row[:, None, None] + np.arange(int((last_row - first_row).max()) + 1)[None, :, None]
             inside = (col <= last_col[:, None, None]) & (row <= last_row[:, None, None])  # (K', R, C)
-            index = offset + (row * cols + col) * len(sizes) + anchor
-            which = k[:, None, None].expand_as(index)[inside]
-            index = index[inside]
-            iou = paired_iou(boxes[which], corners[index])
-            keep = iou >= min_iou
-            found_box.append(which[keep])
-            found_prior.append(index[keep])
-            found_iou.append(iou[keep])
+            found_box.append(np.broadcast_to(k[:, None, None], inside.shape)[inside])
+            found_prior.append((offset + (row * cols + col) * len(sizes) + anchor)[inside])
         offset += rows * cols * len(sizes)
     if not found_box:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty, torch.zeros(0, dtype=boxes.dtype, device=device)
-    return torch.cat(found_box), torch.cat(found_prior), torch.cat(found_iou)
+    which = torch.from_numpy(np.concatenate(found_box)).to(device)
+    index = torch.from_numpy(np.concatenate(found_prior)).to(device)
+    iou = paired_iou(boxes[which], corners[index])
+    keep = iou >= min_iou
+    return which[keep], index[keep], iou[keep]
 
 
 # The matching rule's thresholds (the module docstring); training.teachers.PriorMapping applies the same rule.
