@@ -3,6 +3,8 @@ implementation on random ones, on the real ground truth, and through ``blazeface
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -14,7 +16,7 @@ from blazeface.cli import main
 from blazeface.evaluation import widerface as wf
 from blazeface.evaluation.widerface import GroundTruth, evaluate_predictions
 from blazeface.inference import Face
-from conftest import DATA, requires_shared
+from conftest import DATA, REPO, requires_shared
 
 GT_DIR = DATA / "widerface" / "ground_truth"
 VAL = DATA / "widerface" / "val"
@@ -559,3 +561,31 @@ def test_real_model_save_and_reevaluate(real_gt, tmp_path, capsys):
                                   "--long-side", 320, "--allow-missing", "--save-predictions", tmp_path / "pred2")
     assert code == 0 and "1 of them had no image and count as NO DETECTIONS" in out and absent in out
     assert [p.stem for p in (tmp_path / "pred2").rglob("*.txt")] == [keys[0].split("/")[1]]
+
+
+def test_compare_ap_bootstraps_two_prediction_folders(tmp_path):
+    """benchmarks/compare_ap.py end to end on a hand-made split: a folder against itself differs by exactly 0 in
+    every round; against a copy that lost a third of its images' detections, the observed differences are the
+    protocol's and every round finds the copy worse on the hard setting."""
+    gt, predictions = synthesize(40, np.random.default_rng(11))
+    gt_dir = write_gt_mats(tmp_path / "gt", gt)
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"/{key}.jpg\n" for key in gt.keys))
+    worse = {key: rows[:0] if i % 3 == 0 else rows for i, (key, rows) in enumerate(predictions.items())}
+    for name, rows in (("base", predictions), ("worse", worse)):
+        wf.write_predictions(tmp_path / name, rows)
+
+    def compare(new):
+        done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "compare_ap.py"), "--gt", str(gt_dir),
+                               "--list", str(listing), "--rounds", "30", "--base", f"a={tmp_path / 'base'}",
+                               "--new", f"b={tmp_path / new}"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    same = compare("base")
+    assert all(r["difference"] == 0 and r["interval"] == [0, 0] and r["worse_share"] == 0 for r in same.values())
+    report = compare("worse")
+    written = [wf.evaluate_predictions(wf.read_predictions(tmp_path / n, gt.keys)[0], gt) for n in ("base", "worse")]
+    for s in wf.SETTINGS:
+        assert report[s]["difference"] == pytest.approx(written[1].ap(s) - written[0].ap(s), abs=1e-12)
+    assert report["hard"]["difference"] < 0 and report["hard"]["worse_share"] == 1.0

@@ -1,0 +1,98 @@
+"""Is a change of dev AP more than the dev split's luck? A paired bootstrap over its images.
+
+    python benchmarks/compare_ap.py --base shipped=DIR --new run=DIR2 [--rounds 1000] [--markdown]
+
+Each DIR is a predictions folder of ``blazeface evaluate widerface ... --save-predictions DIR`` over the same
+images. Every round draws the 263 dev images with replacement (the same draw for both folders, so the two
+models are compared on the same photos) and evaluates both with the protocol's own code
+(:func:`blazeface.evaluation.widerface.evaluate_predictions`); the spread of ``new - base`` over the rounds is
+how much of an observed difference the choice of photos alone could make. Printed per setting: the observed
+difference, the 2.5-97.5 % interval of the rounds' differences and the share of rounds in which ``new`` is
+worse. Needs ../shared/data (the dev split's ground truth).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from blazeface.evaluation import widerface as wf
+
+REPO = Path(__file__).resolve().parents[1]
+WIDER = REPO.parent / "shared" / "data" / "widerface"
+
+
+def named_folder(text: str) -> tuple[str, Path]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=DIR")
+    return name, Path(folder)
+
+
+def resampled(gt: wf.GroundTruth, keys: list[str], draw: np.ndarray,
+              predictions: list[dict[str, np.ndarray]]) -> tuple[wf.GroundTruth, list[dict[str, np.ndarray]]]:
+    """The ground truth and each prediction set over the drawn images; an image drawn twice becomes two
+    images (its copy's name gets a suffix), as the protocol counts every image once."""
+    events, names, boxes, keep = [], [], [], {s: [] for s in wf.SETTINGS}
+    out: list[dict[str, np.ndarray]] = [{} for _ in predictions]
+    for copy, n in enumerate(draw):
+        i = gt.index[keys[n]]
+        events.append(gt.events[i])
+        names.append(f"{gt.names[i]}#{copy}")
+        boxes.append(gt.boxes[i])
+        for s in wf.SETTINGS:
+            keep[s].append(gt.keep[s][i])
+        for rows, target in zip(predictions, out):
+            target[f"{gt.events[i]}/{names[-1]}"] = rows[keys[n]]
+    return wf.GroundTruth(events, names, boxes, keep), out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", type=named_folder, required=True, help="NAME=DIR: the predictions compared against")
+    p.add_argument("--new", type=named_folder, required=True, help="NAME=DIR: the candidate's predictions")
+    p.add_argument("--gt", type=Path, default=WIDER / "ground_truth")
+    p.add_argument("--list", type=Path, default=WIDER / "val" / "wider_val.txt")
+    p.add_argument("--rounds", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--markdown", action="store_true", help="a markdown table (default: JSON)")
+    args = p.parse_args()
+
+    gt = wf.load_ground_truth(args.gt)
+    keys = wf.read_image_list(args.list, gt)
+    sets = [wf.read_predictions(folder, keys)[0] for _, folder in (args.base, args.new)]
+    observed = [wf.evaluate_predictions(s, gt) for s in sets]
+    rng = np.random.default_rng(args.seed)
+    diffs = {s: [] for s in wf.SETTINGS}
+    for _ in range(args.rounds):
+        sub_gt, subs = resampled(gt, keys, rng.integers(0, len(keys), len(keys)), sets)
+        base, new = (wf.evaluate_predictions(s, sub_gt) for s in subs)
+        for s in wf.SETTINGS:
+            diffs[s].append(new.ap(s) - base.ap(s))
+    report = {}
+    for s in wf.SETTINGS:
+        d = np.array(diffs[s])
+        report[s] = {"base": observed[0].ap(s), "new": observed[1].ap(s),
+                     "difference": observed[1].ap(s) - observed[0].ap(s),
+                     "interval": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))],
+                     "worse_share": float((d < 0).mean())}
+    if args.markdown:
+        (base_name, _), (new_name, _) = args.base, args.new
+        print(f"{new_name} against {base_name}: {args.rounds} paired bootstrap rounds over {len(keys)} images\n")
+        print(f"| setting | {base_name} | {new_name} | difference | 95 % of rounds | rounds worse |")
+        print("|---|---:|---:|---:|---|---:|")
+        for s, r in report.items():
+            lo, hi = r["interval"]
+            print(f"| {s} | {r['base']:.3f} | {r['new']:.3f} | {r['difference']:+.3f} | {lo:+.3f} .. {hi:+.3f} "
+                  f"| {r['worse_share']:.0%} |")
+    else:
+        print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    from blazeface.cli import run_script
+
+    run_script(main)
