@@ -1,13 +1,15 @@
 """Recall of the WIDER FACE hard-setting faces by face size, several models side by side: where AP is lost.
 
     python benchmarks/recall_by_size.py --predictions ours=DIR --predictions original=DIR2 --markdown
+    python benchmarks/recall_by_size.py --setting easy --by pose --false-positives 100 --predictions ... --markdown
 
 Each DIR is a predictions folder of ``blazeface evaluate widerface ... --save-predictions DIR`` (so the
 numbers belong to the same detections as that command's AP). A face's size is sqrt(w * h) of its box after
 the image is letterboxed to --long-side, the size the detector saw. A face counts as found at threshold t
 when a prediction of score >= t overlaps it with IoU >= 0.5 (the protocol's IoU, +1 pixel convention), each
 prediction finding at most its best-overlapping face; predictions overlapping no face that well are false
-positives. Needs ../shared/data (the dev split's images and ground truth).
+positives. ``--by ATTRIBUTE`` groups the faces by one of WIDER's own per-face labels instead of by size (blur,
+occlusion, pose, illumination, expression). Needs ../shared/data (the dev split's images and ground truth).
 """
 from __future__ import annotations
 
@@ -73,6 +75,8 @@ def main() -> int:
     parser.add_argument("--gt", type=Path, default=WIDER / "ground_truth")
     parser.add_argument("--list", type=Path, default=WIDER / "val" / "wider_val.txt")
     parser.add_argument("--setting", default="hard", choices=["easy", "medium", "hard"])
+    parser.add_argument("--by", default="size", choices=["size", *wf.ATTRIBUTES],
+                        help="group the faces by size (default) or by one of WIDER's per-face labels")
     parser.add_argument("--long-side", type=int, default=640, help="the --long-side the predictions were made at")
     parser.add_argument("--thresholds", default="0.1,0.5", help="score thresholds, comma-separated")
     parser.add_argument("--false-positives", type=int, default=None, metavar="N",
@@ -85,9 +89,16 @@ def main() -> int:
     thresholds = [float(t) for t in args.thresholds.split(",")]
     gt = wf.load_ground_truth(args.gt)
     keys = wf.read_image_list(args.list, gt)
-    sizes = face_sizes(gt, keys, args.images, args.long_side)
-    bins = {key: np.digitize(s, EDGES) - 1 for key, s in sizes.items()}
-    totals = np.zeros(len(EDGES), np.int64)
+    if args.by == "size":
+        sizes = face_sizes(gt, keys, args.images, args.long_side)
+        bins = {key: np.digitize(s, EDGES) - 1 for key, s in sizes.items()}
+        labels = [f"{lo}-{hi}" for lo, hi in zip(EDGES, EDGES[1:])] + [f">= {EDGES[-1]}"]
+    else:
+        if args.by not in gt.attributes:
+            raise SystemExit(f"{args.gt}: the ground truth has no {args.by} labels")
+        bins = {key: gt.attributes[args.by][gt.index[key]] for key in keys}
+        labels = list(wf.ATTRIBUTES[args.by])
+    totals = np.zeros(len(labels), np.int64)
     for key in keys:
         np.add.at(totals, bins[key][gt.keep[args.setting][gt.index[key]]], 1)
     matched = {}  # name -> key -> (scores, matched face or -1)
@@ -96,7 +107,7 @@ def main() -> int:
         matched[name] = {key: (p[:, 4], best_matches(p, gt.boxes[gt.index[key]])) for key, p in predictions.items()}
     if args.false_positives is not None:
         thresholds = ["fp"]
-    found = {(name, t): np.zeros(len(EDGES), np.int64) for name in runs for t in thresholds}
+    found = {(name, t): np.zeros(len(labels), np.int64) for name in runs for t in thresholds}
     false_positives = {(name, t): 0 for name in runs for t in thresholds}
     chosen = {}
     for name in runs:
@@ -109,21 +120,21 @@ def main() -> int:
                 kept_hits = [k for k in gt.keep[args.setting][i] if k in hits]
                 np.add.at(found[name, t], bins[key][kept_hits], 1)
                 false_positives[name, t] += fp
-    labels = [f"{lo}-{hi}" for lo, hi in zip(EDGES, EDGES[1:])] + [f">= {EDGES[-1]}"]
     columns = [(name, t) for t in thresholds for name in runs]
     rows = [[label, int(totals[b]), *(found[c][b] / max(1, totals[b]) for c in columns)] for b, label in enumerate(labels)]
     rows.append(["all", int(totals.sum()), *(found[c].sum() / max(1, totals.sum()) for c in columns)])
     if not args.markdown:
-        print(json.dumps({"setting": args.setting, "long_side": args.long_side, "bins": labels,
+        print(json.dumps({"setting": args.setting, "by": args.by, "long_side": args.long_side, "bins": labels,
                           "faces": totals.tolist(),
                           "recall": {f"{n}@{t}": (found[n, t] / np.maximum(1, totals)).round(4).tolist()
                                      for n, t in columns},
                           "false_positives": {f"{n}@{t}": false_positives[n, t] for n, t in columns},
                           "thresholds": {f"{n}@{t}": chosen[n, t] for n, t in columns}}))
         return 0
-    print(f"{args.setting} faces of {len(keys)} images by size (sqrt(w h), pixels at long side {args.long_side});"
-          f" recall at score >= t, IoU >= {IOU}\n")
-    print("| size (px) | faces | " + " | ".join(f"{n} @{chosen[n, t]:.3g}" for n, t in columns) + " |")
+    grouping = (f"size (sqrt(w h), pixels at long side {args.long_side})" if args.by == "size"
+                else f"WIDER's {args.by} label")
+    print(f"{args.setting} faces of {len(keys)} images by {grouping}; recall at score >= t, IoU >= {IOU}\n")
+    print(f"| {'size (px)' if args.by == 'size' else args.by} | faces | " + " | ".join(f"{n} @{chosen[n, t]:.3g}" for n, t in columns) + " |")
     print("|---|---:|" + "---:|" * len(columns))
     for row in rows:
         print(f"| {row[0]} | {row[1]} | " + " | ".join(f"{v:.3f}" for v in row[2:]) + " |")

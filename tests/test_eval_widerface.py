@@ -335,14 +335,17 @@ def cell(items):
 
 
 def write_gt_mats(folder, gt: GroundTruth):
-    """The official .mat layout (cell arrays per event) for a hand-made ground truth."""
+    """The official .mat layout (cell arrays per event) for a hand-made ground truth, with its per-face
+    attribute labels where it has them."""
     folder.mkdir(parents=True, exist_ok=True)
     events = list(dict.fromkeys(gt.events))
     per_event = [[i for i in range(len(gt)) if gt.events[i] == e] for e in events]
     common = {"event_list": cell([np.array([e]) for e in events]),
               "file_list": cell([cell([np.array([gt.names[i]]) for i in idx]) for idx in per_event]),
               "face_bbx_list": cell([cell([gt.boxes[i].astype(np.int32) for i in idx]) for idx in per_event])}
-    savemat(folder / "wider_face_val.mat", common)
+    labels = {f"{name}_label_list": cell([cell([codes[i].reshape(-1, 1).astype(np.int32) for i in idx])
+                                          for idx in per_event]) for name, codes in gt.attributes.items()}
+    savemat(folder / "wider_face_val.mat", {**common, **labels})
     for s in wf.SETTINGS:
         gt_list = cell([cell([(gt.keep[s][i] + 1).reshape(-1, 1).astype(np.uint16) for i in idx]) for idx in per_event])
         savemat(folder / f"wider_{s}_val.mat", {**common, "gt_list": gt_list})
@@ -357,6 +360,7 @@ def test_ground_truth_mat_round_trip_and_errors(tmp_path):
         j = loaded.index[key]
         assert np.array_equal(loaded.boxes[j], gt.boxes[i])
         assert all(np.array_equal(loaded.keep[s][j], gt.keep[s][i]) for s in wf.SETTINGS)
+    assert loaded.attributes == {}  # a ground truth without per-face labels
     with pytest.raises(BlazefaceError, match="no such folder"):
         wf.load_ground_truth(tmp_path / "nope")
     (tmp_path / "gt" / "wider_hard_val.mat").unlink()
@@ -365,6 +369,32 @@ def test_ground_truth_mat_round_trip_and_errors(tmp_path):
     (tmp_path / "gt" / "wider_hard_val.mat").write_bytes(b"not a mat file at all" * 10)
     with pytest.raises(BlazefaceError, match="wider_hard_val.mat"):
         wf.load_ground_truth(tmp_path / "gt")
+
+
+def test_ground_truth_reads_wider_per_face_labels(tmp_path):
+    """blur / occlusion / pose / illumination / expression codes come with their faces (the diagnostics'
+    --by); a label list that misses faces is the one-line error of a broken ground truth."""
+    gt, _ = synthesize(9, np.random.default_rng(6))
+    rng = np.random.default_rng(7)
+    gt.attributes = {name: [rng.integers(0, len(codes), len(b)) for b in gt.boxes]
+                     for name, codes in wf.ATTRIBUTES.items()}
+    loaded = wf.load_ground_truth(write_gt_mats(tmp_path / "gt", gt))
+    assert set(loaded.attributes) == set(wf.ATTRIBUTES)
+    for key, i in gt.index.items():
+        j = loaded.index[key]
+        assert all(np.array_equal(loaded.attributes[a][j], gt.attributes[a][i]) for a in wf.ATTRIBUTES)
+    short = next(i for i, b in enumerate(gt.boxes) if len(b))
+    gt.attributes["pose"][short] = gt.attributes["pose"][short][:-1]
+    with pytest.raises(BlazefaceError, match="pose_label_list does not label every face"):
+        wf.load_ground_truth(write_gt_mats(tmp_path / "bad", gt))
+
+
+@requires_shared
+def test_the_official_ground_truth_labels_pose_and_occlusion():
+    gt = wf.load_ground_truth(GT_DIR)
+    assert set(gt.attributes) == set(wf.ATTRIBUTES)
+    pose = np.concatenate(gt.attributes["pose"])
+    assert len(pose) == gt.num_faces and set(np.unique(pose)) == {0, 1}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -589,3 +619,27 @@ def test_compare_ap_bootstraps_two_prediction_folders(tmp_path):
     for s in wf.SETTINGS:
         assert report[s]["difference"] == pytest.approx(written[1].ap(s) - written[0].ap(s), abs=1e-12)
     assert report["hard"]["difference"] < 0 and report["hard"]["worse_share"] == 1.0
+
+
+def test_recall_by_attribute(tmp_path):
+    """benchmarks/recall_by_size.py --by pose on a hand-made split: a model that finds exactly the typical-pose
+    faces has recall 1 there and 0 on the atypical ones, and its stray box is its one false positive."""
+    gt, _ = synthesize(12, np.random.default_rng(3))
+    rng = np.random.default_rng(4)
+    gt.attributes = {"pose": [rng.integers(0, 2, len(b)) for b in gt.boxes]}
+    predictions = {}
+    for key, i in gt.index.items():
+        typical = gt.boxes[i][gt.attributes["pose"][i] == 0]
+        stray = [[900, 900, 20, 20, 0.9]] if i == 0 else []
+        predictions[key] = np.array([*(list(b) + [0.9] for b in typical), *stray]).reshape(-1, 5)
+    wf.write_predictions(tmp_path / "pred", predictions)
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"/{key}.jpg\n" for key in gt.keys))
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "recall_by_size.py"), "--by", "pose",
+                           "--gt", str(write_gt_mats(tmp_path / "gt", gt)), "--list", str(listing),
+                           "--setting", "hard", "--thresholds", "0.5", "--predictions", f"m={tmp_path / 'pred'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["bins"] == ["typical", "atypical"]
+    assert report["recall"]["m@0.5"] == [1.0, 0.0] and report["false_positives"]["m@0.5"] == 1

@@ -34,6 +34,10 @@ from ..geometry import box_iou_pixel
 from ..io import IMAGE_SUFFIXES, read_image
 
 SETTINGS = ("easy", "medium", "hard")
+# The official per-face labels of wider_face_val.mat and what their codes mean.
+ATTRIBUTES = {"blur": ("clear", "normal", "heavy"), "occlusion": ("none", "partial", "heavy"),
+              "pose": ("typical", "atypical"), "illumination": ("normal", "extreme"),
+              "expression": ("typical", "exaggerated")}
 GT_FILES = ("wider_face_val.mat", "wider_easy_val.mat", "wider_medium_val.mat", "wider_hard_val.mat")
 IOU_THRESHOLD = 0.5
 NUM_THRESHOLDS = 1000
@@ -56,6 +60,9 @@ class GroundTruth:
     names: list[str]
     boxes: list[np.ndarray]  # per image (n, 4) float64 x y w h
     keep: dict[str, list[np.ndarray]]  # setting -> per image 0-based indices of the faces it keeps
+    # WIDER's per-face labels (ATTRIBUTES: name -> per image (n,) int codes), where the ground truth has them;
+    # the protocol never reads them, the diagnostics do (benchmarks/recall_by_size.py --by).
+    attributes: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     def __post_init__(self):
         n = len(self.names)
@@ -132,6 +139,13 @@ def load_ground_truth(gt_dir: str | Path) -> GroundTruth:
                                      f"wider_face_val.mat")
             keep[setting] = [np.asarray(c[j][0], dtype=np.int64).reshape(-1) - 1
                              for c in cells for j in range(len(c))]
+        attributes = {}
+        for name in ATTRIBUTES:
+            if f"{name}_label_list" in main:
+                cells = _mat_cells(main[f"{name}_label_list"])
+                attributes[name] = [np.asarray(c[j][0], dtype=np.int64).reshape(-1) for c in cells for j in range(len(c))]
+                if [len(a) for a in attributes[name]] != [len(b) for b in boxes]:
+                    raise ValueError(f"{name}_label_list does not label every face")
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise BlazefaceError(f"{gt_dir}: not the official WIDER FACE ground truth "
                              f"({type(exc).__name__}: {exc})") from None
@@ -140,7 +154,7 @@ def load_ground_truth(gt_dir: str | Path) -> GroundTruth:
             if len(k) and (k.min() < 0 or k.max() >= len(boxes[i])):
                 raise BlazefaceError(f"{gt_dir}: wider_{setting}_val.mat keeps face {k.max() + 1} of "
                                      f"{events[i]}/{names[i]}, which has {len(boxes[i])}")
-    return GroundTruth(events, names, boxes, keep)
+    return GroundTruth(events, names, boxes, keep, attributes)
 
 
 def read_image_list(list_file: str | Path, gt: GroundTruth) -> list[str]:
