@@ -71,6 +71,9 @@ class GroundTruth:
         for setting in SETTINGS:
             if len(self.keep.get(setting, ())) != n:
                 raise ValueError(f"keep[{setting!r}] needs one entry per image")
+        for name, codes in self.attributes.items():
+            if len(codes) != n:
+                raise ValueError(f"attributes[{name!r}] needs one entry per image")
 
     def __len__(self) -> int:
         return len(self.names)
