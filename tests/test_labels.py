@@ -2,6 +2,8 @@
 shared data is present) the real label files."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -11,6 +13,7 @@ import pytest
 from blazeface.data import labels
 from blazeface.data.labels import clip_to_images, find_label_file, load_source, read_mtfl, read_retinaface, read_wider
 from blazeface.errors import BlazefaceError
+from conftest import REPO
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")
@@ -208,3 +211,36 @@ def test_image_size_reads_webp_headers(tmp_path, params, shape):
     head = path.read_bytes()[:30]
     assert labels._webp_size(head) == (shape[1], shape[0])
     assert labels.image_size(path) == (shape[1], shape[0])
+
+
+def test_select_photos_keeps_the_photos_with_a_labelled_attribute(tmp_path):
+    """tools/select_photos.py: the photos whose official file marks a valid face atypical in pose, with the
+    folder's own label lines unchanged (landmarks included) and its images linked, never over an existing
+    folder; an invalid face does not count."""
+    source = tmp_path / "train"
+    (source / "images" / "0--A").mkdir(parents=True)
+    (source / "wider_face_train_bbx_gt.txt").write_text(
+        "0--A/a.jpg\n1\n1 2 30 30 0 0 0 0 0 1\n"          # atypical pose
+        "0--A/b.jpg\n2\n1 2 30 30 0 0 0 0 0 0\n5 5 9 9 0 0 0 0 2 0\n"
+        "0--A/c.jpg\n1\n1 2 30 30 0 0 0 1 0 1\n"          # atypical but invalid
+        "0--A/d.jpg\n0\n0 0 0 0 0 0 0 0 0 0\n"
+        "0--A/e.jpg\n1\n4 4 20 20 2 0 0 0 0 1\n")
+    label = ("# 0--A/a.jpg\n1 2 30 30 5 6 7 8 9 10 11 12 13 14\n# 0--A/b.jpg\n1 2 30 30\n5 5 9 9\n"
+             "# 0--A/c.jpg\n1 2 30 30\n# 0--A/d.jpg\n# 0--A/e.jpg\n4 4 20 20\n")
+    (source / "label_landmarks.txt").write_text(label)
+    out = tmp_path / "profiles"
+
+    def select(*extra):
+        return subprocess.run([sys.executable, str(REPO / "tools" / "select_photos.py"), str(source), "--out", str(out),
+                               *extra], capture_output=True, text=True, timeout=120)
+
+    done = select("--where", "pose=atypical")
+    assert done.returncode == 0, done.stderr
+    assert (out / "label_landmarks.txt").read_text() == ("# 0--A/a.jpg\n1 2 30 30 5 6 7 8 9 10 11 12 13 14\n"
+                                                         "# 0--A/e.jpg\n4 4 20 20\n")
+    assert (out / "images").resolve() == (source / "images").resolve()
+    assert [s.image_path.name for s in load_source(out)] == ["a.jpg", "e.jpg"]
+    again = select("--where", "pose=atypical")
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    wrong = select("--where", "pose=sideways")
+    assert wrong.returncode == 2 and "expected one of" in wrong.stderr
