@@ -1,9 +1,9 @@
 """Is a change of dev AP more than the dev split's luck? A paired bootstrap over its images.
 
-    python benchmarks/compare_ap.py --base shipped=DIR --new run=DIR2 [--rounds 1000] [--markdown]
+    python benchmarks/compare_ap.py --base shipped=DIR --new run=DIR2 [--rounds 400] [--markdown]   # ~4 min
 
 Each DIR is a predictions folder of ``blazeface evaluate widerface ... --save-predictions DIR`` over the same
-images. Every round draws the 263 dev images with replacement (the same draw for both folders, so the two
+images. Every round draws the listed images (the 263 of the dev split) with replacement (the same draw for both folders, so the two
 models are compared on the same photos) and evaluates both with the protocol's own code
 (:func:`blazeface.evaluation.widerface.evaluate_predictions`); the spread of ``new - base`` over the rounds is
 how much of an observed difference the choice of photos alone could make. Printed per setting: the observed
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from blazeface.cli.validate import int_at_least
 from blazeface.evaluation import widerface as wf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ def main() -> int:
     p.add_argument("--new", type=named_folder, required=True, help="NAME=DIR: the candidate's predictions")
     p.add_argument("--gt", type=Path, default=WIDER / "ground_truth")
     p.add_argument("--list", type=Path, default=WIDER / "val" / "wider_val.txt")
-    p.add_argument("--rounds", type=int, default=1000)
+    p.add_argument("--rounds", type=int_at_least(1), default=400)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--markdown", action="store_true", help="a markdown table (default: JSON)")
     args = p.parse_args()

@@ -41,11 +41,15 @@ def photos_where(official: Path, name: str, code: int) -> set[str]:
         if not photo:
             i += 1
             continue
-        count = int(lines[i + 1])
-        for line in lines[i + 2:i + 2 + count]:
-            values = line.split()
-            if int(values[4 + COLUMNS.index("invalid")]) == 0 and int(values[column]) == code:
-                chosen.add(photo)
+        try:
+            count = int(lines[i + 1])
+            for line in lines[i + 2:i + 2 + count]:
+                values = line.split()
+                if int(values[4 + COLUMNS.index("invalid")]) == 0 and int(values[column]) == code:
+                    chosen.add(photo)
+        except (IndexError, ValueError):
+            raise BlazefaceError(f"{official}:{i + 1}: {photo}: expected a face count, then per face x y w h "
+                                 f"{' '.join(COLUMNS)}") from None
         i += 2 + max(count, 1)  # a count of 0 is followed by one dummy line
     return chosen
 
