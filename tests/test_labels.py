@@ -247,5 +247,5 @@ def test_select_photos_keeps_the_photos_with_a_labelled_attribute(tmp_path):
     (source / "wider_face_train_bbx_gt.txt").write_text("0--A/a.jpg\n1\n1 2 30 30 0 0\n")
     out = tmp_path / "other"
     broken = select("--where", "pose=atypical")
-    assert broken.returncode == 2 and "wider_face_train_bbx_gt.txt:1: 0--A/a.jpg: expected a face count" in broken.stderr
+    assert broken.returncode == 2 and "wider_face_train_bbx_gt.txt:3: expected x y w h" in broken.stderr
     assert "Traceback" not in broken.stderr and not out.exists()

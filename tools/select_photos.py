@@ -15,13 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from blazeface.data.labels import WIDER_COLUMNS, read_wider_faces
 from blazeface.errors import BlazefaceError
 from blazeface.evaluation.widerface import ATTRIBUTES
 from blazeface.io import atomic_target
-
-# Columns of the official per-face line after x y w h.
-COLUMNS = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
-
 
 def condition(text: str) -> tuple[str, int]:
     name, sep, value = text.partition("=")
@@ -33,25 +30,9 @@ def condition(text: str) -> tuple[str, int]:
 
 def photos_where(official: Path, name: str, code: int) -> set[str]:
     """The photos of an official ground-truth file with a valid face whose ``name`` label is ``code``."""
-    lines = official.read_text().splitlines()
-    chosen, i = set(), 0
-    column = 4 + COLUMNS.index(name)
-    while i < len(lines):
-        photo = lines[i].strip()
-        if not photo:
-            i += 1
-            continue
-        try:
-            count = int(lines[i + 1])
-            for line in lines[i + 2:i + 2 + count]:
-                values = line.split()
-                if int(values[4 + COLUMNS.index("invalid")]) == 0 and int(values[column]) == code:
-                    chosen.add(photo)
-        except (IndexError, ValueError):
-            raise BlazefaceError(f"{official}:{i + 1}: {photo}: expected a face count, then per face x y w h "
-                                 f"{' '.join(COLUMNS)}") from None
-        i += 2 + max(count, 1)  # a count of 0 is followed by one dummy line
-    return chosen
+    invalid, column = 4 + WIDER_COLUMNS.index("invalid"), 4 + WIDER_COLUMNS.index(name)
+    return {photo for photo, faces in read_wider_faces(official).items()
+            if ((faces[:, invalid] == 0) & (faces[:, column] == code)).any()}
 
 
 def main() -> int:

@@ -162,11 +162,15 @@ def read_retinaface(label_file: str | Path, images_dir: str | Path | None = None
     return out
 
 
-def read_wider(gt_file: str | Path, images_dir: str | Path | None = None) -> SampleList:
-    """Official WIDER FACE ``wider_face_*_bbx_gt.txt``; faces flagged invalid are left out (counted)."""
+# The official per-face columns after x y w h (wider_face_*_bbx_gt.txt).
+WIDER_COLUMNS = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
+
+
+def read_wider_faces(gt_file: str | Path) -> dict[str, np.ndarray]:
+    """Official WIDER FACE ``wider_face_*_bbx_gt.txt`` -> per image name its faces as ``(n, 10)`` float rows
+    ``x y w h`` + :data:`WIDER_COLUMNS` (all faces, invalid ones included; a 4-value line gets zero labels)."""
     path = Path(gt_file)
-    images = Path(images_dir) if images_dir is not None else path.parent / "images"
-    out = SampleList(source=path)
+    out: dict[str, np.ndarray] = {}
     lines = _read_lines(path)
     i = 0
     while i < len(lines):
@@ -185,8 +189,6 @@ def read_wider(gt_file: str | Path, images_dir: str | Path | None = None) -> Sam
             # The official files follow a count of 0 with one dummy line of zeros; tolerate its absence.
             if i < len(lines) and lines[i].split() and _is_float(lines[i].split()[0]):
                 i += 1
-            out.append(_make_sample(images / name, [], out.dropped))
-            continue
         rows = []
         for _ in range(count):
             if i >= len(lines):
@@ -196,11 +198,20 @@ def read_wider(gt_file: str | Path, images_dir: str | Path | None = None) -> Sam
             if len(parts) not in (4, 10):
                 raise _error(path, i, f"expected x y w h [blur expression illumination invalid occlusion "
                                       f"pose], got {len(parts)} values")
-            values = _floats(parts, path, i)
-            if len(parts) == 10 and values[7] != 0:
-                out.dropped["invalid"] += 1
-                continue
-            rows.append(values[:4] + NO_POINTS + [1.0])
+            rows.append(_floats(parts, path, i) + [0.0] * (10 - len(parts)))
+        out[name] = np.asarray(rows, np.float64).reshape(-1, 10)
+    return out
+
+
+def read_wider(gt_file: str | Path, images_dir: str | Path | None = None) -> SampleList:
+    """Official WIDER FACE ``wider_face_*_bbx_gt.txt``; faces flagged invalid are left out (counted)."""
+    path = Path(gt_file)
+    images = Path(images_dir) if images_dir is not None else path.parent / "images"
+    out = SampleList(source=path)
+    invalid = 4 + WIDER_COLUMNS.index("invalid")
+    for name, faces in read_wider_faces(path).items():
+        out.dropped["invalid"] += int((faces[:, invalid] != 0).sum())
+        rows = [list(face[:4]) + NO_POINTS + [1.0] for face in faces if face[invalid] == 0]
         out.append(_make_sample(images / name, rows, out.dropped))
     return out
 
