@@ -1,11 +1,11 @@
 """Is a change of dev AP more than the dev split's luck? A paired bootstrap over its images.
 
-    python benchmarks/compare_ap.py --base shipped=DIR --new run=DIR2 [--rounds 400] [--markdown]   # ~4 min
+    python benchmarks/compare_ap.py --base shipped=DIR --new run=DIR2 [--rounds 400] [--markdown]   # ~30 s
 
 Each DIR is a predictions folder of ``blazeface evaluate widerface ... --save-predictions DIR`` over the same
 images. Every round draws the listed images (the 263 of the dev split) with replacement (the same draw for both folders, so the two
 models are compared on the same photos) and evaluates both with the protocol's own code
-(:func:`blazeface.evaluation.widerface.evaluate_predictions`); the spread of ``new - base`` over the rounds is
+(:func:`blazeface.evaluation.widerface.evaluate_matches`, each image matched to its faces once); the spread of ``new - base`` over the rounds is
 how much of an observed difference the choice of photos alone could make. Printed per setting: the observed
 difference, the 2.5-97.5 % interval of the rounds' differences and the share of rounds in which ``new`` is
 worse. Needs ../shared/data (the dev split's ground truth).
@@ -32,24 +32,6 @@ def named_folder(text: str) -> tuple[str, Path]:
     return name, Path(folder)
 
 
-def resampled(gt: wf.GroundTruth, keys: list[str], draw: np.ndarray,
-              predictions: list[dict[str, np.ndarray]]) -> tuple[wf.GroundTruth, list[dict[str, np.ndarray]]]:
-    """The ground truth and each prediction set over the drawn images; an image drawn twice becomes two
-    images (its copy's name gets a suffix), as the protocol counts every image once."""
-    events, names, boxes, keep = [], [], [], {s: [] for s in wf.SETTINGS}
-    out: list[dict[str, np.ndarray]] = [{} for _ in predictions]
-    for copy, n in enumerate(draw):
-        i = gt.index[keys[n]]
-        events.append(gt.events[i])
-        names.append(f"{gt.names[i]}#{copy}")
-        boxes.append(gt.boxes[i])
-        for s in wf.SETTINGS:
-            keep[s].append(gt.keep[s][i])
-        for rows, target in zip(predictions, out):
-            target[f"{gt.events[i]}/{names[-1]}"] = rows[keys[n]]
-    return wf.GroundTruth(events, names, boxes, keep), out
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", type=named_folder, required=True, help="NAME=DIR: the predictions compared against")
@@ -63,13 +45,15 @@ def main() -> int:
 
     gt = wf.load_ground_truth(args.gt)
     keys = wf.read_image_list(args.list, gt)
-    sets = [wf.read_predictions(folder, keys)[0] for _, folder in (args.base, args.new)]
-    observed = [wf.evaluate_predictions(s, gt) for s in sets]
+    # Matching does not depend on the draw: match once, then count each round's images (an image drawn twice
+    # counts as two images, as in the protocol every image counts once).
+    matched = [wf.match_images(wf.read_predictions(folder, keys)[0], gt) for _, folder in (args.base, args.new)]
+    observed = [wf.evaluate_matches(m) for m in matched]
     rng = np.random.default_rng(args.seed)
     diffs = {s: [] for s in wf.SETTINGS}
     for _ in range(args.rounds):
-        sub_gt, subs = resampled(gt, keys, rng.integers(0, len(keys), len(keys)), sets)
-        base, new = (wf.evaluate_predictions(s, sub_gt) for s in subs)
+        draw = rng.integers(0, len(keys), len(keys))
+        base, new = (wf.evaluate_matches([m[n] for n in draw]) for m in matched)
         for s in wf.SETTINGS:
             diffs[s].append(new.ap(s) - base.ap(s))
     report = {}

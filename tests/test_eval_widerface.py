@@ -242,6 +242,25 @@ def test_matches_the_literal_protocol_exactly(seed):
     assert aps(evaluate_predictions(preds, gt)) == pytest.approx(oracle(preds, gt), abs=1e-12, rel=0)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_matched_images_drawn_twice_count_as_two_images(seed):
+    """evaluate_matches over a draw with repeats (compare_ap.py's bootstrap) equals the literal protocol over a
+    ground truth in which each repeat is an image of its own."""
+    rng = np.random.default_rng(seed)
+    gt, preds = synthesize(20, rng)
+    keys = list(preds)
+    matches = wf.match_images(preds, gt)
+    draw = rng.integers(0, len(keys), len(keys))
+    images, drawn = [], {}
+    for copy, n in enumerate(draw):
+        i = gt.index[keys[n]]
+        key = f"{keys[n]}#{copy}"
+        images.append((key, gt.boxes[i], {s: gt.keep[s][i] for s in wf.SETTINGS}))
+        drawn[key] = preds[keys[n]]
+    expected = oracle(drawn, make_gt(images))
+    assert aps(wf.evaluate_matches([matches[n] for n in draw])) == pytest.approx(expected, abs=1e-12, rel=0)
+
+
 def test_3226_images_with_700k_predictions():
     """A full val-set-sized run (its speed is measured by benchmarks/bench_evaluation.py)."""
     gt, preds = synthesize(3226, np.random.default_rng(11), max_faces=25, max_random=500)

@@ -466,46 +466,74 @@ def thresholds(num: int = NUM_THRESHOLDS) -> np.ndarray:
     return 1 - np.arange(1, num + 1) / num
 
 
-def evaluate_predictions(predictions: Mapping[str, np.ndarray], gt: GroundTruth,
-                         iou_threshold: float = IOU_THRESHOLD, num_thresholds: int = NUM_THRESHOLDS
-                         ) -> WiderFaceResult:
-    """Easy / medium / hard AP of ``predictions`` (``"event/name"`` -> ``(n, 5)`` ``x y w h score`` rows in
-    file order) over exactly those images of ``gt``; an image without detections maps to an empty array."""
-    keys = list(predictions)
+@dataclass(frozen=True)
+class ImageMatches:
+    """One image's predictions matched to its faces (steps 2-3): all the protocol needs of the image, so that a
+    resampled set of images (benchmarks/compare_ap.py draws them with replacement) is counted without
+    matching again."""
+
+    scores: np.ndarray  # (n,) raw scores in file order
+    best_iou: np.ndarray  # (n,) highest IoU over the image's faces; empty when it has none
+    best_face: np.ndarray  # (n,) the (first) face reaching it
+    keep: Mapping[str, np.ndarray]  # setting -> indices of the faces kept in it
+    faces: int
+
+
+def match_images(predictions: Mapping[str, np.ndarray], gt: GroundTruth) -> list[ImageMatches]:
+    """``"event/name"`` -> ``(n, 5)`` ``x y w h score`` rows in file order, each matched to the image's faces
+    of ``gt``; an image without detections maps to an empty array."""
     indices = []
-    for key in keys:
+    for key in predictions:
         if key not in gt.index:
             raise BlazefaceError(f"{key}: not an image of the ground truth")
         indices.append(gt.index[key])
     if len(set(indices)) != len(indices):
         raise BlazefaceError("an image is given twice")
-    preds = []
-    for key in keys:
+    matches = []
+    for key, i in zip(predictions, indices):
         rows = np.asarray(predictions[key], np.float64)
         if rows.size == 0:
             rows = rows.reshape(0, 5)
         if rows.ndim != 2 or rows.shape[1] < 5:
             raise BlazefaceError(f"{key}: predictions must be (n, 5) x y w h score rows, got shape {rows.shape}")
-        preds.append(rows)
+        faces = gt.boxes[i]
+        if len(faces) and len(rows):
+            best_iou, best_face = _best_matches(rows[:, :4], faces)
+        else:
+            best_iou, best_face = np.zeros(0), np.zeros(0, np.int64)
+        matches.append(ImageMatches(rows[:, 4].copy(), best_iou, best_face,
+                                    {s: gt.keep[s][i] for s in SETTINGS}, len(faces)))
+    return matches
 
+
+def evaluate_predictions(predictions: Mapping[str, np.ndarray], gt: GroundTruth,
+                         iou_threshold: float = IOU_THRESHOLD, num_thresholds: int = NUM_THRESHOLDS
+                         ) -> WiderFaceResult:
+    """Easy / medium / hard AP of ``predictions`` (``"event/name"`` -> ``(n, 5)`` ``x y w h score`` rows in
+    file order) over exactly those images of ``gt``; an image without detections maps to an empty array."""
+    return evaluate_matches(match_images(predictions, gt), iou_threshold, num_thresholds)
+
+
+def evaluate_matches(matches: Sequence[ImageMatches], iou_threshold: float = IOU_THRESHOLD,
+                     num_thresholds: int = NUM_THRESHOLDS) -> WiderFaceResult:
+    """Easy / medium / hard AP of matched images (:func:`match_images`); an image may appear more than once,
+    each time counted as an image of its own."""
     # 1. Normalise over every prediction of the evaluated images.
-    counts = np.array([len(p) for p in preds], np.int64)
-    all_scores = normalize_scores(np.concatenate([p[:, 4] for p in preds]) if preds else np.zeros(0))
+    counts = np.array([len(m.scores) for m in matches], np.int64)
+    all_scores = normalize_scores(np.concatenate([m.scores for m in matches]) if matches else np.zeros(0))
     offsets = np.concatenate(([0], np.cumsum(counts)))
 
-    # 3. Match each prediction to its best face (shared by the three settings). Predictions of images
-    # without faces (2.) are dropped here; faces get global indices.
-    face_offsets = np.concatenate(([0], np.cumsum([len(gt.boxes[i]) for i in indices]))).astype(np.int64)
+    # 3. Each prediction's best face (shared by the three settings). Predictions of images without faces (2.)
+    # are dropped here; faces get global indices.
+    face_offsets = np.concatenate(([0], np.cumsum([m.faces for m in matches]))).astype(np.int64)
     sel_img, sel_pred, sel_iou, sel_gt = [], [], [], []
-    for n, (i, rows) in enumerate(zip(indices, preds)):
-        faces = gt.boxes[i]
-        if len(faces) == 0 or len(rows) == 0:
+    for n, m in enumerate(matches):
+        if len(m.best_iou) == 0:
             continue
-        best_iou, best_gt = _best_matches(rows[:, :4], faces)
-        sel_img.append(np.full(len(rows), n, np.int64))
+        sel_img.append(np.full(len(m.best_iou), n, np.int64))
         sel_pred.append(np.arange(offsets[n], offsets[n + 1]))
-        sel_iou.append(best_iou)
-        sel_gt.append(best_gt + face_offsets[n])
+        sel_iou.append(m.best_iou)
+        sel_gt.append(m.best_face + face_offsets[n])
     cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
     img_of = cat(sel_img, np.int64)
     scores = all_scores[cat(sel_pred, np.int64)]
@@ -517,13 +545,13 @@ def evaluate_predictions(predictions: Mapping[str, np.ndarray], gt: GroundTruth,
     ths = thresholds(num_thresholds)
     first_t = num_thresholds - np.searchsorted(ths[::-1], scores, side="right")  # first threshold passed
     passing = first_t < num_thresholds
-    last = np.full((len(keys), num_thresholds), -1, np.int64)
+    last = np.full((len(matches), num_thresholds), -1, np.int64)
     np.maximum.at(last, (img_of[passing], first_t[passing]), np.flatnonzero(passing))
     last = np.maximum.accumulate(last, axis=1)
     valid = last >= 0
     upto = np.where(valid, last + 1, 0)  # predictions counted: cumulative sums below end at upto
     # Cumulative counts restart at each image: subtract the count before the image's first prediction.
-    image_start = np.full(len(keys), 0, np.int64)
+    image_start = np.full(len(matches), 0, np.int64)
     if len(img_of):
         starts = np.flatnonzero(np.r_[True, img_of[1:] != img_of[:-1]])
         image_start[img_of[starts]] = starts
@@ -532,9 +560,9 @@ def evaluate_predictions(predictions: Mapping[str, np.ndarray], gt: GroundTruth,
     aps: dict[str, float] = {}
     for setting in SETTINGS:
         kept = np.zeros(int(face_offsets[-1]), bool)
-        for n, i in enumerate(indices):
-            kept[face_offsets[n] + gt.keep[setting][i]] = True
-        num_faces = sum(len(gt.keep[setting][i]) for i in indices)  # the reference counts list lengths
+        for n, m in enumerate(matches):
+            kept[face_offsets[n] + m.keep[setting]] = True
+        num_faces = sum(len(m.keep[setting]) for m in matches)  # the reference counts list lengths
         hit_kept = matched & kept[best_gt]
         proposal = ~(matched & ~hit_kept)  # a match to a face outside the setting is ignored
         candidates = np.flatnonzero(hit_kept)
@@ -550,5 +578,5 @@ def evaluate_predictions(predictions: Mapping[str, np.ndarray], gt: GroundTruth,
             recall = tp / num_faces if num_faces else np.full(num_thresholds, np.nan)
         aps[setting] = voc_ap(recall, np.where(prop > 0, precision, 0.0)) if num_faces else float("nan")
         curves[setting] = PRCurve(ths, precision, recall, prop, tp, num_faces)
-    return WiderFaceResult(aps["easy"], aps["medium"], aps["hard"], images=len(keys), curves=curves,
+    return WiderFaceResult(aps["easy"], aps["medium"], aps["hard"], images=len(matches), curves=curves,
                            predictions=int(counts.sum()))
