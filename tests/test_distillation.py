@@ -641,3 +641,33 @@ def test_a_torn_teacher_cache_is_a_one_line_error(tmp_path):
     with pytest.raises(BlazefaceError, match="cannot read the cached teacher candidates"):
         load_photo_candidates(torn, "key")
     assert load_photo_candidates(tmp_path / "missing.npz", "key") is None
+
+
+def test_a_teacher_vetoes_background_priors_it_calls_faces():
+    """--teacher-ignore-score: a background prior (0) the per-prior teacher calls a face at the threshold or above
+    becomes ignore (-1); faces, ignored priors and background below the threshold keep their labels; logits and
+    log-probabilities give the same veto."""
+    from blazeface.training.trainer import teacher_vetoed_negatives
+
+    labels = torch.tensor([[0, 0, 0, 1, -1, 0]])
+    face = torch.tensor([[0.9, 0.5, 0.49, 0.9, 0.9, 0.0001]])
+    log_probs = torch.stack([torch.log1p(-face), torch.log(face)], -1)
+    expected = torch.tensor([[-1, -1, 0, 1, -1, 0]])
+    assert torch.equal(teacher_vetoed_negatives(labels, log_probs, 0.5), expected)
+    assert torch.equal(teacher_vetoed_negatives(labels, log_probs + 3.0, 0.5), expected)  # shifted logits
+    assert torch.equal(teacher_vetoed_negatives(labels, log_probs, 0.95), labels)
+
+
+def test_training_with_the_teachers_veto_on_negatives(data, tmp_path):
+    """The same step with and without --teacher-ignore-score: the ground truth's class loss differs (fewer priors
+    mined where the teacher sees faces), the distillation terms do not; the option is kept in the run's options."""
+    # A trained student (the shipped slim, taught by the shipped rfb on slim's priors). On these drawn 64-pixel
+    # faces the teacher's face probabilities stay under 0.01, hence the low threshold.
+    kw = dict(model="slim", max_steps=1, teachers=[f"rfb:{shipped_weights('rfb')}"], init_weights=SLIM, log_every=1)
+    logged = []
+    for name, extra in (("off", {}), ("on", {"teacher_ignore_score": 0.002})):
+        Trainer(options(data, tmp_path / name, **kw, **extra)).run()
+        logged.append(json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[0]))
+    off, on = logged
+    assert on["cls"] != off["cls"] and on["kd_cls"] == pytest.approx(off["kd_cls"], rel=1e-6)
+    assert json.loads((tmp_path / "on" / "options.json").read_text())["teacher_ignore_score"] == 0.002

@@ -68,6 +68,11 @@ class TrainConfig:
     teacher_min_score: float = 0.5
     teacher_positive_score: float = 0.7
     teacher_landmark_weight: float = 0.5
+    # Per-prior teachers: a prior the ground truth calls background but the teacher calls a face with at least
+    # this probability is left out of the hard-negative mining (its class is then taught by the teacher alone),
+    # so the two losses do not pull one prior opposite ways: an unlabelled face, or a face's neighbour prior
+    # that the label's box misses and the teacher's reaches. None: mined as any background prior.
+    teacher_ignore_score: float | None = None
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,9 @@ def add_parser(sub) -> None:
     p.add_argument("--teacher-positive-score", type=probability, default=None,
                    help="detection teachers: an unlabelled face at this score or more becomes a positive "
                         "(below: never a negative)")
+    p.add_argument("--teacher-ignore-score", type=probability, default=None,
+                   help="per-prior teachers: a background prior the teacher calls a face with at least this "
+                        "probability is never mined as a negative (default: off)")
     p.add_argument("--teacher-landmark-weight", type=non_negative_float, default=None,
                    help="detection teachers: weight of teacher landmarks (times the teacher's score)")
     p.add_argument("--cache-images", action="store_true", default=None,

@@ -40,7 +40,7 @@ from .optim import build_optimizer, warmup_cosine
 
 
 TEACHER_FIELDS = ("kd_cls_weight", "kd_loc_weight", "kd_landm_weight", "kd_temperature", "teacher_min_score",
-                  "teacher_positive_score", "teacher_landmark_weight")
+                  "teacher_positive_score", "teacher_landmark_weight", "teacher_ignore_score")
 
 
 @dataclass
@@ -68,6 +68,7 @@ class TrainOptions:
     kd_temperature: float | None = None
     teacher_min_score: float | None = None
     teacher_positive_score: float | None = None
+    teacher_ignore_score: float | None = None
     teacher_landmark_weight: float | None = None
     # Distillation teachers, ``KIND:PATH`` each (see training/teachers.py); empty: ground truth only.
     teachers: list[str] = field(default_factory=list)
@@ -193,6 +194,15 @@ class RankBatches:
                 epoch, items = e, list(zip(indices.tolist(), seeds.tolist()))
             first = b * self.global_batch + self.rank * self.local
             yield items[first:first + self.local]
+
+
+def teacher_vetoed_negatives(labels: torch.Tensor, teacher_logits: torch.Tensor, min_probability: float
+                             ) -> torch.Tensor:
+    """``labels`` (B, P) with every background prior (0) to which the per-prior teacher gives a face probability
+    of at least ``min_probability`` turned into ignore (-1). ``teacher_logits`` (B, P, 2): logits or
+    log-probabilities (a carried teacher's), both softmax to its probabilities."""
+    face = teacher_logits.float().softmax(-1)[..., 1]
+    return torch.where((labels == 0) & (face >= min_probability), torch.full_like(labels, -1), labels)
 
 
 def native_bf16(device: str) -> bool:
@@ -416,6 +426,9 @@ class Trainer:
             teacher = self.dense_teacher_outputs(images)
         if carried is not None:
             teacher = carried if teacher is None else mean_dense_outputs([teacher, carried])
+        if teacher is not None and self.train_cfg.teacher_ignore_score is not None:
+            targets["labels"] = teacher_vetoed_negatives(targets["labels"], teacher[1],
+                                                         self.train_cfg.teacher_ignore_score)
         parts = self.loss_fn(loc.float(), conf.float(), landm.float(), targets, normalizers=counts)
         if teacher is not None:
             parts.update(self.kd_loss_fn((loc.float(), conf.float(), landm.float()), teacher, counts["positives"]))
