@@ -643,31 +643,47 @@ def test_a_torn_teacher_cache_is_a_one_line_error(tmp_path):
     assert load_photo_candidates(tmp_path / "missing.npz", "key") is None
 
 
-def test_a_teacher_vetoes_background_priors_it_calls_faces():
-    """--teacher-ignore-score: a background prior (0) the per-prior teacher calls a face at the threshold or above
-    becomes ignore (-1); faces, ignored priors and background below the threshold keep their labels; logits and
-    log-probabilities give the same veto."""
-    from blazeface.training.trainer import teacher_vetoed_negatives
+def test_where_labels_and_teacher_disagree_each_loss_keeps_to_what_it_knows():
+    """A background prior (0) the per-prior teacher calls a face at teacher_ignore_score or above becomes ignore
+    (-1); a labelled-face prior (1) it gives less than kd_ignore_labelled_below leaves the class distillation.
+    Other priors keep their labels; logits and log-probabilities decide alike; both settings off change nothing."""
+    from blazeface.training.trainer import labels_and_teacher_disagree
 
-    labels = torch.tensor([[0, 0, 0, 1, -1, 0]])
-    face = torch.tensor([[0.9, 0.5, 0.49, 0.9, 0.9, 0.0001]])
+    labels = torch.tensor([[0, 0, 0, 1, 1, -1, 0]])
+    face = torch.tensor([[0.9, 0.5, 0.49, 0.9, 0.2, 0.9, 0.0001]])
     log_probs = torch.stack([torch.log1p(-face), torch.log(face)], -1)
-    expected = torch.tensor([[-1, -1, 0, 1, -1, 0]])
-    assert torch.equal(teacher_vetoed_negatives(labels, log_probs, 0.5), expected)
-    assert torch.equal(teacher_vetoed_negatives(labels, log_probs + 3.0, 0.5), expected)  # shifted logits
-    assert torch.equal(teacher_vetoed_negatives(labels, log_probs, 0.95), labels)
+    both = TrainConfig(teacher_ignore_score=0.5, kd_ignore_labelled_below=0.3)
+    for teacher in (log_probs, log_probs + 3.0):  # shifted logits: the same softmax
+        vetoed, missed = labels_and_teacher_disagree(labels, teacher, both)
+        assert torch.equal(vetoed, torch.tensor([[-1, -1, 0, 1, 1, -1, 0]]))
+        assert missed.tolist() == [[False, False, False, False, True, False, False]]
+    same, none = labels_and_teacher_disagree(labels, log_probs, TrainConfig())
+    assert torch.equal(same, labels) and none is None
+
+
+def test_the_class_distillation_skips_masked_priors():
+    student = (torch.zeros(1, 3, 4), torch.tensor([[[2.0, -2.0], [0.0, 0.0], [-1.0, 1.0]]]), torch.zeros(1, 3, 10))
+    teacher = (torch.zeros(1, 3, 4), torch.tensor([[[-2.0, 2.0], [0.0, 0.0], [-1.0, 1.0]]]), torch.zeros(1, 3, 10))
+    loss = DenseDistillationLoss(TrainConfig())
+    full = loss(student, teacher, torch.tensor(1.0))["kd_cls"]
+    masked = loss(student, teacher, torch.tensor(1.0), cls_mask=torch.tensor([[False, True, True]]))["kd_cls"]
+    assert full > 0 and masked == 0  # only the first prior disagrees
 
 
 def test_training_with_the_teachers_veto_on_negatives(data, tmp_path):
     """The same step with and without --teacher-ignore-score: the ground truth's class loss differs (fewer priors
-    mined where the teacher sees faces), the distillation terms do not; the option is kept in the run's options."""
+    mined where the teacher sees faces), the distillation terms do not; with --kd-ignore-labelled-below too, the
+    class distillation changes and the ground truth's does not. The options are kept in the run's options."""
     # A trained student (the shipped slim, taught by the shipped rfb on slim's priors). On these drawn 64-pixel
     # faces the teacher's face probabilities stay under 0.01, hence the low threshold.
     kw = dict(model="slim", max_steps=1, teachers=[f"rfb:{shipped_weights('rfb')}"], init_weights=SLIM, log_every=1)
     logged = []
-    for name, extra in (("off", {}), ("on", {"teacher_ignore_score": 0.002})):
+    for name, extra in (("off", {}), ("on", {"teacher_ignore_score": 0.002}),
+                        ("both", {"teacher_ignore_score": 0.002, "kd_ignore_labelled_below": 0.005})):
         Trainer(options(data, tmp_path / name, **kw, **extra)).run()
         logged.append(json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[0]))
-    off, on = logged
+    off, on, both = logged
     assert on["cls"] != off["cls"] and on["kd_cls"] == pytest.approx(off["kd_cls"], rel=1e-6)
-    assert json.loads((tmp_path / "on" / "options.json").read_text())["teacher_ignore_score"] == 0.002
+    assert both["cls"] == pytest.approx(on["cls"], rel=1e-6) and both["kd_cls"] < on["kd_cls"]
+    saved = json.loads((tmp_path / "both" / "options.json").read_text())
+    assert saved["teacher_ignore_score"] == 0.002 and saved["kd_ignore_labelled_below"] == 0.005

@@ -73,6 +73,10 @@ class TrainConfig:
     # so the two losses do not pull one prior opposite ways: an unlabelled face, or a face's neighbour prior
     # that the label's box misses and the teacher's reaches. None: mined as any background prior.
     teacher_ignore_score: float | None = None
+    # The other disagreement: a prior matched to a labelled face to which the per-prior teacher gives a face
+    # probability below this (a face the teacher misses: tiny, turned away, occluded) is left out of the class
+    # distillation, so the label alone teaches it instead of the teacher pulling it to background. None: off.
+    kd_ignore_labelled_below: float | None = None
 
 
 @dataclass(frozen=True)

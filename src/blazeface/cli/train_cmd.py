@@ -92,6 +92,9 @@ def add_parser(sub) -> None:
     p.add_argument("--teacher-ignore-score", type=probability, default=None,
                    help="per-prior teachers: a background prior the teacher calls a face with at least this "
                         "probability is never mined as a negative (default: off)")
+    p.add_argument("--kd-ignore-labelled-below", type=probability, default=None,
+                   help="per-prior teachers: a labelled face's prior the teacher gives less than this face "
+                        "probability is left out of the class distillation (default: off)")
     p.add_argument("--teacher-landmark-weight", type=non_negative_float, default=None,
                    help="detection teachers: weight of teacher landmarks (times the teacher's score)")
     p.add_argument("--cache-images", action="store_true", default=None,

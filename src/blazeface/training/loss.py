@@ -140,12 +140,14 @@ class DenseDistillationLoss(nn.Module):
         self.beta = smooth_l1_beta
 
     def forward(self, student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...],
-                num_pos: torch.Tensor) -> dict[str, torch.Tensor]:
+                num_pos: torch.Tensor, cls_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``cls_mask`` (B, P) bool: the priors whose class is distilled (None: all)."""
         (loc, conf, landm), (t_loc, t_conf, t_landm) = student, teacher
         t = self.temperature
         num_pos = num_pos.clamp(min=1).to(loc.dtype)
         t_log_p = F.log_softmax(t_conf / t, -1)
-        kl = (t_log_p.exp() * (t_log_p - F.log_softmax(conf / t, -1))).sum()
+        kl_per_prior = (t_log_p.exp() * (t_log_p - F.log_softmax(conf / t, -1))).sum(-1)
+        kl = (kl_per_prior if cls_mask is None else kl_per_prior[cls_mask]).sum()
         face_p = F.softmax(t_conf, -1)[..., 1]
         loc_d = (F.smooth_l1_loss(loc, t_loc, reduction="none", beta=self.beta).sum(-1) * face_p).sum()
         landm_d = (F.smooth_l1_loss(landm, t_landm, reduction="none", beta=self.beta).sum(-1) * face_p).sum()

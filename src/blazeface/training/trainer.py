@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..backends import default_backend
-from ..config import ModelConfig
+from ..config import ModelConfig, TrainConfig
 from ..data.dataset import build_training_data, collate, worker_init
 from ..data.transforms import build_preset
 from ..errors import BlazefaceError
@@ -40,7 +40,8 @@ from .optim import build_optimizer, warmup_cosine
 
 
 TEACHER_FIELDS = ("kd_cls_weight", "kd_loc_weight", "kd_landm_weight", "kd_temperature", "teacher_min_score",
-                  "teacher_positive_score", "teacher_landmark_weight", "teacher_ignore_score")
+                  "teacher_positive_score", "teacher_landmark_weight", "teacher_ignore_score",
+                  "kd_ignore_labelled_below")
 
 
 @dataclass
@@ -69,6 +70,7 @@ class TrainOptions:
     teacher_min_score: float | None = None
     teacher_positive_score: float | None = None
     teacher_ignore_score: float | None = None
+    kd_ignore_labelled_below: float | None = None
     teacher_landmark_weight: float | None = None
     # Distillation teachers, ``KIND:PATH`` each (see training/teachers.py); empty: ground truth only.
     teachers: list[str] = field(default_factory=list)
@@ -196,13 +198,21 @@ class RankBatches:
             yield items[first:first + self.local]
 
 
-def teacher_vetoed_negatives(labels: torch.Tensor, teacher_logits: torch.Tensor, min_probability: float
-                             ) -> torch.Tensor:
-    """``labels`` (B, P) with every background prior (0) to which the per-prior teacher gives a face probability
-    of at least ``min_probability`` turned into ignore (-1). ``teacher_logits`` (B, P, 2): logits or
-    log-probabilities (a carried teacher's), both softmax to its probabilities."""
+def labels_and_teacher_disagree(labels: torch.Tensor, teacher_logits: torch.Tensor, cfg: TrainConfig
+                                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Where the matched labels (B, P) and a per-prior teacher's class (``teacher_logits`` (B, P, 2): logits or
+    the log-probabilities of a carried teacher, both softmax to its probabilities) disagree, each loss keeps to
+    what it knows: a background prior (0) the teacher calls a face with probability >= ``teacher_ignore_score``
+    becomes ignore (-1), never mined as a negative; a labelled-face prior (1) the teacher gives less than
+    ``kd_ignore_labelled_below`` is returned in the mask of priors the class distillation skips (None: none).
+    Either setting None leaves its side as it was."""
     face = teacher_logits.float().softmax(-1)[..., 1]
-    return torch.where((labels == 0) & (face >= min_probability), torch.full_like(labels, -1), labels)
+    if cfg.teacher_ignore_score is not None:
+        labels = torch.where((labels == 0) & (face >= cfg.teacher_ignore_score), torch.full_like(labels, -1), labels)
+    missed = None
+    if cfg.kd_ignore_labelled_below is not None:
+        missed = (labels == 1) & (face < cfg.kd_ignore_labelled_below)
+    return labels, missed
 
 
 def native_bf16(device: str) -> bool:
@@ -426,12 +436,14 @@ class Trainer:
             teacher = self.dense_teacher_outputs(images)
         if carried is not None:
             teacher = carried if teacher is None else mean_dense_outputs([teacher, carried])
-        if teacher is not None and self.train_cfg.teacher_ignore_score is not None:
-            targets["labels"] = teacher_vetoed_negatives(targets["labels"], teacher[1],
-                                                         self.train_cfg.teacher_ignore_score)
+        cls_mask = None
+        if teacher is not None:
+            labels, missed = labels_and_teacher_disagree(targets["labels"], teacher[1], self.train_cfg)
+            targets["labels"], cls_mask = labels, None if missed is None else ~missed
         parts = self.loss_fn(loc.float(), conf.float(), landm.float(), targets, normalizers=counts)
         if teacher is not None:
-            parts.update(self.kd_loss_fn((loc.float(), conf.float(), landm.float()), teacher, counts["positives"]))
+            parts.update(self.kd_loss_fn((loc.float(), conf.float(), landm.float()), teacher, counts["positives"],
+                                         cls_mask=cls_mask))
         loss = sum(parts.values())
         if not torch.isfinite(loss):
             raise BlazefaceError(f"loss is not finite at step {self.step}: "
