@@ -437,8 +437,9 @@ class Trainer:
         if carried is not None:
             teacher = carried if teacher is None else mean_dense_outputs([teacher, carried])
         cls_mask = None
-        if teacher is not None:
-            labels, missed = labels_and_teacher_disagree(targets["labels"], teacher[1], self.train_cfg)
+        cfg = self.train_cfg
+        if teacher is not None and (cfg.teacher_ignore_score is not None or cfg.kd_ignore_labelled_below is not None):
+            labels, missed = labels_and_teacher_disagree(targets["labels"], teacher[1], cfg)
             targets["labels"], cls_mask = labels, None if missed is None else ~missed
         parts = self.loss_fn(loc.float(), conf.float(), landm.float(), targets, normalizers=counts)
         if teacher is not None:
