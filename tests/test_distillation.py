@@ -283,6 +283,26 @@ def test_cli_bad_teacher_is_one_line_before_training(data, tmp_path):
     assert not (tmp_path / "out" / "last.pth").exists()
 
 
+@pytest.mark.parametrize("given, teachers, flag", [
+    ({"kd_cls_weight": 2.0}, [], "--kd-cls-weight"),
+    ({"teacher_ignore_score": 0.5}, [f"mnet:{MNET}"], "--teacher-ignore-score"),  # a detection teacher only
+    ({"teacher_positive_score": 0.6}, [f"slim:{SLIM}"], "--teacher-positive-score"),  # a per-prior teacher only
+])
+def test_a_teacher_setting_no_teacher_reads_is_an_error(data, tmp_path, given, teachers, flag):
+    with pytest.raises(BlazefaceError, match=f"{flag}: no teacher of this run reads it"):
+        Trainer(options(data, tmp_path / "a", teachers=teachers, **given))
+
+
+def test_cli_teacher_setting_without_a_teacher_is_one_line(data, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    run = subprocess.run([sys.executable, "-m", "blazeface", "train", "--model", "slim", "--data", str(data),
+                          "--kd-loc-weight", "1", "--out", str(tmp_path / "out")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert run.stderr.strip().count("\n") == 0 and "--kd-loc-weight: no teacher of this run reads it" in run.stderr
+    assert not (tmp_path / "out" / "last.pth").exists()
+
+
 def test_student_never_starts_from_a_teacher(data, tmp_path):
     with pytest.raises(BlazefaceError, match="is a teacher's file"):
         Trainer(options(data, tmp_path / "a", init_weights=SLIM, teachers=[f"slim:{SLIM}"]))

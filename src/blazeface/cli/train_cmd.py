@@ -79,11 +79,11 @@ def add_parser(sub) -> None:
     p.add_argument("--teacher-runtime", choices=["auto", "torch", "onnx"], default=None,
                    help="where the teachers that teach per prior run (default: auto, ONNX Runtime on a CPU "
                         "when the onnx extra is installed, about half PyTorch's time there; else PyTorch)")
-    p.add_argument("--kd-cls-weight", type=non_negative_float, default=None, help="same-architecture teacher: class KL weight")
-    p.add_argument("--kd-loc-weight", type=non_negative_float, default=None, help="same-architecture teacher: box term weight")
+    p.add_argument("--kd-cls-weight", type=non_negative_float, default=None, help="per-prior teacher: class KL weight")
+    p.add_argument("--kd-loc-weight", type=non_negative_float, default=None, help="per-prior teacher: box term weight")
     p.add_argument("--kd-landm-weight", type=non_negative_float, default=None,
-                   help="same-architecture teacher: landmark term weight")
-    p.add_argument("--kd-temperature", type=positive_float, default=None, help="same-architecture teacher: softmax T")
+                   help="per-prior teacher: landmark term weight")
+    p.add_argument("--kd-temperature", type=positive_float, default=None, help="per-prior teacher: softmax T")
     p.add_argument("--teacher-min-score", type=probability, default=None,
                    help="detection teachers: faces below this score are not used")
     p.add_argument("--teacher-positive-score", type=probability, default=None,

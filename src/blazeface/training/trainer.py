@@ -39,9 +39,12 @@ from .teachers import (DenseTeachers, PriorMapping, TeacherLabelling, TeacherTar
 from .optim import build_optimizer, warmup_cosine
 
 
-TEACHER_FIELDS = ("kd_cls_weight", "kd_loc_weight", "kd_landm_weight", "kd_temperature", "teacher_min_score",
-                  "teacher_positive_score", "teacher_landmark_weight", "teacher_ignore_score",
-                  "kd_ignore_labelled_below")
+# TrainConfig settings that only a kind of teacher reads: the per-prior ones (dense or carried, the distillation
+# loss and the label/teacher disagreement) and the detection teachers' (their faces merged into the labels).
+PER_PRIOR_TEACHER_FIELDS = ("kd_cls_weight", "kd_loc_weight", "kd_landm_weight", "kd_temperature",
+                            "teacher_ignore_score", "kd_ignore_labelled_below")
+DETECTION_TEACHER_FIELDS = ("teacher_min_score", "teacher_positive_score", "teacher_landmark_weight")
+TEACHER_FIELDS = PER_PRIOR_TEACHER_FIELDS + DETECTION_TEACHER_FIELDS
 
 
 @dataclass
@@ -198,6 +201,19 @@ class RankBatches:
             yield items[first:first + self.local]
 
 
+def check_teacher_settings(options: TrainOptions, per_prior: bool, detection: bool) -> None:
+    """A teacher setting given with no teacher of the kind that reads it is a one-line error, not a run that
+    silently trains without it."""
+    unused = [f for f in PER_PRIOR_TEACHER_FIELDS if not per_prior and getattr(options, f) is not None]
+    unused += [f for f in DETECTION_TEACHER_FIELDS if not detection and getattr(options, f) is not None]
+    if unused:
+        flags = ", ".join("--" + f.replace("_", "-") for f in unused)
+        raise BlazefaceError(f"{flags}: no teacher of this run reads {'it' if len(unused) == 1 else 'them'} "
+                             "(--kd-*, --teacher-ignore-score and --kd-ignore-labelled-below need a teacher that "
+                             "teaches per prior: the student's priors, or --map-teacher-priors; --teacher-min-score, "
+                             "--teacher-positive-score and --teacher-landmark-weight a detection teacher)")
+
+
 def labels_and_teacher_disagree(labels: torch.Tensor, teacher_logits: torch.Tensor, cfg: TrainConfig
                                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Where the matched labels (B, P) and a per-prior teacher's class (``teacher_logits`` (B, P, 2): logits or
@@ -264,6 +280,7 @@ class Trainer:
                                  "(--teacher yunet:PATH --map-teacher-priors)")
         self.dense_teachers = DenseTeachers([t for t in per_prior if t not in cached], options.model)
         detection_teachers = [t for t in teachers if t not in per_prior]
+        check_teacher_settings(options, bool(per_prior), bool(detection_teachers))
         cfg = self.train_cfg
         if cfg.crop_scale[0] > cfg.crop_scale[1]:
             raise BlazefaceError(f"--crop-scale {cfg.crop_scale[0]:g} {cfg.crop_scale[1]:g}: MIN must not exceed MAX")
