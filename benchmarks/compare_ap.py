@@ -1,12 +1,12 @@
 """Is a change of dev AP more than the dev split's luck? A paired bootstrap over its images.
 
-    python benchmarks/compare_ap.py --base shipped=DIR --new run=DIR2 [--rounds 400] [--markdown]   # ~30 s
+    python benchmarks/compare_ap.py --base shipped=DIR --new run=DIR2 [--rounds 400] [--markdown]   # ~1 min
 
 Each DIR is a predictions folder of ``blazeface evaluate widerface ... --save-predictions DIR`` over the same
-images. Every round draws the listed images (the 263 of the dev split) with replacement (the same draw for both folders, so the two
-models are compared on the same photos) and evaluates both with the protocol's own code
-(:func:`blazeface.evaluation.widerface.evaluate_matches`, each image matched to its faces once); the spread of ``new - base`` over the rounds is
-how much of an observed difference the choice of photos alone could make. Printed per setting: the observed
+images. Every round draws the listed images (the 263 of the dev split) with replacement (the same draw for both
+folders, so the two models are compared on the same photos) and evaluates both with the protocol's own code
+(:func:`blazeface.evaluation.widerface.evaluate_matches`, each image matched to its faces once); the spread of
+``new - base`` over the rounds is how much of an observed difference the choice of photos alone could make. Printed per setting: the observed
 difference, the 2.5-97.5 % interval of the rounds' differences and the share of rounds in which ``new`` is
 worse. Needs ../shared/data (the dev split's ground truth).
 """

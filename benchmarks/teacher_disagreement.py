@@ -54,23 +54,17 @@ def main() -> int:
                        init_weights=args.weights or shipped_weights(args.model))
     trainer = Trainer(opt)
     model = trainer.model.eval()
-    neg_pos_ratio = trainer.train_cfg.neg_pos_ratio
     count = dict(positive_priors=0, mined_negatives=0, mined_where_teacher_sees_a_face=0,
                  of_which_beside_a_label=0, of_which_unlabelled=0, labelled_priors_teacher_below=0,
                  labelled_priors_at_teacher_floor=0)
     for images, targets in trainer.loader(0, args.batches):
         carried = [targets.pop(key) for key in CARRIED_KEYS]
         with torch.no_grad():
-            _, conf, _ = model(images.contiguous(memory_format=trainer.memory_format))
+            _, probabilities, _ = model(images.contiguous(memory_format=trainer.memory_format))
+        conf = torch.log(probabilities.clamp_min(1e-12))  # an eval-mode model gives the softmax; the loss takes logits
         labels = targets["labels"]
         positive = labels == 1
-        # The mining of training/loss.py MultiBoxLoss._ohem, on this batch.
-        ce = torch.nn.functional.cross_entropy(conf.reshape(-1, 2), labels.clamp(min=0).reshape(-1),
-                                               reduction="none").view(labels.shape)
-        background = labels == 0
-        wanted = (neg_pos_ratio * positive.sum(1)).clamp(min=neg_pos_ratio)
-        rank = torch.where(background, ce, torch.full_like(ce, -1.0)).argsort(1, descending=True).argsort(1)
-        mined = rank < torch.minimum(wanted, background.sum(1))[:, None]
+        mined = trainer.loss_fn.hard_negatives(trainer.loss_fn.per_prior_cross_entropy(conf, labels), labels)
         face = carried[1][..., 1].exp()
         count["positive_priors"] += int(positive.sum())
         count["mined_negatives"] += int(mined.sum())

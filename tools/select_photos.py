@@ -20,6 +20,7 @@ from blazeface.errors import BlazefaceError
 from blazeface.evaluation.widerface import ATTRIBUTES
 from blazeface.io import atomic_target
 
+
 def condition(text: str) -> tuple[str, int]:
     name, sep, value = text.partition("=")
     if not sep or name not in ATTRIBUTES or value not in ATTRIBUTES[name]:

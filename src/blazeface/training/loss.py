@@ -89,18 +89,28 @@ class MultiBoxLoss(nn.Module):
         """The loss normalisers of a batch: positive priors, and positive priors with landmarks."""
         return {"positives": (targets["labels"] == 1).sum().float(), "landmarks": targets["landm_mask"].sum().float()}
 
+    @staticmethod
+    def per_prior_cross_entropy(conf: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B, P) cross-entropy of every prior against its label (ignored priors against background)."""
+        return F.cross_entropy(conf.reshape(-1, conf.shape[-1]), labels.clamp(min=0).reshape(-1),
+                               reduction="none").view(labels.shape)
+
+    @torch.no_grad()
+    def hard_negatives(self, ce: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B, P) bool: the background priors the mining picks, the highest ``ce`` first, ``neg_pos_ratio`` per
+        positive in each image (at least ``min_negatives``)."""
+        candidate = labels == 0
+        mining = torch.where(candidate, ce, torch.full_like(ce, -1.0))  # CE >= 0: non-candidates rank last
+        wanted = (self.neg_pos_ratio * (labels == 1).sum(1)).clamp(min=self.min_negatives)
+        num_neg = torch.minimum(wanted, candidate.sum(1))
+        order = mining.argsort(1, descending=True)
+        rank = order.argsort(1)  # rank[b, p]: position of prior p in image b's hardest-first order
+        return rank < num_neg[:, None]
+
     def _ohem(self, conf: torch.Tensor, labels: torch.Tensor, positive: torch.Tensor,
               pos_weight: torch.Tensor | None = None) -> torch.Tensor:
-        ce = F.cross_entropy(conf.reshape(-1, conf.shape[-1]), labels.clamp(min=0).reshape(-1),
-                             reduction="none").view(labels.shape)
-        with torch.no_grad():
-            candidate = labels == 0
-            mining = torch.where(candidate, ce, torch.full_like(ce, -1.0))  # CE >= 0: non-candidates rank last
-            wanted = (self.neg_pos_ratio * positive.sum(1)).clamp(min=self.min_negatives)
-            num_neg = torch.minimum(wanted, candidate.sum(1))
-            order = mining.argsort(1, descending=True)
-            rank = order.argsort(1)  # rank[b, p]: position of prior p in image b's hardest-first order
-            negative = rank < num_neg[:, None]
+        ce = self.per_prior_cross_entropy(conf, labels)
+        negative = self.hard_negatives(ce, labels)
         if pos_weight is None:
             return ce[positive | negative].sum()
         return (ce[positive] * pos_weight[positive]).sum() + ce[negative].sum()
