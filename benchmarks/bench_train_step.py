@@ -10,13 +10,17 @@ backward, optimiser, EMA) per model and setting, through the real Trainer on the
         --teacher slim:...slim_Final.pth --teacher rfb:...RBF_Final.pth --teacher-runtime torch onnx
     python benchmarks/bench_train_step.py --models slim --settings fp32-channels-last --threads 1 \
         --teacher yunet:...yunet_n_dynamic.onnx --map-teacher-priors --yunet-scales 1 2 --cache-teacher
+    python benchmarks/bench_train_step.py --models slim --settings fp32-channels-last --threads 1 \
+        --teacher yunet:...yunet_n_dynamic.onnx --map-teacher-priors --yunet-scales 1 2 --cache-teacher \
+        --feature-teacher slim:...slim_Final.pth                              # the cost of feature imitation
 
 Each setting runs ``--steps`` steps; the first ``--warmup`` are dropped (worker start-up, allocator). With
 ``--teacher`` (repeatable: an ensemble) every setting runs twice, without and with the teachers, interleaved
 ``--rounds`` times, and the with/without ratio of the whole step's images/s is printed; with several
 ``--teacher-runtime`` values, one taught arm per runtime of the per-prior teachers. ``--cache-teacher`` adds an
 arm with YuNet's candidates computed once per photo (``train --cache-teacher``; computed before the first cached
-arm's steps, which is not timed, and reused by the later rounds).
+arm's steps, which is not timed, and reused by the later rounds). ``--feature-teacher`` adds an arm with the
+teachers (cached when ``--cache-teacher``) and the feature teacher, whose ratio to the plain arm is printed too.
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ SETTINGS = {
 def measure(model: str, setting: str, steps: int, warmup: int, threads: int, workers: int, batch: int,
             teachers: list[str] | None = None, map_teacher_priors: bool = False,
             teacher_runtime: str = "auto", yunet_scales: list[float] | None = None,
-            candidates: Path | None = None) -> float:
+            candidates: Path | None = None, feature_teacher: str | None = None) -> float:
     """``candidates``: train --cache-teacher, the photos' candidates kept in this file (made on first use)."""
     from blazeface.training.checkpointing import TEACHER_CANDIDATES_FILE
     from blazeface.training.trainer import Trainer, TrainOptions
@@ -58,7 +62,8 @@ def measure(model: str, setting: str, steps: int, warmup: int, threads: int, wor
                             max_steps=steps, log_every=1, progress=False, checkpoint_minutes=1e9,
                             teachers=list(teachers or []), map_teacher_priors=map_teacher_priors,
                             teacher_runtime=teacher_runtime, yunet_scales=list(yunet_scales or [1.0]),
-                            cache_teacher=candidates is not None, **SETTINGS[setting])
+                            cache_teacher=candidates is not None, feature_teacher=feature_teacher,
+                            **SETTINGS[setting])
         Trainer(opts).run()
         if candidates is not None and not candidates.is_file():
             shutil.copy(cached, candidates)
@@ -85,6 +90,9 @@ def main() -> int:
     p.add_argument("--yunet-scales", type=float, nargs="+", default=[1.0], help="as blazeface train --yunet-scales")
     p.add_argument("--cache-teacher", action="store_true",
                    help="with a YuNet --teacher: also an arm with its candidates cached per photo")
+    p.add_argument("--feature-teacher", metavar="SPEC",
+                   help="also an arm with this feature teacher beside the teachers (as blazeface train "
+                        "--feature-teacher)")
     p.add_argument("--rounds", type=int, default=2, help="with --teacher: interleaved repetitions")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -95,23 +103,27 @@ def main() -> int:
     scratch = tempfile.mkdtemp(prefix="bench_train_step_")
     for model in args.models:
         for setting in args.settings:
-            if not args.teacher:
+            if not args.teacher and not args.feature_teacher:
                 rate = measure(model, setting, args.steps, args.warmup, args.threads, args.workers, args.batch_size)
                 results[f"{model}/{setting}"] = rate
                 if not args.json:
                     print(f"{model:6s} {setting:20s} {rate:7.1f} img/s", flush=True)
                 continue
             # Interleaved, so a busy machine slows both arms alike; the ratio is what to read.
-            arms = {"plain": ([], "auto", None)}
-            arms.update({runtime: (args.teacher, runtime, None) for runtime in args.teacher_runtime})
+            cache = Path(scratch) / f"{model}.npz" if args.cache_teacher else None
+            arms = {"plain": ([], "auto", None, None)}
+            if args.teacher:
+                arms.update({runtime: (args.teacher, runtime, None, None) for runtime in args.teacher_runtime})
             if args.cache_teacher:
-                arms["cached"] = (args.teacher, "auto", Path(scratch) / f"{model}.npz")
+                arms["cached"] = (args.teacher, "auto", cache, None)
+            if args.feature_teacher:
+                arms["features"] = (args.teacher, "auto", cache, args.feature_teacher)
             rates = {arm: [] for arm in arms}
             for _ in range(args.rounds):
-                for arm, (teachers, runtime, candidates) in arms.items():
+                for arm, (teachers, runtime, candidates, feature_teacher) in arms.items():
                     rates[arm].append(measure(model, setting, args.steps, args.warmup, args.threads, args.workers,
                                               args.batch_size, teachers, args.map_teacher_priors, runtime,
-                                              args.yunet_scales, candidates))
+                                              args.yunet_scales, candidates, feature_teacher))
             plain = float(np.median(rates["plain"]))
             results[f"{model}/{setting}"] = plain
             if not args.json:
@@ -123,9 +135,10 @@ def main() -> int:
                 suffix = "" if len(arms) == 2 else f"/{arm}"
                 results[f"{model}/{setting}+teacher{suffix}"] = taught
                 results[f"{model}/{setting}/teacher_ratio{suffix}"] = taught / plain
-                how = "cached per photo" if arm == "cached" else f"teacher runtime {arm}"
+                how = {"cached": "cached per photo", "features": f"and feature teacher {args.feature_teacher}"
+                       }.get(arm, f"teacher runtime {arm}")
                 if not args.json:
-                    print(f"{'':6s} {'':20s} {taught:7.1f} img/s with {'+'.join(args.teacher)} ({how}): "
+                    print(f"{'':6s} {'':20s} {taught:7.1f} img/s with {'+'.join(args.teacher) or 'no teacher'} ({how}): "
                           f"{taught / plain:.2f}x", flush=True)
     shutil.rmtree(scratch, ignore_errors=True)
     if args.json:

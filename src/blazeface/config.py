@@ -77,6 +77,10 @@ class TrainConfig:
     # probability below this (a face the teacher misses: tiny, turned away, occluded) is left out of the class
     # distillation, so the label alone teaches it instead of the teacher pulling it to background. None: off.
     kd_ignore_labelled_below: float | None = None
+    # Feature teacher (``train --feature-teacher``): the weight of the feature imitation term
+    # (training/feature_distillation.py), about the share of the teacher's head-input features the student
+    # does not reproduce.
+    kd_feature_weight: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,8 @@ class Blaze(FaceDetectorNet):
     Module names do not depend on these, so a 5x5 checkpoint's state dict names every
     parameter of a smaller variant."""
 
+    head_inputs = ("conv9", "conv12")
+
     def __init__(self, config: ModelConfig, kernel: int = 5, kernel16: int | None = None, stride2_blocks: int = 2,
                  stride2_width: int = 24):
         super().__init__()

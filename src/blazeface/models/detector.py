@@ -34,6 +34,9 @@ class FaceDetectorNet(nn.Module):
     """
 
     config = None  # set by create_model
+    # The submodules whose outputs the heads read, level by level (strides of the prior layout, finest first):
+    # what feature distillation (training/feature_distillation.py) taps with forward hooks.
+    head_inputs: tuple[str, ...] = ()
 
     def head_outputs(self, x: torch.Tensor):
         raise NotImplementedError

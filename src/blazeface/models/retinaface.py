@@ -75,6 +75,8 @@ class Head1x1(nn.Module):
 
 
 class RetinaFace(FaceDetectorNet):
+    head_inputs = ("ssh1", "ssh2", "ssh3")
+
     def __init__(self, config: ModelConfig, width: int = 64):
         super().__init__()
         self.body = MobileNetV1()

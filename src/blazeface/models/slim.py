@@ -65,6 +65,8 @@ class Slim(FaceDetectorNet):
     heads see keep their sizes. Faster (0.77x slim's network) but it loses what a per-layer refit cannot
     restore; trained for 2 h it stayed at -0.05 to -0.07 AP under slim (docs/MODELS.md), so nothing ships it."""
 
+    head_inputs = ("conv8", "conv11", "conv13", "conv14")
+
     def __init__(self, config: ModelConfig, rfb: bool = False, conv2_channels: int = 32, early_stride: bool = False):
         super().__init__()
         self.conv1 = conv_bn_relu(3, 16, 3, stride=2)

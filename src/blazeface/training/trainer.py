@@ -32,11 +32,12 @@ from .checkpointing import (load_checkpoint, remove_stale_temporaries, rng_state
                             truncate_metrics)
 from .distributed import World, all_reduce_sum, barrier, cleanup, init_distributed
 from .ema import ModelEMA
+from .feature_distillation import build_feature_imitation
 from .loss import DenseDistillationLoss, MultiBoxLoss
 from .teacher_cache import CARRIED_KEYS, CarriedCandidates, PhotoCandidates, photo_candidates_for_run
-from .teachers import (DenseTeachers, PriorMapping, TeacherLabelling, TeacherTargets, YuNetTeacher, load_teacher,
-                       mean_dense_outputs, teaches_per_prior)
-from .optim import build_optimizer, warmup_cosine
+from .teachers import (DenseTeachers, ModelTeacher, PriorMapping, TeacherLabelling, TeacherTargets, YuNetTeacher,
+                       load_teacher, mean_dense_outputs, teaches_per_prior)
+from .optim import build_optimizer, parameter_groups, warmup_cosine
 
 
 # TrainConfig settings that only a kind of teacher reads: the per-prior ones (dense or carried, the distillation
@@ -44,7 +45,8 @@ from .optim import build_optimizer, warmup_cosine
 PER_PRIOR_TEACHER_FIELDS = ("kd_cls_weight", "kd_loc_weight", "kd_landm_weight", "kd_temperature",
                             "teacher_ignore_score", "kd_ignore_labelled_below")
 DETECTION_TEACHER_FIELDS = ("teacher_min_score", "teacher_positive_score", "teacher_landmark_weight")
-TEACHER_FIELDS = PER_PRIOR_TEACHER_FIELDS + DETECTION_TEACHER_FIELDS
+FEATURE_TEACHER_FIELDS = ("kd_feature_weight",)
+TEACHER_FIELDS = PER_PRIOR_TEACHER_FIELDS + DETECTION_TEACHER_FIELDS + FEATURE_TEACHER_FIELDS
 
 
 @dataclass
@@ -75,12 +77,16 @@ class TrainOptions:
     teacher_ignore_score: float | None = None
     kd_ignore_labelled_below: float | None = None
     teacher_landmark_weight: float | None = None
+    kd_feature_weight: float | None = None
     # Distillation teachers, ``KIND:PATH`` each (see training/teachers.py); empty: ground truth only.
     teachers: list[str] = field(default_factory=list)
     # Model teachers with other priors than the student's, and YuNet, teach per prior too, their candidate faces
     # carried onto the student's priors (training.teachers.PriorMapping), instead of as detection teachers in the
     # data workers.
     map_teacher_priors: bool = False
+    # A model teacher, ``MODEL:WEIGHTS``, whose head-input feature maps the student's imitate at the strides both
+    # have (training/feature_distillation.py), beside whatever the teachers above teach; None: no feature term.
+    feature_teacher: str | None = None
     # A per-prior YuNet teacher also runs on the batch enlarged by each of these factors (training.teachers.
     # YuNetTeacher): at 2x it finds the faces under ~10 pixels that it misses at the student's scale.
     yunet_scales: list[float] = field(default_factory=lambda: [1.0])
@@ -201,17 +207,19 @@ class RankBatches:
             yield items[first:first + self.local]
 
 
-def check_teacher_settings(options: TrainOptions, per_prior: bool, detection: bool) -> None:
+def check_teacher_settings(options: TrainOptions, per_prior: bool, detection: bool, feature: bool = False) -> None:
     """A teacher setting given with no teacher of the kind that reads it is a one-line error, not a run that
     silently trains without it."""
     unused = [f for f in PER_PRIOR_TEACHER_FIELDS if not per_prior and getattr(options, f) is not None]
     unused += [f for f in DETECTION_TEACHER_FIELDS if not detection and getattr(options, f) is not None]
+    unused += [f for f in FEATURE_TEACHER_FIELDS if not feature and getattr(options, f) is not None]
     if unused:
         flags = ", ".join("--" + f.replace("_", "-") for f in unused)
         raise BlazefaceError(f"{flags}: no teacher of this run reads {'it' if len(unused) == 1 else 'them'} "
                              "(--kd-*, --teacher-ignore-score and --kd-ignore-labelled-below need a teacher that "
                              "teaches per prior: the student's priors, or --map-teacher-priors; --teacher-min-score, "
-                             "--teacher-positive-score and --teacher-landmark-weight a detection teacher)")
+                             "--teacher-positive-score and --teacher-landmark-weight a detection teacher; --kd-feature-weight "
+                             "a --feature-teacher)")
 
 
 def labels_and_teacher_disagree(labels: torch.Tensor, teacher_logits: torch.Tensor, cfg: TrainConfig
@@ -272,7 +280,8 @@ class Trainer:
         check_run_folder(Path(options.out), options.resume)
         # Teachers load before anything else is built, so a broken teacher file fails in a second.
         teachers = [load_teacher(spec, yunet_scales=options.yunet_scales) for spec in options.teachers]
-        self._check_not_teacher_weights(teachers)
+        feature_teacher = self._load_feature_teacher(options.feature_teacher)
+        self._check_not_teacher_weights(teachers + ([feature_teacher] if feature_teacher else []))
         per_prior = [t for t in teachers if teaches_per_prior(t, options.model, options.map_teacher_priors)]
         cached = [t for t in per_prior if isinstance(t, YuNetTeacher)] if options.cache_teacher else []
         if options.cache_teacher and len(cached) != 1:
@@ -280,7 +289,7 @@ class Trainer:
                                  "(--teacher yunet:PATH --map-teacher-priors)")
         self.dense_teachers = DenseTeachers([t for t in per_prior if t not in cached], options.model)
         detection_teachers = [t for t in teachers if t not in per_prior]
-        check_teacher_settings(options, bool(per_prior), bool(detection_teachers))
+        check_teacher_settings(options, bool(per_prior), bool(detection_teachers), feature_teacher is not None)
         cfg = self.train_cfg
         if cfg.crop_scale[0] > cfg.crop_scale[1]:
             raise BlazefaceError(f"--crop-scale {cfg.crop_scale[0]:g} {cfg.crop_scale[1]:g}: MIN must not exceed MAX")
@@ -316,6 +325,17 @@ class Trainer:
         model = model.to(options.device, memory_format=self.memory_format)
         self.ema = ModelEMA(model, decay=options.ema_decay, warmup_updates=options.ema_warmup)
         self.optimizer = build_optimizer(model, self.train_cfg)
+        self.student_tap = self.feature_teacher = self.feature_loss_fn = None
+        if feature_teacher is not None:
+            teacher_model = feature_teacher.model().to(options.device, memory_format=self.memory_format)
+            self.student_tap, self.feature_teacher, self.feature_loss_fn = build_feature_imitation(
+                model, self.model_cfg.priors.steps, teacher_model, get_config(feature_teacher.name).priors.steps,
+                self.train_cfg.kd_feature_weight, self.train_cfg.input_size,
+                reduce=lambda t: all_reduce_sum(t, self.world))
+            self.feature_loss_fn.to(options.device)
+            # The adapters train with the student (and are checkpointed with it), then are thrown away.
+            for group in parameter_groups(self.feature_loss_fn, self.train_cfg.weight_decay):
+                self.optimizer.add_param_group(group)
         warmup = round(self.train_cfg.warmup_epochs * self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(self.total_steps, warmup))
         if self.world.distributed:
@@ -351,6 +371,16 @@ class Trainer:
         barrier(self.world)
         return found if found is not None else photo_candidates_for_run(*args)
 
+    @staticmethod
+    def _load_feature_teacher(spec: str | None) -> ModelTeacher | None:
+        if spec is None:
+            return None
+        teacher = load_teacher(spec)
+        if not isinstance(teacher, ModelTeacher):
+            raise BlazefaceError(f"--feature-teacher {spec}: needs MODEL:WEIGHTS of a registered model (its feature "
+                                 "maps are read), not a yunet or centerface file")
+        return teacher
+
     def _check_not_teacher_weights(self, teachers: list) -> None:
         """A student never starts from a teacher's weights."""
         init = self.opt.init_weights
@@ -374,6 +404,7 @@ class Trainer:
                          "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps},
             "model_name": self.opt.model,
             "options": json.dumps(self.opt.to_json()),
+            **({"feature_adapters": self.feature_loss_fn.state_dict()} if self.feature_loss_fn is not None else {}),
         }
 
     def save(self, name: str = "last.pth") -> Path:
@@ -397,7 +428,12 @@ class Trainer:
         if pos["steps_per_epoch"] != self.steps_per_epoch:
             raise BlazefaceError(f"{path}: checkpoint has {pos['steps_per_epoch']} steps per epoch, this run "
                                  f"{self.steps_per_epoch}: same data and batch size are needed to resume")
+        if (self.feature_loss_fn is not None) != ("feature_adapters" in ckpt):
+            raise BlazefaceError(f"{path}: checkpoint of a run {'without' if self.feature_loss_fn else 'with'} a "
+                                 "feature teacher; start a new run with --init-weights from its weights.pth instead")
         unwrap(self.model).load_state_dict(ckpt["model"])
+        if self.feature_loss_fn is not None:
+            self.feature_loss_fn.load_state_dict(ckpt["feature_adapters"])
         self.ema.module.load_state_dict(ckpt["ema"])
         self.ema.updates = int(ckpt["ema_updates"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -451,6 +487,8 @@ class Trainer:
         with torch.autocast(self.opt.device.split(":")[0], dtype=torch.bfloat16, enabled=self.train_cfg.bf16):
             loc, conf, landm = self.model(images)
             teacher = self.dense_teacher_outputs(images)
+            if self.feature_teacher is not None:
+                student_maps, teacher_maps = self.student_tap.take(), self.feature_teacher(images)
         if carried is not None:
             teacher = carried if teacher is None else mean_dense_outputs([teacher, carried])
         cls_mask = None
@@ -462,12 +500,17 @@ class Trainer:
         if teacher is not None:
             parts.update(self.kd_loss_fn((loc.float(), conf.float(), landm.float()), teacher, counts["positives"],
                                          cls_mask=cls_mask))
+        if self.feature_teacher is not None:
+            parts["kd_feature"] = self.feature_loss_fn(student_maps, teacher_maps)
         loss = sum(parts.values())
         if not torch.isfinite(loss):
             raise BlazefaceError(f"loss is not finite at step {self.step}: "
                                  + ", ".join(f"{k}={v.item():.4g}" for k, v in parts.items()))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.feature_loss_fn is not None and self.world.distributed:  # DDP averages only the model's gradients
+            for p in self.feature_loss_fn.parameters():
+                p.grad = all_reduce_sum(p.grad, self.world) / self.world.size
         self.optimizer.step()
         self.scheduler.step()
         self.ema.update(unwrap(self.model))
