@@ -478,7 +478,9 @@ class Trainer:
                 self.dataset.mosaic_p = p
                 yield from self.loader(first, last)
 
-    def train_step(self, images: torch.Tensor, targets: dict) -> dict[str, float]:
+    def loss_parts(self, images: torch.Tensor, targets: dict) -> dict[str, torch.Tensor]:
+        """Every part of the loss on one batch (the ground truth's and each teacher's, weighted), as
+        :meth:`train_step` sums them."""
         images = images.to(self.opt.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         targets = {k: v.to(self.opt.device, non_blocking=True) for k, v in targets.items()}
         carried = tuple(targets.pop(k) for k in CARRIED_KEYS) if CARRIED_KEYS[0] in targets else None
@@ -502,6 +504,10 @@ class Trainer:
                                          cls_mask=cls_mask))
         if self.feature_teacher is not None:
             parts["kd_feature"] = self.feature_loss_fn(student_maps, teacher_maps)
+        return parts
+
+    def train_step(self, images: torch.Tensor, targets: dict) -> dict[str, float]:
+        parts = self.loss_parts(images, targets)
         loss = sum(parts.values())
         if not torch.isfinite(loss):
             raise BlazefaceError(f"loss is not finite at step {self.step}: "
