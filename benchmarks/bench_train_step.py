@@ -135,10 +135,10 @@ def main() -> int:
                 suffix = "" if len(arms) == 2 else f"/{arm}"
                 results[f"{model}/{setting}+teacher{suffix}"] = taught
                 results[f"{model}/{setting}/teacher_ratio{suffix}"] = taught / plain
-                how = {"cached": "cached per photo", "features": f"and feature teacher {args.feature_teacher}"
+                how = {"cached": "cached per photo", "features": f"feature teacher {args.feature_teacher}"
                        }.get(arm, f"teacher runtime {arm}")
                 if not args.json:
-                    print(f"{'':6s} {'':20s} {taught:7.1f} img/s with {'+'.join(args.teacher) or 'no teacher'} ({how}): "
+                    print(f"{'':6s} {'':20s} {taught:7.1f} img/s with {'+'.join(args.teacher) or '-'} ({how}): "
                           f"{taught / plain:.2f}x", flush=True)
     shutil.rmtree(scratch, ignore_errors=True)
     if args.json:
