@@ -79,8 +79,9 @@ class TrainConfig:
     kd_ignore_labelled_below: float | None = None
     # Feature teacher (``train --feature-teacher``): the weight of the feature imitation term
     # (training/feature_distillation.py), about the share of the teacher's head-input features the student
-    # does not reproduce.
-    kd_feature_weight: float = 1.0
+    # does not reproduce. At 5 its gradient on slim is about the labels' class term's (benchmarks/
+    # loss_gradients.py); 600 steps at 5 tied their control, at 25 lost 0.008 hard AP (docs/MODELS.md).
+    kd_feature_weight: float = 5.0
 
 
 @dataclass(frozen=True)

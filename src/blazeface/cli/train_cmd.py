@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
                    help="imitate this model's feature maps (those its heads read) at the strides both models have, "
                         "each student map through a learnt 1x1 adapter; beside any --teacher (default: none)")
     p.add_argument("--kd-feature-weight", type=non_negative_float, default=None,
-                   help="feature teacher: weight of the imitation term (default 1)")
+                   help="feature teacher: weight of the imitation term (default 5)")
     p.add_argument("--yunet-scales", type=positive_float, nargs="+", default=None, metavar="S",
                    help="YuNet per prior: run it on the batch at each of these scales and offer every scale's "
                         "faces to the student's priors (default: 1; 1 2 adds the faces under ~10 pixels that "
