@@ -110,20 +110,22 @@ def main() -> int:
                     print(f"{model:6s} {setting:20s} {rate:7.1f} img/s", flush=True)
                 continue
             # Interleaved, so a busy machine slows both arms alike; the ratio is what to read.
+            # Each arm: the measure() arguments that make it what it is.
             cache = Path(scratch) / f"{model}.npz" if args.cache_teacher else None
-            arms = {"plain": ([], "auto", None, None)}
+            arms = {"plain": {}}
             if args.teacher:
-                arms.update({runtime: (args.teacher, runtime, None, None) for runtime in args.teacher_runtime})
+                arms.update({runtime: dict(teachers=args.teacher, teacher_runtime=runtime)
+                             for runtime in args.teacher_runtime})
             if args.cache_teacher:
-                arms["cached"] = (args.teacher, "auto", cache, None)
+                arms["cached"] = dict(teachers=args.teacher, candidates=cache)
             if args.feature_teacher:
-                arms["features"] = (args.teacher, "auto", cache, args.feature_teacher)
+                arms["features"] = dict(teachers=args.teacher, candidates=cache, feature_teacher=args.feature_teacher)
             rates = {arm: [] for arm in arms}
             for _ in range(args.rounds):
-                for arm, (teachers, runtime, candidates, feature_teacher) in arms.items():
+                for arm, chosen in arms.items():
                     rates[arm].append(measure(model, setting, args.steps, args.warmup, args.threads, args.workers,
-                                              args.batch_size, teachers, args.map_teacher_priors, runtime,
-                                              args.yunet_scales, candidates, feature_teacher))
+                                              args.batch_size, map_teacher_priors=args.map_teacher_priors,
+                                              yunet_scales=args.yunet_scales, **chosen))
             plain = float(np.median(rates["plain"]))
             results[f"{model}/{setting}"] = plain
             if not args.json:

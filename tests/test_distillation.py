@@ -185,20 +185,27 @@ def test_dense_loss_is_zero_for_the_teacher_itself_and_positive_otherwise():
     assert all(v.item() > 0 for v in differ.values())
 
 
+def losses_while_learning(parameters, step_loss, steps: int, lr: float = 3e-3) -> list[float]:
+    """``step_loss()`` at each of ``steps`` AdamW steps on ``parameters``: a tiny run of a distillation loss."""
+    optimizer = torch.optim.AdamW(parameters, lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = step_loss()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def test_dense_loss_falls_when_a_student_learns_from_it():
     torch.manual_seed(0)
     images = torch.randn(4, 3, 64, 64)
     teacher = outputs(create_model("slim").eval(), images)
     student = create_model("slim", weights=None).train()
     loss_fn = DenseDistillationLoss(TrainConfig())
-    optimizer = torch.optim.AdamW(student.parameters(), lr=3e-3)
-    totals = []
-    for _ in range(12):
-        total = sum(loss_fn(student(images), teacher, torch.tensor(8.0)).values())
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        totals.append(total.item())
+    totals = losses_while_learning(list(student.parameters()),
+                                   lambda: sum(loss_fn(student(images), teacher, torch.tensor(8.0)).values()), 12)
     assert totals[-1] < 0.5 * totals[0]
 
 
@@ -273,14 +280,20 @@ def test_teacher_specs_fail_in_one_line(tmp_path):
         load_teacher(f"rfb:{SLIM}")
 
 
-def test_cli_bad_teacher_is_one_line_before_training(data, tmp_path):
+def assert_train_fails_in_one_line(data, tmp_path, *flags: str, says: str) -> None:
+    """``blazeface train --model slim`` with ``flags`` exits non-zero with one line of stderr holding ``says``,
+    before any training step (no checkpoint)."""
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    run = subprocess.run([sys.executable, "-m", "blazeface", "train", "--model", "slim", "--data", str(data),
-                          "--teacher", f"yunet:{tmp_path / 'nope.onnx'}", "--out", str(tmp_path / "out")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", "blazeface", "train", "--model", "slim", "--data", str(data), *flags,
+                          "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
-    assert run.stderr.strip().count("\n") == 0 and "nope.onnx: file not found" in run.stderr
+    assert run.stderr.strip().count("\n") == 0 and says in run.stderr, run.stderr
     assert not (tmp_path / "out" / "last.pth").exists()
+
+
+def test_cli_bad_teacher_is_one_line_before_training(data, tmp_path):
+    assert_train_fails_in_one_line(data, tmp_path, "--teacher", f"yunet:{tmp_path / 'nope.onnx'}",
+                                   says="nope.onnx: file not found")
 
 
 @pytest.mark.parametrize("given, teachers, flag", [
@@ -294,13 +307,8 @@ def test_a_teacher_setting_no_teacher_reads_is_an_error(data, tmp_path, given, t
 
 
 def test_cli_teacher_setting_without_a_teacher_is_one_line(data, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    run = subprocess.run([sys.executable, "-m", "blazeface", "train", "--model", "slim", "--data", str(data),
-                          "--kd-loc-weight", "1", "--out", str(tmp_path / "out")],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode != 0
-    assert run.stderr.strip().count("\n") == 0 and "--kd-loc-weight: no teacher of this run reads it" in run.stderr
-    assert not (tmp_path / "out" / "last.pth").exists()
+    assert_train_fails_in_one_line(data, tmp_path, "--kd-loc-weight", "1",
+                                   says="--kd-loc-weight: no teacher of this run reads it")
 
 
 def test_student_never_starts_from_a_teacher(data, tmp_path):

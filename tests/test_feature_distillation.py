@@ -1,9 +1,6 @@
 """Feature imitation (training/feature_distillation.py): the taps, the level pairing, the loss and its adapters,
 and training with a feature teacher (resume, two processes, one-line errors)."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,7 +11,7 @@ from blazeface.training.checkpointing import load_checkpoint
 from blazeface.training.feature_distillation import (FeatureImitationLoss, FeatureTeacher, HeadInputTap,
                                                       build_feature_imitation, pair_levels)
 from blazeface.training.trainer import Trainer
-from conftest import REPO
+from test_distillation import assert_train_fails_in_one_line, losses_while_learning
 from test_training import make_dataset, options, train_one_and_two_processes
 
 SLIM = shipped_weights("slim")
@@ -95,15 +92,12 @@ def test_the_loss_falls_when_a_student_learns_from_it():
     pairs = pair_levels((8, 16, 32, 64), (8, 16, 32))
     loss_fn = FeatureImitationLoss(pairs, [64, 128, 256, 256], [m.shape[1] for m in target])
     loss_fn.fitted.fill_(True)  # from the random adapters: the fit would start the loss at its linear optimum
-    optimizer = torch.optim.AdamW([*student.parameters(), *loss_fn.parameters()], lr=3e-3)
-    losses = []
-    for _ in range(15):
+
+    def step_loss():
         student(images)
-        loss = loss_fn(tap.take(), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        return loss_fn(tap.take(), target)
+
+    losses = losses_while_learning([*student.parameters(), *loss_fn.parameters()], step_loss, 15)
     assert losses[-1] < 0.7 * losses[0]
 
 
@@ -163,13 +157,9 @@ def test_feature_teacher_mistakes_are_errors_before_training(data, tmp_path, kw,
     assert not (tmp_path / "a" / "last.pth").exists()
 
 
-def test_cli_feature_teacher_that_is_not_a_model_is_one_line(data, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    run = subprocess.run([sys.executable, "-m", "blazeface", "train", "--model", "slim", "--data", str(data),
-                          "--feature-teacher", f"slim:{tmp_path / 'missing.pth'}", "--out", str(tmp_path / "out")],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode != 0
-    assert run.stderr.strip().count("\n") == 0 and "missing.pth" in run.stderr, run.stderr
+def test_cli_feature_teacher_that_does_not_load_is_one_line(data, tmp_path):
+    assert_train_fails_in_one_line(data, tmp_path, "--feature-teacher", f"slim:{tmp_path / 'missing.pth'}",
+                                   says="missing.pth")
 
 
 def test_two_processes_equal_one_with_a_feature_teacher(data, tmp_path):

@@ -105,11 +105,11 @@ class FeatureImitationLoss(nn.Module):
 
     def spread(self, target: torch.Tensor) -> torch.Tensor:
         """The mean over channels of the map's variance over the (global) batch's cells."""
-        flat = target.transpose(0, 1).reshape(target.shape[1], -1)
-        sums = self.reduce(torch.stack([torch.tensor(float(flat.shape[1]), device=flat.device).expand(flat.shape[0]),
-                                        flat.sum(1), flat.pow(2).sum(1)]))
-        mean = sums[1] / sums[0]
-        return (sums[2] / sums[0] - mean * mean).mean().clamp_min(1e-6)
+        flat = target.transpose(0, 1).reshape(target.shape[1], -1)  # (channels, cells)
+        cells, total, squares = self.reduce(torch.stack([flat.new_full((flat.shape[0],), flat.shape[1]),
+                                                         flat.sum(1), flat.pow(2).sum(1)]))
+        mean = total / cells
+        return (squares / cells - mean * mean).mean().clamp_min(1e-6)
 
     def forward(self, student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor]) -> torch.Tensor:
         if not bool(self.fitted):
@@ -135,7 +135,7 @@ class FeatureTeacher:
 
 
 @torch.no_grad()
-def head_input_channels(model: nn.Module, tap: HeadInputTap, size: int) -> tuple[list[int], list[tuple[int, int]]]:
+def head_input_shapes(model: nn.Module, tap: HeadInputTap, size: int) -> tuple[list[int], list[tuple[int, int]]]:
     """The widths and sizes of ``model``'s head inputs on a ``size`` x ``size`` input (one probe pass in eval
     mode, so no BatchNorm statistic moves; the model's mode is restored)."""
     was_training = model.training
@@ -158,8 +158,8 @@ def build_feature_imitation(student: nn.Module, student_strides: Sequence[int], 
     before training starts."""
     pairs = pair_levels(student_strides, teacher_strides)
     student_tap, feature_teacher = HeadInputTap(student), FeatureTeacher(teacher)
-    s_channels, s_sizes = head_input_channels(student, student_tap, input_size)
-    t_channels, t_sizes = head_input_channels(teacher, feature_teacher.tap, input_size)
+    s_channels, s_sizes = head_input_shapes(student, student_tap, input_size)
+    t_channels, t_sizes = head_input_shapes(teacher, feature_teacher.tap, input_size)
     for s, t in pairs:
         if s_sizes[s] != t_sizes[t]:
             raise BlazefaceError(f"the feature teacher's stride-{student_strides[s]} maps are {t_sizes[t]} at "

@@ -280,8 +280,8 @@ class Trainer:
         check_run_folder(Path(options.out), options.resume)
         # Teachers load before anything else is built, so a broken teacher file fails in a second.
         teachers = [load_teacher(spec, yunet_scales=options.yunet_scales) for spec in options.teachers]
-        feature_teacher = self._load_feature_teacher(options.feature_teacher)
-        self._check_not_teacher_weights(teachers + ([feature_teacher] if feature_teacher else []))
+        imitated = self._load_feature_teacher(options.feature_teacher)  # the model whose feature maps are imitated
+        self._check_not_teacher_weights(teachers + ([imitated] if imitated else []))
         per_prior = [t for t in teachers if teaches_per_prior(t, options.model, options.map_teacher_priors)]
         cached = [t for t in per_prior if isinstance(t, YuNetTeacher)] if options.cache_teacher else []
         if options.cache_teacher and len(cached) != 1:
@@ -289,7 +289,7 @@ class Trainer:
                                  "(--teacher yunet:PATH --map-teacher-priors)")
         self.dense_teachers = DenseTeachers([t for t in per_prior if t not in cached], options.model)
         detection_teachers = [t for t in teachers if t not in per_prior]
-        check_teacher_settings(options, bool(per_prior), bool(detection_teachers), feature_teacher is not None)
+        check_teacher_settings(options, bool(per_prior), bool(detection_teachers), imitated is not None)
         cfg = self.train_cfg
         if cfg.crop_scale[0] > cfg.crop_scale[1]:
             raise BlazefaceError(f"--crop-scale {cfg.crop_scale[0]:g} {cfg.crop_scale[1]:g}: MIN must not exceed MAX")
@@ -326,10 +326,10 @@ class Trainer:
         self.ema = ModelEMA(model, decay=options.ema_decay, warmup_updates=options.ema_warmup)
         self.optimizer = build_optimizer(model, self.train_cfg)
         self.student_tap = self.feature_teacher = self.feature_loss_fn = None
-        if feature_teacher is not None:
-            teacher_model = feature_teacher.model().to(options.device, memory_format=self.memory_format)
+        if imitated is not None:
+            teacher_model = imitated.model().to(options.device, memory_format=self.memory_format)
             self.student_tap, self.feature_teacher, self.feature_loss_fn = build_feature_imitation(
-                model, self.model_cfg.priors.steps, teacher_model, get_config(feature_teacher.name).priors.steps,
+                model, self.model_cfg.priors.steps, teacher_model, get_config(imitated.name).priors.steps,
                 self.train_cfg.kd_feature_weight, self.train_cfg.input_size,
                 reduce=lambda t: all_reduce_sum(t, self.world))
             self.feature_loss_fn.to(options.device)
