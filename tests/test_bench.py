@@ -10,7 +10,7 @@ import torch
 from blazeface import create_model
 from blazeface.benchmarking import STAGES, BenchSession, bench, bench_image, bench_many, format_table
 from blazeface.cli import main
-from conftest import REPO
+from conftest import REPO, requires_shared
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +124,24 @@ def test_a_script_given_a_missing_or_wrong_file_says_so_in_one_line(tmp_path):
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and done.stderr.strip() == f"ship_weights.py: error: {given}{message}"
         assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+@requires_shared
+def test_calibrate_scores_changes_only_the_face_logit_biases(tmp_path):
+    """tools/calibrate_scores.py on a small sample: the written weights are the input's, except the face
+    channels of the class heads' last biases, moved by the offsets it prints."""
+    out = tmp_path / "calibrated.pth"
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "calibrate_scores.py"),
+                           str(REPO / "src" / "blazeface" / "weights" / "slim.pth"), "--model", "slim",
+                           "--photos", "40", "--write", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    line = next(li for li in done.stdout.splitlines() if li.startswith("offsets by level and size: "))
+    offsets = json.loads(line.split(": ", 1)[1])
+    assert "dev split (263): easy / medium / hard" in done.stdout
+    assert any(v != 0 for level in offsets for v in level)  # the search moved something on these photos
+    shipped = create_model("slim")
+    for bias, level in zip(shipped.face_logit_biases(), offsets):
+        bias += torch.tensor(level)
+    expected, got = shipped.state_dict(), create_model("slim", weights=out).state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.allclose(got[k], expected[k], atol=1e-6) for k in got)

@@ -28,6 +28,26 @@ def test_train_mode_returns_logits(name):
 
 
 @pytest.mark.parametrize("name", list_models())
+def test_shift_face_logits_moves_each_prior_size_by_its_offset(name):
+    model = create_model(name, weights=None).eval()
+    sizes = model.config.priors.min_sizes
+    offsets = [[0.25 * (level + 1) - 0.1 * k for k in range(len(s))] for level, s in enumerate(sizes)]
+    x = torch.randn(1, 3, 96, 128)
+    face_logit = lambda conf: torch.logit(conf[0, :, 1].double())  # noqa: E731
+    with torch.no_grad():
+        before = face_logit(model(x)[1])
+        model.shift_face_logits(offsets)
+        after = face_logit(model(x)[1])
+    # Expected per prior: the prior generator's order (level, cell, size).
+    expected = torch.cat([torch.tensor(level, dtype=torch.float64).repeat(h * w)
+                          for level, (h, w) in zip(offsets, ((-(-96 // s), -(-128 // s))
+                                                             for s in model.config.priors.steps))])
+    assert torch.allclose(after - before, expected, atol=1e-4)
+    with pytest.raises(ValueError, match="values per level"):
+        model.shift_face_logits([[0.0]])
+
+
+@pytest.mark.parametrize("name", list_models())
 def test_shipped_weights_load_and_differ_from_random_init(name):
     shipped = create_model(name).state_dict()
     random = create_model(name, weights=None).state_dict()

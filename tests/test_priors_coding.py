@@ -1,9 +1,10 @@
 import numpy as np
+import pytest
 import torch
 
 from blazeface.box_coding import decode_boxes, decode_landmarks, encode_boxes, encode_landmarks
 from blazeface.models import get_config
-from blazeface.priors import num_priors, prior_boxes
+from blazeface.priors import num_priors, prior_boxes, prior_size_groups
 
 
 def test_prior_counts_match_design():
@@ -25,6 +26,16 @@ def test_prior_order_level_cell_size():
     first16 = 4 * 6 * 2
     assert np.allclose(p[first16], [0.5 * 16 / 48, 0.5 * 16 / 32, 14 / 48, 14 / 32])
     assert prior_boxes(cfg, 32, 48) is p  # cached
+
+
+@pytest.mark.parametrize("name", ["slim", "blaze", "mnet"])
+def test_prior_size_groups_follow_the_prior_order(name):
+    cfg = get_config(name).priors
+    h, w = 72, 104  # not multiples of the coarsest stride: partial cells at the edges
+    groups, boxes = prior_size_groups(cfg, h, w), prior_boxes(cfg, h, w)
+    sizes = np.array([s for level in cfg.min_sizes for s in level], np.float64)
+    assert groups.shape == (len(boxes),) and groups.min() == 0 and groups.max() == len(sizes) - 1
+    np.testing.assert_allclose(boxes[:, 2] * w, sizes[groups], rtol=1e-5)  # each prior has its group's size
 
 
 def test_coding_round_trip_numpy_and_torch():

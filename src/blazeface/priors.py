@@ -39,3 +39,13 @@ def prior_boxes(priors: PriorConfig, height: int, width: int) -> np.ndarray:
     """(P, 4) float32 priors ``(cx, cy, w, h)`` normalised by the input size: level by level, cell by cell
     (row-major), min-size by min-size. Read-only (cached)."""
     return _prior_boxes(priors, int(height), int(width))
+
+
+def prior_size_groups(priors: PriorConfig, height: int, width: int) -> np.ndarray:
+    """(P,) int64: each prior's size group, numbered over the layout (level 0's sizes first, then level 1's,
+    ...; ``len(sum(min_sizes, ()))`` groups), in :func:`prior_boxes`' order."""
+    groups, first = [], 0
+    for (fh, fw), sizes in zip(feature_map_sizes(priors, height, width), priors.min_sizes):
+        groups.append(np.tile(np.arange(first, first + len(sizes)), fh * fw))
+        first += len(sizes)
+    return np.concatenate(groups).astype(np.int64)

@@ -1,6 +1,8 @@
 """What every detector shares: flattening per-level head outputs into (loc, conf, landm)."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -37,6 +39,30 @@ class FaceDetectorNet(nn.Module):
     # The submodules whose outputs the heads read, level by level (strides of the prior layout, finest first):
     # what feature distillation (training/feature_distillation.py) taps with forward hooks.
     head_inputs: tuple[str, ...] = ()
+    # The attribute holding the class head of each level (its last convolution writes the two logits of
+    # every prior size of a cell: background, face).
+    class_heads: str = "conf"
+
+    def face_logit_biases(self) -> list[torch.Tensor]:
+        """Per level, the bias of the face logit of each prior size (views into the class heads' last
+        convolutions, ``(sizes,)`` each, in the prior layout's order)."""
+        biases = []
+        for head in getattr(self, self.class_heads):
+            last = [m for m in head.modules() if isinstance(m, nn.Conv2d)][-1]
+            biases.append(last.bias.data[1::2])
+        return biases
+
+    @torch.no_grad()
+    def shift_face_logits(self, offsets: Sequence[Sequence[float]]) -> None:
+        """Add ``offsets[level][size]`` to the face logit of every prior of that level and size: its score
+        ``p`` becomes ``sigmoid(logit(p) + offset)``, a change of the odds by ``exp(offset)``. Scores are
+        then ranked differently across prior sizes, never within one (tools/calibrate_scores.py fits them)."""
+        biases = self.face_logit_biases()
+        if len(offsets) != len(biases) or any(len(o) != len(b) for o, b in zip(offsets, biases)):
+            raise ValueError(f"offsets need {[len(b) for b in biases]} values per level, got "
+                             f"{[len(o) for o in offsets]}")
+        for bias, level in zip(biases, offsets):
+            bias += torch.as_tensor(level, dtype=bias.dtype)
 
     def head_outputs(self, x: torch.Tensor):
         raise NotImplementedError

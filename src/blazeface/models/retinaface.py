@@ -76,6 +76,7 @@ class Head1x1(nn.Module):
 
 class RetinaFace(FaceDetectorNet):
     head_inputs = ("ssh1", "ssh2", "ssh3")
+    class_heads = "ClassHead"  # the original checkpoints' names
 
     def __init__(self, config: ModelConfig, width: int = 64):
         super().__init__()
