@@ -38,7 +38,7 @@ from blazeface.checkpoint import load_weights, read_state_dict
 from blazeface.cli.validate import int_at_least
 from blazeface.data.labels import image_size, read_retinaface
 from blazeface.evaluation import widerface as wf
-from blazeface.inference import FaceDetector, preprocess, to_faces
+from blazeface.inference import FaceDetector, Letterbox, preprocess, to_faces
 from blazeface.io import atomic_target
 from blazeface.models import create_model
 from blazeface.postprocess import PostprocessConfig, postprocess
@@ -64,7 +64,7 @@ class PhotoOutputs:
     logit: np.ndarray  # face logit of each kept prior
     group: np.ndarray
     priors: np.ndarray
-    letterbox: object
+    letterbox: Letterbox
     input_size: tuple[int, int]
     scale: float  # detections -> ground-truth pixels
 
