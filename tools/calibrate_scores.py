@@ -34,11 +34,10 @@ import cv2
 import numpy as np
 import torch
 
-from blazeface.checkpoint import load_weights, read_state_dict
 from blazeface.cli.validate import int_at_least
 from blazeface.data.labels import image_size, read_retinaface
 from blazeface.evaluation import widerface as wf
-from blazeface.inference import FaceDetector, Letterbox, preprocess, to_faces
+from blazeface.inference import FaceDetector, Letterbox, to_faces
 from blazeface.io import atomic_target
 from blazeface.models import create_model
 from blazeface.postprocess import PostprocessConfig, postprocess
@@ -103,11 +102,8 @@ def raw_outputs(detector: FaceDetector, photos) -> list[PhotoOutputs]:
     cfg = detector.config
     out = []
     for key, path, scale in photos:
-        image = cv2.imread(str(path))
-        box = detector.letterbox(image.shape[1], image.shape[0], LONG_SIDE)
-        width, height = box.input_size
-        batch = np.zeros((1, 3, height, width), np.float32)
-        preprocess(image, box, cfg.mean_bgr, out=batch[0])
+        batch, (box,) = detector.input_batch([cv2.imread(str(path))], LONG_SIDE)
+        height, width = batch.shape[2:]
         loc, conf, _ = detector.runner(batch)
         score = conf[0][:, 1]
         keep = np.flatnonzero(score > KEEP_ABOVE)
@@ -133,7 +129,8 @@ def average_precision(photos: list[PhotoOutputs], offsets: np.ndarray, gt: wf.Gr
     return np.array([result.easy, result.medium, result.hard])
 
 
-def fit(photos, gt, variances, gain_weights, groups, log=print) -> np.ndarray:
+def fit(photos, gt, variances, gain_weights, groups, log=print) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> (offsets, AP before, AP after) on ``photos``."""
     offsets = np.zeros(len(groups))
     base = average_precision(photos, offsets, gt, variances)
     log(f"fitting photos: AP {base.round(4).tolist()}")
@@ -142,7 +139,7 @@ def fit(photos, gt, variances, gain_weights, groups, log=print) -> np.ndarray:
         d = ap - base
         return float(gain_weights @ d) if d.min() >= 0 else -np.inf
 
-    best = 0.0
+    best, best_ap = 0.0, base
     for steps in STEPS:
         for g in range(len(groups)):
             for step in steps:
@@ -150,9 +147,9 @@ def fit(photos, gt, variances, gain_weights, groups, log=print) -> np.ndarray:
                 trial[g] += step
                 ap = average_precision(photos, trial, gt, variances)
                 if gain(ap) > best + 1e-4:
-                    best, offsets = gain(ap), trial
+                    best, best_ap, offsets = gain(ap), ap, trial
                     log(f"  size {groups[g]}: offset {offsets[g]:+.2f} -> AP {ap.round(4).tolist()}")
-    return offsets
+    return offsets, base, best_ap
 
 
 def main() -> int:
@@ -177,11 +174,9 @@ def main() -> int:
     train = raw_outputs(detector, training_photos(gt, args.photos, args.seed))
     dev_keys = wf.read_image_list(WIDER / "val" / "wider_val.txt", gt)
     dev = raw_outputs(detector, [(k, wf.image_path(WIDER / "val" / "images", k), 1.0) for k in dev_keys])
-    offsets = fit(train, gt, cfg.priors.variances, np.asarray(args.gain_weights), groups)
-
-    zero = np.zeros(len(groups))
-    for name, photos in ((f"training photos ({len(train)})", train), (f"dev split ({len(dev)})", dev)):
-        before, after = (average_precision(photos, o, gt, cfg.priors.variances) for o in (zero, offsets))
+    offsets, *train_ap = fit(train, gt, cfg.priors.variances, np.asarray(args.gain_weights), groups)
+    dev_ap = [average_precision(dev, o, gt, cfg.priors.variances) for o in (np.zeros(len(groups)), offsets)]
+    for name, (before, after) in ((f"training photos ({len(train)})", train_ap), (f"dev split ({len(dev)})", dev_ap)):
         print(f"{name}: easy / medium / hard {' / '.join(f'{v:.3f}' for v in before)} -> "
               f"{' / '.join(f'{v:.3f}' for v in after)}")
     per_level, first = [], 0
@@ -191,11 +186,9 @@ def main() -> int:
     print(f"offsets by level and size: {per_level}")
 
     if args.write is not None:
-        model = create_model(args.model, weights=None)
-        load_weights(model, args.weights)
+        model = create_model(args.model, weights=args.weights)
         model.shift_face_logits(per_level)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        assert state.keys() == read_state_dict(args.weights).keys()
         with atomic_target(args.write) as partial:
             torch.save(state, partial)
         print(f"{args.weights} + offsets -> {args.write}")

@@ -196,10 +196,10 @@ class FaceDetector:
         self.timings = {stage: ns / 1e6 for stage, ns in totals.items()}
         return results
 
-    def _detect_arrays(self, images: list[np.ndarray], post: PostprocessConfig, long_side: int,
-                       totals: dict[str, int]) -> list[Detections]:
-        clock = time.perf_counter_ns
-        t0 = clock()
+    def input_batch(self, images: list[np.ndarray], long_side: int | None = None
+                    ) -> tuple[np.ndarray, list[Letterbox]]:
+        """BGR images -> the network's input batch (N, 3, H, W), each image letterboxed into its top-left corner,
+        and each image's :class:`Letterbox` (what ``self.runner(batch)`` then :meth:`detect_raw` need)."""
         boxes = [self.letterbox(im.shape[1], im.shape[0], long_side) for im in images]
         width = max(b.input_size[0] for b in boxes)
         height = max(b.input_size[1] for b in boxes)
@@ -207,10 +207,17 @@ class FaceDetector:
         for k, (im, box) in enumerate(zip(images, boxes)):
             w, h = box.input_size
             preprocess(im, box, self.config.mean_bgr, out=batch[k, :, :h, :w])
+        return batch, boxes
+
+    def _detect_arrays(self, images: list[np.ndarray], post: PostprocessConfig, long_side: int,
+                       totals: dict[str, int]) -> list[Detections]:
+        clock = time.perf_counter_ns
+        t0 = clock()
+        batch, boxes = self.input_batch(images, long_side)
         t1 = clock()
         outputs = self.runner(batch)
         t2 = clock()
-        out = self.detect_raw(outputs, boxes, (width, height), post)
+        out = self.detect_raw(outputs, boxes, (batch.shape[3], batch.shape[2]), post)
         totals["preprocess"] += t1 - t0
         totals["inference"] += t2 - t1
         totals["postprocess"] += clock() - t2
