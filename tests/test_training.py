@@ -283,6 +283,21 @@ def test_ema_options_from_the_command_line(data, tmp_path):
             parser.parse_args(["train", "--data", str(data), "--ema-decay", bad])
 
 
+def test_loss_weights_from_the_command_line(data, tmp_path):
+    """--loc-weight, --cls-weight and --landm-weight override the model's TrainConfig and reach the loss; the
+    others keep the model's defaults; a negative weight is a usage error."""
+    from blazeface.cli import build_parser
+    from blazeface.cli.train_cmd import train_options
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--model", "blaze", "--data", str(data), "--out", str(tmp_path / "a"),
+                              "--batch-size", "4", "--landm-weight", "3", "--cls-weight", "0.5"])
+    loss = Trainer(train_options(args)).loss_fn
+    assert (loss.loc_weight, loss.cls_weight, loss.landm_weight) == (2.0, 0.5, 3.0)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--data", str(data), "--loc-weight", "-1"])
+
+
 def test_close_mosaic_switches_at_the_same_step_when_resumed(data, tmp_path):
     """--close-mosaic: the last epochs are drawn without mosaics; a run stopped before the switch and resumed
     switches at the same step and ends with the straight run's weights. Closing every epoch is a one-line error."""

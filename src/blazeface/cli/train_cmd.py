@@ -84,6 +84,13 @@ def add_parser(sub) -> None:
     p.add_argument("--teacher-runtime", choices=["auto", "torch", "onnx"], default=None,
                    help="where the teachers that teach per prior run (default: auto, ONNX Runtime on a CPU "
                         "when the onnx extra is installed, about half PyTorch's time there; else PyTorch)")
+    p.add_argument("--loc-weight", type=non_negative_float, default=None,
+                   help="labels: weight of the box term (default: the model's, 2)")
+    p.add_argument("--cls-weight", type=non_negative_float, default=None,
+                   help="labels: weight of the face/background term (default: the model's, 1)")
+    p.add_argument("--landm-weight", type=non_negative_float, default=None,
+                   help="labels: weight of the landmark term (default: the model's, 1; more trades box and class "
+                        "accuracy for landmarks)")
     p.add_argument("--kd-cls-weight", type=non_negative_float, default=None, help="per-prior teacher: class KL weight")
     p.add_argument("--kd-loc-weight", type=non_negative_float, default=None, help="per-prior teacher: box term weight")
     p.add_argument("--kd-landm-weight", type=non_negative_float, default=None,

@@ -62,6 +62,9 @@ class TrainOptions:
     optimizer: str | None = None
     weight_decay: float | None = None
     cls_loss: str | None = None
+    loc_weight: float | None = None
+    cls_weight: float | None = None
+    landm_weight: float | None = None
     warmup_epochs: float | None = None
     zoom_out_p: float | None = None
     max_zoom_out: float | None = None
@@ -127,7 +130,8 @@ class TrainOptions:
 
     def train_config(self, base: ModelConfig):
         overrides = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "input_size", "optimizer",
-                                                      "weight_decay", "cls_loss", "warmup_epochs", "bf16",
+                                                      "weight_decay", "cls_loss", "loc_weight", "cls_weight",
+                                                      "landm_weight", "warmup_epochs", "bf16",
                                                       "zoom_out_p", "max_zoom_out", "mosaic_p", "close_mosaic",
                                                       *TEACHER_FIELDS)
                      if getattr(self, k) is not None}
