@@ -128,6 +128,24 @@ def test_thresholds_are_attributes_that_take_effect(image):
     assert detector.conf == 0.2  # a refused value leaves the setting as it was
 
 
+def test_landmark_vote_is_a_setting_that_moves_only_landmarks(image):
+    """Voted landmarks (the default) differ from each detection's own prior's, boxes and scores do not;
+    None turns the vote off; anything but None or a number in [0, 1] is refused."""
+    detector = FaceDetector()
+    voted = detector.detect(image)
+    assert detector.landmark_vote == 0.7
+    detector.landmark_vote = None
+    own = detector.detect(image)
+    np.testing.assert_array_equal(voted.boxes, own.boxes)
+    np.testing.assert_array_equal(voted.scores, own.scores)
+    assert not np.allclose(voted.landmarks, own.landmarks, atol=1e-3)
+    assert np.abs(voted.landmarks - own.landmarks).max() < 0.2 * (own.boxes[:, 2] - own.boxes[:, 0]).min()
+    for bad in (1.5, "0.7", True):
+        with pytest.raises(BlazefaceError, match="^landmark_vote must be"):
+            detector.landmark_vote = bad
+    assert detector.landmark_vote is None
+
+
 def test_cli_names_flags_where_the_library_names_arguments():
     assert cli_message("long_side must be an integer >= 0, got -1") == "--long-side must be an integer >= 0, got -1"
     assert cli_message("m.onnx holds model 'slim', not 'blaze': pass model='slim'") == (

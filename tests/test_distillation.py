@@ -125,8 +125,10 @@ def test_prior_mapping_onto_the_same_priors_keeps_the_teachers_faces():
 
     slim = load_teacher(f"slim:{SLIM}")
     priors = get_config("slim").priors
-    own = FaceDetector("slim", backend="torch").detect(SAMPLE)
-    mapped = FaceDetector("slim", runner=mapped_runner(slim, PriorMapping(priors, priors))).detect(SAMPLE)
+    # Each prior's own landmarks: the vote would average the carried copies of a face, not its neighbours.
+    own = FaceDetector("slim", backend="torch", landmark_vote=None).detect(SAMPLE)
+    mapped = FaceDetector("slim", runner=mapped_runner(slim, PriorMapping(priors, priors)),
+                          landmark_vote=None).detect(SAMPLE)
     assert len(own) >= 5 and len(mapped) == len(own)
     assert np.allclose(mapped.scores, own.scores, atol=1e-4)
     assert np.abs(mapped.boxes - own.boxes).max() < 0.5 and np.abs(mapped.landmarks - own.landmarks).max() < 0.5

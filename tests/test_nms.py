@@ -256,11 +256,21 @@ def test_postprocess_hand_made_case():
     conf = np.stack([1 - scores, scores], 1)
     loc = np.zeros((5, 4), np.float32)
     landm = np.zeros((5, 10), np.float32)
-    dets = postprocess(loc, conf, landm, priors, (width, height), PostprocessConfig(conf=0.5, nms=0.4))
+    dets = postprocess(loc, conf, landm, priors, (width, height), PostprocessConfig(conf=0.5, nms=0.4,
+                                                                                    landmark_vote=None))
     np.testing.assert_allclose(dets.scores, [0.95, 0.7, 0.6])
     np.testing.assert_allclose(dets.boxes, [[21, 30, 41, 50], [70, 30, 90, 50], [82, 30, 102, 50]], atol=1e-4)
     np.testing.assert_allclose(dets.landmarks, np.repeat([[[31, 40]], [[80, 40]], [[92, 40]]], 5, axis=1),
                                atol=1e-4)
+    # The landmark vote (the default): B's landmarks become the score-weighted mean of B's and A's (IoU 0.91 >
+    # 0.7), C and E (IoU 0.27) keep their own; boxes and scores are what NMS kept.
+    voted = postprocess(loc, conf, landm, priors, (width, height), PostprocessConfig(conf=0.5, nms=0.4))
+    np.testing.assert_array_equal(voted.boxes, dets.boxes)
+    np.testing.assert_array_equal(voted.scores, dets.scores)
+    mean_x = (0.95 * 31 + 0.9 * 30) / (0.95 + 0.9)
+    np.testing.assert_allclose(voted.landmarks, np.repeat([[[mean_x, 40]], [[80, 40]], [[92, 40]]], 5, axis=1),
+                               atol=1e-4)
+    assert voted.landmarks.dtype == np.float32
     assert dets.boxes.dtype == dets.scores.dtype == dets.landmarks.dtype == np.float32
     # keep_top_k truncates after NMS; face scores may come as (P,).
     dets = postprocess(loc, scores, landm, priors, (width, height), PostprocessConfig(conf=0.5, nms=0.4, keep_top_k=2))
@@ -280,7 +290,8 @@ def test_postprocess_matches_reference_pipeline():
     face = np.round(rng.random(len(priors)), 2).astype(np.float32)  # many score ties
     conf = np.stack([1 - face, face], 1)
     size = (640, 480)
-    for cfg in (PostprocessConfig(conf=0.5, nms=0.4), PostprocessConfig(conf=0.01, nms=0.5, top_k=1000)):
+    for cfg in (PostprocessConfig(conf=0.5, nms=0.4, landmark_vote=None),
+                PostprocessConfig(conf=0.01, nms=0.5, top_k=1000, landmark_vote=None)):
         dets = postprocess(loc, conf, landm, priors, size, cfg)
         cand = np.flatnonzero(face > cfg.conf)
         cand = cand[np.argsort(-face[cand], kind="stable")][: cfg.top_k]
@@ -291,3 +302,65 @@ def test_postprocess_matches_reference_pipeline():
         np.testing.assert_array_equal(dets.scores, face[cand][keep])
         points = decode_landmarks(landm[cand], priors[cand]).reshape(-1, 5, 2) * scale[:2]
         np.testing.assert_array_equal(dets.landmarks, points[keep])
+
+
+def reference_vote(boxes, scores, points, keep, thresh, voters=0.5):
+    """Each kept candidate's landmarks: the score-weighted mean over the candidates scoring > voters whose
+    float32 IoU with it (+1 pixel convention) is > thresh, itself included; a plain loop."""
+    b = np.asarray(boxes, np.float32)
+    area = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+    out = []
+    for k in keep:
+        w = np.maximum(np.float32(0), np.minimum(b[k, 2], b[:, 2]) - np.maximum(b[k, 0], b[:, 0]) + 1)
+        h = np.maximum(np.float32(0), np.minimum(b[k, 3], b[:, 3]) - np.maximum(b[k, 1], b[:, 1]) + 1)
+        inter = w * h
+        votes = (inter / (area[k] + area - inter) > thresh) & (scores > np.float32(voters))
+        votes[k] = True
+        weight = scores[votes].astype(np.float64)
+        out.append((points[votes] * weight[:, None, None]).sum(0) / weight.sum())
+    return np.array(out, np.float32).reshape(-1, 5, 2)
+
+
+@pytest.mark.parametrize("vote", [0.3, 0.7, 0.9])
+def test_landmark_vote_matches_the_loop(method, vote):
+    """postprocess's landmark vote against the plain loop, on detector-like clusters (both pair methods)."""
+    rng = np.random.default_rng(int(vote * 10))
+    p = 2400
+    priors = np.concatenate([rng.uniform(0, 1, (p, 2)), rng.uniform(0.01, 0.2, (p, 2))], 1).astype(np.float32)
+    priors = np.repeat(priors[: p // 8], 8, axis=0)
+    loc = rng.normal(0, 0.3, (len(priors), 4)).astype(np.float32)
+    landm = rng.normal(0, 1, (len(priors), 10)).astype(np.float32)
+    face = rng.random(len(priors)).astype(np.float32)
+    size = (640, 480)
+    cfg = PostprocessConfig(conf=0.05, nms=0.4, landmark_vote=vote)
+    dets = postprocess(loc, face, landm, priors, size, cfg)
+    own = postprocess(loc, face, landm, priors, size, PostprocessConfig(conf=0.05, nms=0.4, landmark_vote=None))
+    np.testing.assert_array_equal(dets.boxes, own.boxes)
+    cand = np.flatnonzero(face > cfg.conf)
+    cand = cand[np.argsort(-face[cand], kind="stable")]
+    scale = np.array([*size, *size], np.float32)
+    boxes = decode_boxes(loc[cand], priors[cand]) * scale
+    points = decode_landmarks(landm[cand], priors[cand]).reshape(-1, 5, 2) * scale[:2]
+    keep = reference_nms(boxes, face[cand], cfg.nms)
+    want = reference_vote(boxes, face[cand], points, keep, vote)
+    np.testing.assert_allclose(dets.landmarks, want, atol=1e-3, rtol=0)
+    moved = np.abs(dets.landmarks - own.landmarks).max(axis=(1, 2)) > 1e-3
+    assert moved.any()  # the vote did something (and the loop agrees on what)
+
+
+def test_detections_do_not_depend_on_the_threshold_above_it():
+    """Detections at conf 0.9 are those at 0.5 that score > 0.9, landmarks included (the voters are the same
+    candidates at every threshold), and at 0.05 those at 0.5 plus lower ones."""
+    rng = np.random.default_rng(5)
+    priors = np.concatenate([rng.uniform(0, 1, (300, 2)), rng.uniform(0.02, 0.2, (300, 2))], 1).astype(np.float32)
+    priors = np.repeat(priors, 8, axis=0)
+    loc = rng.normal(0, 0.3, (len(priors), 4)).astype(np.float32)
+    landm = rng.normal(0, 1, (len(priors), 10)).astype(np.float32)
+    face = rng.random(len(priors)).astype(np.float32)
+    run = lambda conf: postprocess(loc, face, landm, priors, (640, 480), PostprocessConfig(conf=conf))  # noqa: E731
+    low, mid, high = run(0.05), run(0.5), run(0.9)
+    assert len(low) > len(mid) > len(high) > 0
+    for dets, conf in ((mid, 0.9), (low, 0.5), (low, 0.9)):
+        cut = dets.scores > conf
+        np.testing.assert_array_equal(dets.boxes[cut], (high if conf == 0.9 else mid).boxes)
+        np.testing.assert_array_equal(dets.landmarks[cut], (high if conf == 0.9 else mid).landmarks)

@@ -252,7 +252,8 @@ def test_page_in_headless_chromium(tmp_path, monkeypatch):
     assert result["timedLast"]["faces"] == browser and result["timedLast"]["frames"] == 9
     assert " ms/frame (median of 9 frames;" in result["timedText"], result["timedText"]
 
-    # The threshold slider re-runs only the post-processing: the same detections, cut at 0.9.
+    # The threshold slider re-runs only the post-processing: the same detections, cut at 0.9 (landmarks
+    # included: the candidates that vote on them do not depend on the threshold).
     assert result["thresholded"]["faces"] == [f for f in browser if f["score"] > 0.9]
     if len(models) > 1:  # switching models runs the other network on the same photo
         switched = result["switched"]

@@ -1,6 +1,6 @@
 """The browser demo's JavaScript port (web/src) against the Python implementation, run under Node.
 
-Priors, post-processing (threshold -> top-k -> decode -> greedy NMS -> keep-top-k), the letterbox sizes
+Priors, post-processing (threshold -> top-k -> decode -> greedy NMS -> keep-top-k -> landmark vote), the letterbox sizes
 and the mapping back to image pixels must give what src/blazeface computes: the same kept detections
 (scores equal, in the same order) with coordinates within 1e-3. The ONNX metadata reader must read
 what the export writes. Raw outputs are synthetic (every registered model, heavy overlaps, tied scores,
@@ -28,6 +28,8 @@ CONFIGS = [
     PostprocessConfig(conf=0.01, nms=0.4, top_k=5000, keep_top_k=750),  # evaluation settings
     PostprocessConfig(conf=0.2, nms=0.3, top_k=300, keep_top_k=40),  # both limits bite
     PostprocessConfig(conf=0.4, nms=0.6, top_k=5000, keep_top_k=750),  # 0.4 > 0.4 in float32: tied scores at it
+    PostprocessConfig(conf=0.2, nms=0.4, landmark_vote=None),  # each detection's own landmarks
+    PostprocessConfig(conf=0.05, nms=0.5, landmark_vote=0.3),  # votes across neighbouring faces too
 ]
 
 
@@ -87,7 +89,10 @@ def postprocess_cases(tmp_path, tag, name, loc, conf, landm, width, height):
     out = []
     for k, cfg in enumerate(CONFIGS):
         dets = postprocess(loc, conf, landm, priors, (width, height), cfg, get_config(name).priors.variances)
-        js_cfg = {"conf": cfg.conf, "nms": cfg.nms, "topK": cfg.top_k, "keepTopK": cfg.keep_top_k}
+        js_cfg = {"conf": cfg.conf, "nms": cfg.nms, "topK": cfg.top_k, "keepTopK": cfg.keep_top_k,
+                  "landmarkVote": cfg.landmark_vote}
+        if cfg == PostprocessConfig():
+            js_cfg = {}  # the page's DEFAULT_CONFIG must be the library's defaults
         letterbox = {"imageSize": list(box.image_size), "resizedSize": list(box.resized_size),
                      "inputSize": list(box.input_size)}
         case = {"kind": "postprocess", **spec, **files, "width": width, "height": height, "config": js_cfg,

@@ -6,6 +6,7 @@ network needs) -> backend forward -> the shared :func:`postprocess` -> map back 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -80,20 +81,22 @@ class FaceDetector:
     >>> detector.conf = 0.3                                    # thresholds are attributes
     >>> detector(["a.jpg", "b.jpg"])                           # calling it: one image or a list of them
 
-    ``conf``, ``nms``, ``long_side``, ``top_k``, ``keep_top_k`` and ``color`` are attributes, validated when
+    ``conf``, ``nms``, ``long_side``, ``top_k``, ``keep_top_k``, ``landmark_vote`` and ``color`` are attributes, validated when
     set; ``detect(image, conf=...)`` overrides one for a single call.
     """
 
     def __init__(self, model: str | None = None, weights: str | Path | None = None, *, backend: str | None = None,
                  long_side: int | None = None, conf: float = defaults.CONF, nms: float = defaults.NMS,
-                 top_k: int = defaults.TOP_K, keep_top_k: int = defaults.KEEP_TOP_K, color: str = "bgr",
+                 top_k: int = defaults.TOP_K, keep_top_k: int = defaults.KEEP_TOP_K,
+                 landmark_vote: float | None = defaults.LANDMARK_VOTE, color: str = "bgr",
                  device: str = "cpu", runner=None, threads: int | None = None):
         """``model``: "blaze", "blazelite", "slim", "slimlite", "rfb" or "mnet"; None: the one ``weights`` names (default blaze).
         ``weights``: None (the shipped weights), a checkpoint (.pth), an exported ``.onnx`` or an ncnn
         ``.param`` (its ``.bin`` beside it). ``backend``: "torch", "onnx" or "ncnn"; None: the one the
         weights file's suffix names (torch for a checkpoint); with onnx or ncnn a checkpoint is exported
         on first use and cached. ``long_side``: resize the image's long side to this (0: keep its size;
-        None: the model's default). ``color``: channel order of numpy inputs, "bgr" (OpenCV) or "rgb".
+        None: the model's default). ``landmark_vote``: each face's landmarks are the score-weighted mean
+        over the candidates whose box overlaps its box by IoU > this (None: its own prior's only). ``color``: channel order of numpy inputs, "bgr" (OpenCV) or "rgb".
         ``threads``: the backend's thread count (None: its default). ``runner``: any callable batch ->
         (loc, conf, landm), used instead of building one (``model`` then names its model)."""
         if runner is None:
@@ -104,6 +107,7 @@ class FaceDetector:
         self.runner = runner
         self.long_side = self.config.long_side if long_side is None else long_side
         self.conf, self.nms, self.top_k, self.keep_top_k = conf, nms, top_k, keep_top_k
+        self.landmark_vote = landmark_vote
         self.color = color
         # Milliseconds per stage of the last detect / detect_batch call (what `blazeface bench` reports).
         self.timings: dict[str, float] = {}
@@ -114,6 +118,7 @@ class FaceDetector:
     long_side = _Validated(lambda name, value: _count(name, value, 0))
     top_k = _Validated(lambda name, value: _count(name, value, 1))
     keep_top_k = _Validated(lambda name, value: _count(name, value, 1))
+    landmark_vote = _Validated(lambda name, value: None if value is None else _number(name, value, 0.0, 1.0))
 
     @property
     def color(self) -> str:
@@ -127,7 +132,8 @@ class FaceDetector:
 
     @property
     def postprocess_config(self) -> PostprocessConfig:
-        return PostprocessConfig(conf=self.conf, nms=self.nms, top_k=self.top_k, keep_top_k=self.keep_top_k)
+        return PostprocessConfig(conf=self.conf, nms=self.nms, top_k=self.top_k, keep_top_k=self.keep_top_k,
+                                 landmark_vote=self.landmark_vote)
 
     @property
     def model_name(self) -> str:
@@ -169,9 +175,8 @@ class FaceDetector:
                      color: str | None = None) -> list[Detections]:
         """Faces for many images. Images of one batch are padded to a common input size (bottom/right)."""
         batch_size = _count("batch_size", batch_size, 1)
-        post = PostprocessConfig(conf=self.conf if conf is None else _number("conf", conf, 0.0, 1.0),
-                                 nms=self.nms if nms is None else _number("nms", nms, 0.0, 1.0),
-                                 top_k=self.top_k, keep_top_k=self.keep_top_k)
+        post = replace(self.postprocess_config, conf=self.conf if conf is None else _number("conf", conf, 0.0, 1.0),
+                       nms=self.nms if nms is None else _number("nms", nms, 0.0, 1.0))
         side = self.long_side if long_side is None else _count("long_side", long_side, 0)
         color = self.color if color is None else color
         clock = time.perf_counter_ns

@@ -1,5 +1,5 @@
 // The one post-processing path, ported from src/blazeface/postprocess.py (and box_coding.py):
-// confidence threshold -> top-k -> decode -> exact greedy NMS (+1 pixel IoU) -> keep-top-k.
+// confidence threshold -> top-k -> decode -> exact greedy NMS (+1 pixel IoU) -> keep-top-k -> landmark vote.
 //
 // Python computes in float32; every step here rounds to float32 with Math.fround at the same places, so
 // the kept set is the same and coordinates agree to float32 rounding (tests/test_web_postprocess.py runs
@@ -12,7 +12,32 @@ export const DEFAULT_CONFIG = Object.freeze({
   nms: 0.4, // suppress boxes whose IoU with a better kept box is > nms
   topK: 5000, // best candidates entering NMS
   keepTopK: 750, // detections kept after NMS
+  // landmarks averaged over the candidates overlapping a kept box by IoU > this (null: its own only)
+  landmarkVote: 0.7,
 });
+// The candidates that vote: those scoring above this, whatever conf is (defaults.LANDMARK_VOTERS).
+export const LANDMARK_VOTERS = 0.5;
+
+// Box columns in the given order, with the +1 pixel areas (postprocess.py's _columns and areas).
+function columns(boxes, order) {
+  const n = order.length;
+  const x1 = new Float32Array(n), y1 = new Float32Array(n), x2 = new Float32Array(n), y2 = new Float32Array(n);
+  const areas = new Float32Array(n);
+  for (let r = 0; r < n; r++) {
+    const b = order[r] * 4;
+    x1[r] = boxes[b]; y1[r] = boxes[b + 1]; x2[r] = boxes[b + 2]; y2[r] = boxes[b + 3];
+    areas[r] = f(f(f(x2[r] - x1[r]) + 1) * f(f(y2[r] - y1[r]) + 1));
+  }
+  return { x1, y1, x2, y2, areas };
+}
+
+// float32 IoU of rows i and j (+1 pixel convention): geometry.paired_iou_pixel, operand for operand.
+function pairIou(c, i, j) {
+  const w = Math.max(0, f(f(Math.min(c.x2[i], c.x2[j]) - Math.max(c.x1[i], c.x1[j])) + 1));
+  const h = Math.max(0, f(f(Math.min(c.y2[i], c.y2[j]) - Math.max(c.y1[i], c.y1[j])) + 1));
+  const inter = f(w * h);
+  return f(inter / f(f(c.areas[i] + c.areas[j]) - inter));
+}
 
 /**
  * Exact greedy NMS, the classic loop of postprocess.py's _greedy_loop: take the best remaining box,
@@ -23,13 +48,7 @@ export const DEFAULT_CONFIG = Object.freeze({
 export function nms(boxes, order, threshold) {
   const n = order.length;
   const t = f(threshold);
-  const areas = new Float32Array(n);
-  const x1 = new Float32Array(n), y1 = new Float32Array(n), x2 = new Float32Array(n), y2 = new Float32Array(n);
-  for (let r = 0; r < n; r++) {
-    const b = order[r] * 4;
-    x1[r] = boxes[b]; y1[r] = boxes[b + 1]; x2[r] = boxes[b + 2]; y2[r] = boxes[b + 3];
-    areas[r] = f(f(f(x2[r] - x1[r]) + 1) * f(f(y2[r] - y1[r]) + 1));
-  }
+  const c = columns(boxes, order);
   const suppressed = new Uint8Array(n);
   const keep = [];
   for (let i = 0; i < n; i++) {
@@ -37,14 +56,36 @@ export function nms(boxes, order, threshold) {
     keep.push(order[i]);
     for (let j = i + 1; j < n; j++) {
       if (suppressed[j]) continue;
-      const w = Math.max(0, f(f(Math.min(x2[i], x2[j]) - Math.max(x1[i], x1[j])) + 1));
-      const h = Math.max(0, f(f(Math.min(y2[i], y2[j]) - Math.max(y1[i], y1[j])) + 1));
-      const inter = f(w * h);
-      const iou = f(inter / f(f(areas[i] + areas[j]) - inter));
-      if (!(iou <= t)) suppressed[j] = 1; // NaN suppresses, as in the loop
+      if (!(pairIou(c, i, j) <= t)) suppressed[j] = 1; // NaN suppresses, as in the loop
     }
   }
   return keep;
+}
+
+/**
+ * postprocess.py's vote_landmarks: the landmarks of each kept candidate, the score-weighted mean over every
+ * candidate scoring > voters whose box overlaps its box by IoU > threshold, its own included.
+ * Returns Float32Array (K * 10).
+ */
+export function voteLandmarks(boxes, scores, points, keep, threshold, voters = LANDMARK_VOTERS) {
+  const n = scores.length;
+  const t = f(threshold);
+  const v = f(voters);
+  const c = columns(boxes, Array.from({ length: n }, (_, k) => k));
+  const out = new Float32Array(keep.length * 10);
+  const sum = new Float64Array(10);
+  keep.forEach((k, r) => {
+    sum.fill(0);
+    let total = 0;
+    for (let j = 0; j < n; j++) {
+      if (j !== k && !(scores[j] > v && pairIou(c, k, j) > t)) continue;
+      const s = scores[j];
+      total += s;
+      for (let q = 0; q < 10; q++) sum[q] += points[10 * j + q] * s;
+    }
+    for (let q = 0; q < 10; q++) out[10 * r + q] = f(sum[q] / Math.max(total, Number.MIN_VALUE));
+  });
+  return out;
 }
 
 /**
@@ -62,9 +103,12 @@ export function postprocess(loc, conf, landm, priors, inputSize, config = {}, va
     throw new Error(`outputs do not match ${count} priors (loc ${loc.length / 4}, conf ${conf.length / 2}, ` +
                     `landm ${landm.length / 10})`);
   }
+  const vote = cfg.landmarkVote !== null && cfg.landmarkVote !== undefined;
   const threshold = f(cfg.conf);
+  // With the vote, the candidates go down to its voters (postprocess.py: they cannot change NMS above conf).
+  const floor = vote ? f(Math.min(cfg.conf, LANDMARK_VOTERS)) : threshold;
   let candidates = [];
-  for (let p = 0; p < count; p++) if (conf[2 * p + 1] > threshold) candidates.push(p);
+  for (let p = 0; p < count; p++) if (conf[2 * p + 1] > floor) candidates.push(p);
   // Stable: ties keep prior order, like numpy's argsort(-scores, kind="stable").
   candidates.sort((a, b) => conf[2 * b + 1] - conf[2 * a + 1]);
   if (candidates.length > cfg.topK) candidates = candidates.slice(0, Math.max(0, cfg.topK));
@@ -97,7 +141,9 @@ export function postprocess(loc, conf, landm, priors, inputSize, config = {}, va
     }
   }
   const order = Array.from({ length: n }, (_, k) => k); // already by descending score, ties by index
-  const keep = nms(boxes, order, cfg.nms).slice(0, Math.max(0, cfg.keepTopK));
+  const keep = nms(boxes, order, cfg.nms)
+    .filter((k) => conf[2 * candidates[k] + 1] > threshold)
+    .slice(0, Math.max(0, cfg.keepTopK));
 
   const out = {
     boxes: new Float32Array(keep.length * 4),
@@ -110,5 +156,9 @@ export function postprocess(loc, conf, landm, priors, inputSize, config = {}, va
     out.scores[r] = conf[2 * candidates[k] + 1];
     out.landmarks.set(points.subarray(10 * k, 10 * k + 10), 10 * r);
   });
+  if (vote) {
+    const scores = Float32Array.from(candidates, (p) => conf[2 * p + 1]);
+    out.landmarks = voteLandmarks(boxes, scores, points, keep, cfg.landmarkVote);
+  }
   return out;
 }
