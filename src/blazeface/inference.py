@@ -81,8 +81,8 @@ class FaceDetector:
     >>> detector.conf = 0.3                                    # thresholds are attributes
     >>> detector(["a.jpg", "b.jpg"])                           # calling it: one image or a list of them
 
-    ``conf``, ``nms``, ``long_side``, ``top_k``, ``keep_top_k``, ``landmark_vote`` and ``color`` are attributes, validated when
-    set; ``detect(image, conf=...)`` overrides one for a single call.
+    ``conf``, ``nms``, ``long_side``, ``top_k``, ``keep_top_k``, ``landmark_vote`` and ``color`` are attributes,
+    validated when set; ``detect(image, conf=...)`` overrides one for a single call.
     """
 
     def __init__(self, model: str | None = None, weights: str | Path | None = None, *, backend: str | None = None,
@@ -96,7 +96,8 @@ class FaceDetector:
         weights file's suffix names (torch for a checkpoint); with onnx or ncnn a checkpoint is exported
         on first use and cached. ``long_side``: resize the image's long side to this (0: keep its size;
         None: the model's default). ``landmark_vote``: each face's landmarks are the score-weighted mean
-        over the candidates whose box overlaps its box by IoU > this (None: its own prior's only). ``color``: channel order of numpy inputs, "bgr" (OpenCV) or "rgb".
+        over the candidates scoring > 0.5 whose box overlaps its box by IoU > this (None: its own prior's
+        only). ``color``: channel order of numpy inputs, "bgr" (OpenCV) or "rgb".
         ``threads``: the backend's thread count (None: its default). ``runner``: any callable batch ->
         (loc, conf, landm), used instead of building one (``model`` then names its model)."""
         if runner is None:

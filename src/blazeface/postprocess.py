@@ -349,7 +349,7 @@ def postprocess(loc: np.ndarray, conf: np.ndarray, landm: np.ndarray, priors: np
     # cannot change above conf: greedy NMS only lets a better box suppress a worse one).
     floor = min(config.conf, defaults.LANDMARK_VOTERS) if vote else config.conf
     candidates = np.flatnonzero(scores > floor)
-    if len(candidates) == 0:
+    if len(candidates) == 0 or not np.any(scores[candidates] > config.conf):
         return Detections.empty()
     cand_scores = scores[candidates]
     best = np.argsort(-cand_scores, kind="stable")[: config.top_k]
