@@ -137,4 +137,4 @@ def test_cli_on_real_mtfl(tmp_path, capsys):
     assert data["detected"] >= 0.6 and 0 < data["nme"] < 0.2
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "NME" in out and "detected" in out and "of 16 faces" in out
+    assert "NME" in out and "detected" in out and "of 16 faces" in out and "landmark vote IoU > 0.7" in out

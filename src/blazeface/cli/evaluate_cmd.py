@@ -197,6 +197,7 @@ def run_landmarks(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict()))
         return 0
     nme = "n/a (no face detected)" if result.matched == 0 else f"{result.nme:.4f}"
+    vote = "off" if detector.landmark_vote is None else f"IoU > {detector.landmark_vote:g}"
     print(f"landmarks on {args.data}: NME {nme} (inter-ocular), detected {result.matched:,} of "
-          f"{result.faces:,} faces ({100 * result.detected:.1f} %)")
+          f"{result.faces:,} faces ({100 * result.detected:.1f} %); landmark vote {vote}")
     return 0
