@@ -72,16 +72,17 @@ export function voteLandmarks(boxes, scores, points, keep, threshold, voters = L
   const t = f(threshold);
   const v = f(voters);
   const c = columns(boxes, Array.from({ length: n }, (_, k) => k));
+  const voter = [];
+  for (let j = 0; j < n; j++) if (scores[j] > v) voter.push(j); // only the confident few vote
   const out = new Float32Array(keep.length * 10);
   const sum = new Float64Array(10);
   keep.forEach((k, r) => {
-    sum.fill(0);
-    let total = 0;
-    for (let j = 0; j < n; j++) {
-      if (j !== k && !(scores[j] > v && pairIou(c, k, j) > t)) continue;
-      const s = scores[j];
-      total += s;
-      for (let q = 0; q < 10; q++) sum[q] += points[10 * j + q] * s;
+    let total = scores[k];
+    for (let q = 0; q < 10; q++) sum[q] = points[10 * k + q] * scores[k];
+    for (const j of voter) {
+      if (j === k || !(pairIou(c, k, j) > t)) continue;
+      total += scores[j];
+      for (let q = 0; q < 10; q++) sum[q] += points[10 * j + q] * scores[j];
     }
     for (let q = 0; q < 10; q++) out[10 * r + q] = f(sum[q] / Math.max(total, Number.MIN_VALUE));
   });
