@@ -112,11 +112,12 @@ def main(argv=None) -> int:
     variances = model.config.priors.variances
 
     rows = []
-    display = PostprocessConfig(conf=args.conf, nms=args.nms, top_k=args.top_k)
-    dets = postprocess(loc, conf, landm, priors, size, display, variances)
-    rows.append({"case": f"postprocess conf {args.conf:g} nms {args.nms:g}",
-                 "boxes_in": int((conf[:, 1] > args.conf).sum()), "kept": len(dets),
-                 **timed(lambda: postprocess(loc, conf, landm, priors, size, display, variances), args.repeats)})
+    for vote in (PostprocessConfig.landmark_vote, None):  # the default, then each face's own landmarks
+        display = PostprocessConfig(conf=args.conf, nms=args.nms, top_k=args.top_k, landmark_vote=vote)
+        dets = postprocess(loc, conf, landm, priors, size, display, variances)
+        rows.append({"case": f"postprocess conf {args.conf:g} nms {args.nms:g}" + ("" if vote else " no vote"),
+                     "boxes_in": int((conf[:, 1] > args.conf).sum()), "kept": len(dets),
+                     **timed(lambda: postprocess(loc, conf, landm, priors, size, display, variances), args.repeats)})
 
     loads = [(f"nms conf {args.eval_conf:g} top {args.top_k} thr {args.eval_nms:g}", args.eval_conf)]
     if args.stress:
