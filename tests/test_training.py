@@ -298,6 +298,24 @@ def test_loss_weights_from_the_command_line(data, tmp_path):
         parser.parse_args(["train", "--data", str(data), "--loc-weight", "-1"])
 
 
+def test_rotation_from_the_command_line(data, tmp_path):
+    """--rotate-p and --max-rotation put a RandomRotate first in the training augmentation (none by default);
+    an angle beyond half a turn is a usage error."""
+    from blazeface.cli import build_parser
+    from blazeface.cli.train_cmd import train_options
+    from blazeface.data.transforms import RandomRotate
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--model", "slim", "--data", str(data), "--out", str(tmp_path / "a"),
+                              "--batch-size", "4", "--rotate-p", "0.25", "--max-rotation", "40"])
+    first = Trainer(train_options(args)).dataset.transform.transforms[0]
+    assert isinstance(first, RandomRotate) and (first.p, first.max_degrees) == (0.25, 40.0)
+    default = Trainer(options(data, tmp_path / "b")).dataset.transform.transforms
+    assert not any(isinstance(t, RandomRotate) for t in default)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--data", str(data), "--max-rotation", "200"])
+
+
 def test_close_mosaic_switches_at_the_same_step_when_resumed(data, tmp_path):
     """--close-mosaic: the last epochs are drawn without mosaics; a run stopped before the switch and resumed
     switches at the same step and ends with the straight run's weights. Closing every epoch is a one-line error."""

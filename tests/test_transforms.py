@@ -259,3 +259,82 @@ def test_mosaic_then_the_preset_keeps_faces_consistent():
         check_target(out, SIZE, False, n_in)
         kept += len(out["boxes"])
     assert kept > 100
+
+
+def painted_disc(rng: np.random.Generator):
+    """A black photo with one white disc and its five points inside the disc (the box's inscribed circle)."""
+    h, w = (int(v) for v in rng.integers(60, 200, 2))
+    radius = float(rng.uniform(6, min(h, w) / 4))
+    cx, cy = rng.uniform(radius, w - radius), rng.uniform(radius, h - radius)
+    ys, xs = np.mgrid[:h, :w] + 0.5  # continuous coordinates: pixel i's centre is at i + 0.5
+    image = np.repeat(np.where(np.hypot(xs - cx, ys - cy) <= radius, 255, 0).astype(np.uint8)[..., None], 3, 2)
+    angles = rng.uniform(0, 2 * np.pi, 5)
+    points = np.stack([cx + 0.7 * radius * np.cos(angles), cy + 0.7 * radius * np.sin(angles)], 1)
+    target = T.make_target([[cx - radius, cy - radius, cx + radius, cy + radius]], points[None], [True])
+    return image, target
+
+
+@pytest.mark.parametrize("degrees", [0.0, 17.0, -45.0, 90.0, 180.0, -133.0])
+def test_rotation_keeps_a_disc_under_its_box_and_its_points_on_their_pixels(degrees):
+    """A disc's box is its inscribed circle's, so after any turn the white pixels still span the box; a marked
+    pixel under each landmark is still under it; the whole photo survives (its pixel count, to interpolation)."""
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        image, target = painted_disc(rng)
+        px, py = np.floor(target["landmarks"][0, 0]).astype(int)
+        image[py, px] = (0, 0, 255)  # one red pixel under the left eye
+        out_image, out = T.rotate(image, target, degrees)
+        box = out["boxes"][0]
+        np.testing.assert_allclose(box[2:] - box[:2], target["boxes"][0, 2:] - target["boxes"][0, :2], atol=1e-3)
+        ys, xs = np.nonzero(out_image[..., 0] >= 128)
+        painted = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
+        assert np.abs(painted - box).max() <= 1.5, (seed, painted, box)  # a pixel plus interpolation
+        red = out_image[..., 2].astype(int) - out_image[..., 0]
+        ry, rx = np.unravel_index(red.argmax(), red.shape)
+        assert np.abs(np.array([rx + 0.5, ry + 0.5]) - out["landmarks"][0, 0]).max() <= 1.5
+        h, w = image.shape[:2]
+        theta = np.deg2rad(degrees)
+        assert out_image.shape[1] == pytest.approx(abs(w * np.cos(theta)) + abs(h * np.sin(theta)), abs=1)
+        assert out_image.shape[0] == pytest.approx(abs(w * np.sin(theta)) + abs(h * np.cos(theta)), abs=1)
+
+
+def test_rotation_by_zero_is_the_identity_and_teacher_candidates_turn_with_the_labels():
+    rng = np.random.default_rng(3)
+    image, target = synthetic(rng)
+    same_image, same = T.rotate(image, target, 0.0)
+    np.testing.assert_array_equal(same_image, image)
+    np.testing.assert_allclose(same["boxes"], target["boxes"], atol=1e-4)
+    np.testing.assert_allclose(same["landmarks"], target["landmarks"], atol=1e-4)
+    target.update(teacher_boxes=target["boxes"].copy(), teacher_points=target["landmarks"].copy(),
+                  teacher_scores=target["landmark_weight"].copy())
+    _, out = T.rotate(image, target, 31.0)
+    np.testing.assert_array_equal(out["teacher_boxes"], out["boxes"])
+    np.testing.assert_array_equal(out["teacher_points"], out["landmarks"])
+    # A turn keeps each face's points where they were relative to one another (distances unchanged).
+    before = np.linalg.norm(target["landmarks"][:, 0] - target["landmarks"][:, 1], axis=-1)
+    after = np.linalg.norm(out["landmarks"][:, 0] - out["landmarks"][:, 1], axis=-1)
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-3)
+
+
+def test_presets_with_rotation_keep_every_face_in_the_crop():
+    """Rotation first, then the usual crop: boxes stay inside the output, per-face arrays stay aligned, and a
+    photo whose faces must all survive (``ignore_background``) keeps them all."""
+    pipeline = T.build_preset("small-faces", SIZE, zoom_out_p=0.5, rotate_p=1.0, max_rotation=180)
+    assert isinstance(pipeline.transforms[0], T.RandomRotate)
+    assert not any(isinstance(t, T.RandomRotate) for t in T.build_preset("small-faces", SIZE).transforms)
+    for seed in range(60):
+        for ignore_background in (False, True):
+            rng = np.random.default_rng(seed)
+            image, target = synthetic(rng, ignore_background=ignore_background)
+            _, out = pipeline(image, target, rng)
+            boxes = out["boxes"].numpy()
+            ids = out["landmark_weight"].numpy()
+            assert ((boxes >= -1e-4) & (boxes <= 1 + 1e-4)).all() and (boxes[:, 2:] > boxes[:, :2]).all()
+            assert (out["has_landmarks"].numpy() == (ids % 2 == 1)).all()
+            if ignore_background:
+                assert len(ids) == target["boxes"].shape[0]
+
+
+def test_rotation_rejects_an_angle_beyond_half_a_turn():
+    with pytest.raises(ValueError, match="max_degrees"):
+        T.RandomRotate(0.5, 200)

@@ -48,6 +48,10 @@ class TrainConfig:
     zoom_out_p: float = 0.3
     max_zoom_out: float = 2.5
     crop_scale: tuple[float, float] = (0.3, 1.0)
+    # The chance of turning a photo first, and the largest angle either way in degrees (data/transforms.py
+    # RandomRotate): tilted, lying and upside-down heads, which the originals' recipe never shows.
+    rotate_p: float = 0.0
+    max_rotation: float = 30.0
     mosaic_p: float = 0.0  # chance of tiling an exhaustively labelled photo with three others first
     # The last epochs see no mosaics (YOLOX, ultralytics' close_mosaic): photos as they come, at the end of the
     # schedule, repay what the tiles cost large faces.

@@ -69,6 +69,11 @@ def add_parser(sub) -> None:
     p.add_argument("--crop-scale", type=float_in(0.0, 1.0, open_low=True), nargs=2, default=None, metavar=("MIN", "MAX"),
                    help="augmentation: the square crop's side, drawn uniformly as a fraction of the short side "
                         "(default 0.3 1.0)")
+    p.add_argument("--rotate-p", type=probability, default=None,
+                   help="augmentation: the chance that a photo is first turned about its centre (tilted, lying "
+                        "and upside-down heads; default 0)")
+    p.add_argument("--max-rotation", type=float_in(0.0, 180.0), default=None, metavar="DEGREES",
+                   help="augmentation: the largest such turn either way (default 30)")
     p.add_argument("--mosaic-p", type=probability, default=None,
                    help="augmentation: the chance that a fully labelled photo is first tiled 2x2 with three others "
                         "(its faces then appear at about half their size, beside other photos'; default 0)")

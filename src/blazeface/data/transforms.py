@@ -161,6 +161,59 @@ class RandomZoomOut:
         return f"RandomZoomOut(p={self.p}, max_ratio={self.max_ratio})"
 
 
+class RandomRotate:
+    """With probability ``p``, turn the photo by an angle drawn from ``U(-max_degrees, max_degrees)`` about its
+    centre, onto a canvas just large enough to hold all of it (the corners mean-filled), so that no face is cut.
+
+    WIDER's "atypical pose" faces (heads tilted, lying, upside down) are the easy faces a student misses most,
+    and the originals' recipe never turns a photo. Landmarks turn exactly. A box is taken as the face's
+    inscribed ellipse, whose turned extent is the new box: the annotators' box of a tilted head, where the turned
+    box's corners would overstate it by up to 41 %."""
+
+    def __init__(self, p: float = 0.0, max_degrees: float = 30.0, fill: Sequence[float] = MEAN_BGR):
+        if not 0 <= max_degrees <= 180:
+            raise ValueError(f"max_degrees must lie in [0, 180], got {max_degrees:g}")
+        self.p, self.max_degrees, self.fill = p, float(max_degrees), tuple(float(f) for f in fill)
+
+    def __call__(self, image, target, rng=None):
+        rng = _generator(rng)
+        if self.p <= 0 or rng.random() >= self.p:
+            return image, target
+        return rotate(image, target, rng.uniform(-self.max_degrees, self.max_degrees), self.fill)
+
+    def __repr__(self) -> str:
+        return f"RandomRotate(p={self.p}, max_degrees={self.max_degrees})"
+
+
+def rotate(image: np.ndarray, target: dict, degrees: float, fill: Sequence[float] = MEAN_BGR
+           ) -> tuple[np.ndarray, dict]:
+    """The deterministic turn behind :class:`RandomRotate`: counter-clockwise on screen by ``degrees``."""
+    h, w = image.shape[:2]
+    theta = np.deg2rad(degrees)
+    cos, sin = np.cos(theta), np.sin(theta)
+    # Image rows grow downwards, so a counter-clockwise turn on screen is x' = c x + s y, y' = -s x + c y.
+    turn = np.array([[cos, sin], [-sin, cos]])
+    new_w = int(np.ceil(abs(w * cos) + abs(h * sin) - 1e-6))
+    new_h = int(np.ceil(abs(w * sin) + abs(h * cos) - 1e-6))
+    centre, new_centre = np.array([w / 2, h / 2]), np.array([new_w / 2, new_h / 2])
+    # Continuous coordinates (pixel i covers [i, i + 1)) to OpenCV's pixel-centre ones: shift by half a pixel.
+    matrix = np.hstack([turn, (turn @ (0.5 - centre) + new_centre - 0.5)[:, None]])
+    image = cv2.warpAffine(image, matrix, (new_w, new_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=tuple(fill))
+    out = dict(target)
+    for boxes_key, points_key in _GEOMETRY:
+        if boxes_key not in target:
+            continue
+        boxes = target[boxes_key].astype(np.float64)
+        mid = (turn @ ((boxes[:, :2] + boxes[:, 2:]) / 2 - centre).T).T + new_centre
+        half = (boxes[:, 2:] - boxes[:, :2]) / 2
+        extent = np.sqrt((half ** 2) @ (turn.T ** 2))  # an ellipse's half-extents along x and y after the turn
+        out[boxes_key] = np.concatenate([mid - extent, mid + extent], 1).astype(np.float32)
+        points = target[points_key].astype(np.float64)
+        out[points_key] = ((points - centre) @ turn.T + new_centre).astype(np.float32)
+    return image, out
+
+
 class PadToSquare:
     """Pad bottom and right with the mean colour to a square (coordinates unchanged)."""
 
@@ -349,7 +402,8 @@ PRESETS = ("small-faces", "retinaface", "plain")
 
 
 def build_preset(name: str, size: int, mean: Sequence[float] = MEAN_BGR, zoom_out_p: float = 0.3,
-                 max_zoom_out: float = 2.5, crop_scale: tuple[float, float] = (0.3, 1.0)) -> Compose:
+                 max_zoom_out: float = 2.5, crop_scale: tuple[float, float] = (0.3, 1.0), rotate_p: float = 0.0,
+                 max_rotation: float = 30.0) -> Compose:
     """The named augmentation policy ending in :class:`ToTensor` at ``size x size``.
 
     - ``"retinaface"``: square crop -> mirror -> resize (random interpolation) -> photometric distortion.
@@ -357,6 +411,8 @@ def build_preset(name: str, size: int, mean: Sequence[float] = MEAN_BGR, zoom_ou
       the mean-filled padding, which the model gains nothing from telling apart anyway).
     - ``"small-faces"`` (default for training): the same preceded by :class:`RandomZoomOut`
       (probability ``zoom_out_p``, canvas up to ``max_zoom_out`` times larger).
+    - Either training preset turns the photo first (:class:`RandomRotate`) with probability ``rotate_p``
+      (default 0: never), by up to ``max_rotation`` degrees either way.
     - ``"plain"``: pad to square -> resize (bilinear); no randomness.
     """
     if name == "plain":
@@ -364,6 +420,8 @@ def build_preset(name: str, size: int, mean: Sequence[float] = MEAN_BGR, zoom_ou
     if name not in PRESETS:
         raise BlazefaceError(f"unknown augmentation preset {name!r}; choose one of: {', '.join(PRESETS)}")
     steps: list[Transform] = []
+    if rotate_p > 0:
+        steps.append(RandomRotate(rotate_p, max_rotation, mean))
     if name == "small-faces" and zoom_out_p > 0:
         steps.append(RandomZoomOut(zoom_out_p, max_zoom_out, mean))
     steps += [RandomSquareCrop(crop_scale, fill=mean), RandomMirror(), RandomResize(size), PhotometricDistort(),

@@ -69,6 +69,8 @@ class TrainOptions:
     zoom_out_p: float | None = None
     max_zoom_out: float | None = None
     crop_scale: list[float] | None = None
+    rotate_p: float | None = None
+    max_rotation: float | None = None
     mosaic_p: float | None = None
     close_mosaic: int | None = None
     kd_cls_weight: float | None = None
@@ -132,7 +134,8 @@ class TrainOptions:
         overrides = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "input_size", "optimizer",
                                                       "weight_decay", "cls_loss", "loc_weight", "cls_weight",
                                                       "landm_weight", "warmup_epochs", "bf16",
-                                                      "zoom_out_p", "max_zoom_out", "mosaic_p", "close_mosaic",
+                                                      "zoom_out_p", "max_zoom_out", "rotate_p", "max_rotation",
+                                                      "mosaic_p", "close_mosaic",
                                                       *TEACHER_FIELDS)
                      if getattr(self, k) is not None}
         if self.crop_scale is not None:
@@ -298,7 +301,8 @@ class Trainer:
         if cfg.crop_scale[0] > cfg.crop_scale[1]:
             raise BlazefaceError(f"--crop-scale {cfg.crop_scale[0]:g} {cfg.crop_scale[1]:g}: MIN must not exceed MAX")
         preset = build_preset("small-faces", cfg.input_size, self.model_cfg.mean_bgr, zoom_out_p=cfg.zoom_out_p,
-                              max_zoom_out=cfg.max_zoom_out, crop_scale=cfg.crop_scale)
+                              max_zoom_out=cfg.max_zoom_out, crop_scale=cfg.crop_scale, rotate_p=cfg.rotate_p,
+                              max_rotation=cfg.max_rotation)
         if detection_teachers:
             preset = TeacherLabelling(preset, detection_teachers, TeacherTargets.from_train_config(cfg))
         if cached:
