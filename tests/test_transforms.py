@@ -277,7 +277,7 @@ def painted_disc(rng: np.random.Generator):
 @pytest.mark.parametrize("degrees", [0.0, 17.0, -45.0, 90.0, 180.0, -133.0])
 def test_rotation_keeps_a_disc_under_its_box_and_its_points_on_their_pixels(degrees):
     """A disc's box is its inscribed circle's, so after any turn the white pixels still span the box; a marked
-    pixel under each landmark is still under it; the whole photo survives (its pixel count, to interpolation)."""
+    pixel under the left eye is still under it; the canvas is just large enough for the whole turned photo."""
     for seed in range(20):
         rng = np.random.default_rng(seed)
         image, target = painted_disc(rng)

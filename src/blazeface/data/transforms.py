@@ -165,8 +165,9 @@ class RandomRotate:
     """With probability ``p``, turn the photo by an angle drawn from ``U(-max_degrees, max_degrees)`` about its
     centre, onto a canvas just large enough to hold all of it (the corners mean-filled), so that no face is cut.
 
-    WIDER's "atypical pose" faces (heads tilted, lying, upside down) are the easy faces a student misses most,
-    and the originals' recipe never turns a photo. Landmarks turn exactly. A box is taken as the face's
+    WIDER's "atypical pose" faces (heads tilted, lying, upside down, profiles) are the easy faces the students
+    miss most, and the originals' recipe never turns a photo (what a turn changed: docs/MODELS.md, session 29).
+    Landmarks turn exactly. A box is taken as the face's
     inscribed ellipse, whose turned extent is the new box: the annotators' box of a tilted head, where the turned
     box's corners would overstate it by up to 41 %."""
 
