@@ -167,9 +167,8 @@ class RandomRotate:
 
     WIDER's "atypical pose" faces (heads tilted, lying, upside down, profiles) are the easy faces the students
     miss most, and the originals' recipe never turns a photo (what a turn changed: docs/MODELS.md, session 29).
-    Landmarks turn exactly. A box is taken as the face's
-    inscribed ellipse, whose turned extent is the new box: the annotators' box of a tilted head, where the turned
-    box's corners would overstate it by up to 41 %."""
+    Landmarks turn exactly. A box is taken as the face's inscribed ellipse, whose turned extent is the new box:
+    the annotators' box of a tilted head, where the turned box's corners would overstate it by up to 41 %."""
 
     def __init__(self, p: float = 0.0, max_degrees: float = 30.0, fill: Sequence[float] = MEAN_BGR):
         if not 0 <= max_degrees <= 180:
@@ -201,17 +200,18 @@ def rotate(image: np.ndarray, target: dict, degrees: float, fill: Sequence[float
     matrix = np.hstack([turn, (turn @ (0.5 - centre) + new_centre - 0.5)[:, None]])
     image = cv2.warpAffine(image, matrix, (new_w, new_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                            borderValue=tuple(fill))
+    def move(xy: np.ndarray) -> np.ndarray:  # (..., 2) points, turned about the old centre onto the new one
+        return (xy.astype(np.float64) - centre) @ turn.T + new_centre
+
     out = dict(target)
     for boxes_key, points_key in _GEOMETRY:
         if boxes_key not in target:
             continue
-        boxes = target[boxes_key].astype(np.float64)
-        mid = (turn @ ((boxes[:, :2] + boxes[:, 2:]) / 2 - centre).T).T + new_centre
-        half = (boxes[:, 2:] - boxes[:, :2]) / 2
-        extent = np.sqrt((half ** 2) @ (turn.T ** 2))  # an ellipse's half-extents along x and y after the turn
+        boxes = target[boxes_key]
+        mid = move((boxes[:, :2] + boxes[:, 2:]) / 2)
+        extent = np.sqrt(((boxes[:, 2:] - boxes[:, :2]) / 2) ** 2 @ turn.T ** 2)  # the ellipse's half-extents
         out[boxes_key] = np.concatenate([mid - extent, mid + extent], 1).astype(np.float32)
-        points = target[points_key].astype(np.float64)
-        out[points_key] = ((points - centre) @ turn.T + new_centre).astype(np.float32)
+        out[points_key] = move(target[points_key]).astype(np.float32)
     return image, out
 
 
