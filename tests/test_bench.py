@@ -126,6 +126,42 @@ def test_a_script_given_a_missing_or_wrong_file_says_so_in_one_line(tmp_path):
         assert "Traceback" not in done.stderr and done.stdout == ""
 
 
+def _average_weights(*args):
+    return subprocess.run([sys.executable, str(REPO / "tools" / "average_weights.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_average_weights_writes_the_mean_of_its_inputs(tmp_path):
+    """tools/average_weights.py: each float tensor is the inputs' mean (a file averaged with a copy of itself
+    shifted by 2 comes out shifted by 1), integer tensors are the first file's, and the result loads as the
+    model it names."""
+    shipped = create_model("blazelite").state_dict()
+    shifted = {k: v + 2 if v.is_floating_point() else v + 5 for k, v in shipped.items()}
+    a, b, out = tmp_path / "a.pth", tmp_path / "b.pth", tmp_path / "soup.pth"
+    torch.save(shipped, a)
+    torch.save(shifted, b)
+    done = _average_weights(a, b, "--model", "blazelite", "--write", out)
+    assert done.returncode == 0, done.stderr
+    soup = create_model("blazelite", weights=out).state_dict()
+    for key, value in shipped.items():
+        expected = value + 1 if value.is_floating_point() else value
+        assert torch.allclose(soup[key], expected, atol=1e-5), key
+
+
+def test_average_weights_refuses_to_replace_an_input_or_mix_models(tmp_path):
+    a, b = tmp_path / "a.pth", tmp_path / "b.pth"
+    shutil.copy(REPO / "src" / "blazeface" / "weights" / "blaze.pth", a)
+    shutil.copy(REPO / "src" / "blazeface" / "weights" / "slim.pth", b)
+    before = a.read_bytes()
+    done = _average_weights(a, a, "--model", "blaze", "--write", a)
+    assert done.returncode == 2 and done.stderr.strip() == f"average_weights.py: error: {a}: would replace an input; choose another file"
+    assert a.read_bytes() == before
+    done = _average_weights(a, b, "--model", "blaze", "--write", tmp_path / "soup.pth")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"average_weights.py: error: {b} holds model 'slim', not 'blaze': pass --model slim"
+    assert not (tmp_path / "soup.pth").exists()
+
+
 @requires_shared
 def test_calibrate_scores_changes_only_the_face_logit_biases(tmp_path):
     """tools/calibrate_scores.py on a small sample: the written weights are the input's, except the face
