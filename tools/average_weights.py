@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from blazeface.checkpoint import load_weights, read_state_dict, with_metadata
+from blazeface.checkpoint import load_weights, with_metadata
 from blazeface.errors import BlazefaceError
 from blazeface.io import atomic_target
 from blazeface.models import create_model, get_config
@@ -48,9 +48,11 @@ def main() -> int:
     target = args.write.resolve()
     if any(w.resolve() == target for w in args.weights):
         raise BlazefaceError(f"{args.write}: would replace an input; choose another file")
+    states = []
     for path in args.weights:  # strict, one line: a file of another model fails here
-        load_weights(create_model(args.model, weights=None), path)
-    states = [read_state_dict(path) for path in args.weights]
+        model = create_model(args.model, weights=None)
+        load_weights(model, path)
+        states.append(model.state_dict())
     with atomic_target(args.write) as partial:
         torch.save(with_metadata(average_state_dicts(states), get_config(args.model)), partial)
     print(f"mean of {len(states)} files -> {args.write}")
