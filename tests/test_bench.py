@@ -155,6 +155,10 @@ def test_average_weights_refuses_to_replace_an_input_or_mix_models(tmp_path):
     before = a.read_bytes()
     done = _average_weights(a, a, "--model", "blaze", "--write", a)
     assert done.returncode == 2 and done.stderr.strip() == f"average_weights.py: error: {a}: would replace an input; choose another file"
+    link = tmp_path / "link.pth"  # another name of an input is the input
+    link.hardlink_to(a)
+    done = _average_weights(a, a, "--model", "blaze", "--write", link)
+    assert done.returncode == 2 and done.stderr.strip().endswith(f"{link}: would replace an input; choose another file")
     assert a.read_bytes() == before
     done = _average_weights(a, b, "--model", "blaze", "--write", tmp_path / "soup.pth")
     assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from blazeface.checkpoint import load_weights, with_metadata
+from blazeface.checkpoint import with_metadata
 from blazeface.errors import BlazefaceError
-from blazeface.io import atomic_target
+from blazeface.io import atomic_target, same_file
 from blazeface.models import create_model, get_config
 
 
@@ -45,14 +45,10 @@ def main() -> int:
     args = p.parse_args()
     if len(args.weights) < 2:
         raise BlazefaceError("give two or more weights files to average")
-    target = args.write.resolve()
-    if any(w.resolve() == target for w in args.weights):
+    if any(same_file(args.write, w) for w in args.weights):  # hard links and symlinks too
         raise BlazefaceError(f"{args.write}: would replace an input; choose another file")
-    states = []
-    for path in args.weights:  # strict, one line: a file of another model fails here
-        model = create_model(args.model, weights=None)
-        load_weights(model, path)
-        states.append(model.state_dict())
+    # Loaded strictly, one line for a file of another model, before anything is written.
+    states = [create_model(args.model, weights=path).state_dict() for path in args.weights]
     with atomic_target(args.write) as partial:
         torch.save(with_metadata(average_state_dicts(states), get_config(args.model)), partial)
     print(f"mean of {len(states)} files -> {args.write}")
