@@ -33,7 +33,7 @@ from .media import PNG_GREY_ALPHA, encode_grey_alpha_png, png_header
 # Chosen on the WIDER FACE val images of the dev list (263 images) by benchmarks/blur_threshold.py:
 # the threshold minimising missed medium faces + false alarms / 20 per image (a miss weighs as much as
 # 20 false alarms). With the shipped blaze weights at long side 640: recall easy 0.865 / medium 0.821 and
-# 3.1 false alarms per (crowded) image, against 0.839 / 0.768 and 0.6 at detect's 0.5 (the original
+# 3.1 false alarms per (crowded) image, against 0.838 / 0.768 and 0.5 at detect's 0.5 (the original
 # Blaze_Final_640.pth gets 0.30 by the same rule).
 DEFAULT_BLUR_CONF = 0.26
 DEFAULT_BLUR_CONF_WEIGHTS_SHA256 = "54f3a0ab4cf1dcf4ea6c6a3f7b22ecbf84047699f0b4d67b46c3e0c88e19227a"
