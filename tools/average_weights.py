@@ -20,8 +20,9 @@ import torch
 
 from blazeface.checkpoint import with_metadata
 from blazeface.errors import BlazefaceError
-from blazeface.io import atomic_target, same_file
+from blazeface.io import same_file
 from blazeface.models import create_model, get_config
+from blazeface.training.checkpointing import save_atomic
 
 
 def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -49,8 +50,7 @@ def main() -> int:
         raise BlazefaceError(f"{args.write}: would replace an input; choose another file")
     # Loaded strictly, one line for a file of another model, before anything is written.
     states = [create_model(args.model, weights=path).state_dict() for path in args.weights]
-    with atomic_target(args.write) as partial:
-        torch.save(with_metadata(average_state_dicts(states), get_config(args.model)), partial)
+    save_atomic(with_metadata(average_state_dicts(states), get_config(args.model)), args.write)
     print(f"mean of {len(states)} files -> {args.write}")
     return 0
 

@@ -32,16 +32,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from blazeface.cli.validate import int_at_least
 from blazeface.data.labels import image_size, read_retinaface
 from blazeface.evaluation import widerface as wf
 from blazeface.inference import FaceDetector, Letterbox, to_faces
-from blazeface.io import atomic_target
 from blazeface.models import create_model
 from blazeface.postprocess import PostprocessConfig, postprocess
 from blazeface.priors import prior_boxes, prior_size_groups
+from blazeface.training.checkpointing import save_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 WIDER = REPO.parent / "shared" / "data" / "widerface"
@@ -189,8 +188,7 @@ def main() -> int:
         model = create_model(args.model, weights=args.weights)
         model.shift_face_logits(per_level)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        with atomic_target(args.write) as partial:
-            torch.save(state, partial)
+        save_atomic(state, args.write)
         print(f"{args.weights} + offsets -> {args.write}")
     return 0
 

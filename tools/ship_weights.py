@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from blazeface.checkpoint import load_weights, read_state_dict, with_metadata
-from blazeface.io import atomic_target
+from blazeface.checkpoint import with_metadata
 from blazeface.models import create_model, get_config, shipped_weights
+from blazeface.training.checkpointing import save_atomic
 
 
 def main() -> int:
@@ -25,11 +23,11 @@ def main() -> int:
     p.add_argument("weights", type=Path, help="a run's weights.pth (or last.pth: its EMA weights)")
     p.add_argument("--model", required=True)
     args = p.parse_args()
-    state = {k: v.detach().cpu().contiguous() for k, v in read_state_dict(args.weights).items()}
-    load_weights(create_model(args.model, weights=None), args.weights)  # strict, one line: a wrong model fails here, not later
+    # Loaded strictly (one line for a file of another model) and read once: the tensors as the model holds them.
+    model = create_model(args.model, weights=args.weights)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     target = shipped_weights(args.model)
-    with atomic_target(target) as partial:
-        torch.save(with_metadata(state, get_config(args.model)), partial)
+    save_atomic(with_metadata(state, get_config(args.model)), target)
     print(f"{args.weights} -> {target}")
     return 0
 
