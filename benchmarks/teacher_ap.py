@@ -6,6 +6,8 @@
     python benchmarks/teacher_ap.py --model blaze --map-priors --teacher slim:... --teacher rfb:...   # on blaze's priors
     python benchmarks/teacher_ap.py --model blaze --map-priors --teacher yunet:.../yunet_n_dynamic.onnx
     python benchmarks/teacher_ap.py --model blaze --map-priors --teacher yunet:... --yunet-scales 1 2   # and at 2x
+    python benchmarks/teacher_ap.py --model blaze --map-priors --teacher yunet:... --yunet-scales 1 2 \
+        --teacher centerface:.../centerface.onnx   # the two grid teachers' candidates pooled
 
 Evaluates as ``blazeface evaluate widerface`` does (the 263-image dev split, long side 640, conf 0.01, NMS 0.4,
 the official protocol) and prints one JSON object; ``--save-predictions DIR`` keeps the predictions for
@@ -32,6 +34,8 @@ def main() -> int:
                         "`train --map-teacher-priors` carries them")
     p.add_argument("--yunet-scales", type=float, nargs="+", default=[1.0], metavar="S",
                    help="as `train --yunet-scales`: YuNet also on the image enlarged by these factors")
+    p.add_argument("--centerface-scales", type=float, nargs="+", default=[1.0], metavar="S",
+                   help="as `train --centerface-scales`")
     p.add_argument("--long-side", type=int, default=640)
     p.add_argument("--save-predictions", type=Path, metavar="DIR")
     args = p.parse_args()
@@ -47,11 +51,12 @@ def main() -> int:
     from blazeface.training.teachers import DenseEnsembleRunner, load_teacher, teaches_per_prior
 
     torch.set_num_threads(1)
-    teachers = [load_teacher(spec, yunet_scales=args.yunet_scales) for spec in args.teacher]
+    teachers = [load_teacher(spec, yunet_scales=args.yunet_scales, centerface_scales=args.centerface_scales)
+                for spec in args.teacher]
     for spec, teacher in zip(args.teacher, teachers):
         if not teaches_per_prior(teacher, args.model, args.map_priors):
             raise BlazefaceError(f"--teacher {spec}: not a dense teacher of {args.model} (other priors or "
-                                 "YuNet: --map-priors; CenterFace teaches only by its detections)")
+                                 "YuNet, CenterFace: --map-priors)")
     detector = FaceDetector(args.model, runner=DenseEnsembleRunner(teachers, args.model), long_side=args.long_side,
                             conf=0.01, nms=0.4)
     gt = wf.load_ground_truth(wider / "ground_truth")

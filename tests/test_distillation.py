@@ -525,7 +525,7 @@ def test_cached_yunet_candidates_carry_as_the_live_teacher_on_an_unchanged_view(
     image = cv2.resize(cv2.imread(str(DATA / "facemask" / "images" / "maksssksksss209.jpg")), (size, size))
     teacher = load_teacher(f"yunet:{YUNET}")
     carrier = PriorMapping(None, config.priors)
-    scores, boxes, points = photo_candidates(teacher, image, MEAN_BGR, carrier.min_probability)
+    scores, boxes, points = photo_candidates([teacher], image, MEAN_BGR, carrier.min_probability)
     assert len(scores) >= 20 and boxes.max() > size / 2
     target = make_target(np.zeros((0, 4)))
     target.update(teacher_boxes=boxes, teacher_points=points, teacher_scores=scores)
@@ -552,8 +552,8 @@ def test_teacher_candidates_computed_in_a_pool_equal_one_process(onnx):
     teacher = load_teacher(f"yunet:{YUNET}")
     if onnx:
         teacher.use_onnx_runtime(threads=1)
-    one = build_photo_candidates(teacher, photos, MEAN_BGR, 0.05, progress=False)
-    pooled = build_photo_candidates(teacher, photos, MEAN_BGR, 0.05, progress=False, processes=2, onnx=onnx)
+    one = build_photo_candidates([teacher], photos, MEAN_BGR, 0.05, progress=False)
+    pooled = build_photo_candidates([teacher], photos, MEAN_BGR, 0.05, progress=False, processes=2, onnx=onnx)
     assert len(one) == len(pooled) == len(photos) and len(one[5]["teacher_scores"]) == 0
     np.testing.assert_array_equal(one.offsets, pooled.offsets)
     for name in ("scores", "boxes", "points"):
@@ -580,7 +580,7 @@ def test_training_with_a_cached_yunet_resumes_exactly(data, tmp_path):
     a, b = (load_checkpoint(tmp_path / d / "last.pth")["model"] for d in ("a", "b"))
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    with pytest.raises(BlazefaceError, match="--cache-teacher needs one YuNet teacher"):
+    with pytest.raises(BlazefaceError, match="--cache-teacher needs a YuNet or CenterFace teacher"):
         Trainer(options(data, tmp_path / "c", **{**kw, "teachers": [f"slim:{SLIM}"]}))
 
 
@@ -645,21 +645,92 @@ def test_two_processes_equal_one_with_a_cached_yunet(data, tmp_path):
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
 
 
-@requires_shared
-def test_a_cached_yunet_teaches_beside_a_detection_teacher(data, tmp_path):
-    """--cache-teacher with a detection teacher too (CenterFace): the crop is labelled by CenterFace in the data
-    worker and also carries YuNet's cached candidates onto slim's priors."""
-    from blazeface.training.teacher_cache import CARRIED_KEYS
+CENTERFACE = DATA / "teachers" / "centerface.onnx"
 
+
+@requires_shared
+def test_centerface_candidates_decode_as_its_detections():
+    """CenterFace per prior (--map-teacher-priors): its heatmap cells decoded from a student's mean-subtracted
+    batch give, after the same threshold and NMS, CenterFace's own detections of the uint8 photo; at 2x its
+    candidates of the enlarged batch follow those of 1x, in the same normalised coordinates."""
+    import cv2
+
+    from blazeface.config import MEAN_BGR
+    from blazeface.geometry import box_iou
+    from blazeface.training.teachers import CenterFaceTeacher, teaches_per_prior
+
+    image = cv2.resize(cv2.imread(str(DATA / "facemask" / "images" / "maksssksksss209.jpg")), (416, 256))
+    h, w = image.shape[:2]
+    teacher = load_teacher(f"centerface:{CENTERFACE}")
+    assert teaches_per_prior(teacher, "blaze", map_priors=True) and not teaches_per_prior(teacher, "blaze")
+    batch = torch.from_numpy(image.astype(np.float32) - np.float32(MEAN_BGR)).permute(2, 0, 1)[None]
+    (found,) = teacher.candidates(batch, MEAN_BGR, min_probability=0.5)
+    boxes = found.boxes.numpy() * [w, h, w, h]
+    keep = np.array(cv2.dnn.NMSBoxes([[float(a), float(b), float(c - a), float(d - b)] for a, b, c, d in boxes],
+                                     found.probability.tolist(), 0.5, 0.3)).ravel()
+    reference = CenterFaceTeacher(CENTERFACE, score_threshold=0.5, nms=0.3).detect(image)
+    assert len(keep) >= 10 and len(keep) == len(reference.scores)
+    iou = box_iou(boxes[keep], reference.boxes)
+    assert (iou.max(1) > 0.999).all(), iou.max(1)
+    points = found.points.numpy()[keep].reshape(-1, 5, 2) * [w, h]
+    assert np.abs(points - reference.landmarks[iou.argmax(1)]).max() < 0.01
+    (both,) = load_teacher(f"centerface:{CENTERFACE}", centerface_scales=(1, 2)).candidates(batch, MEAN_BGR, 0.5)
+    k = len(found.probability)
+    assert torch.equal(both.boxes[:k], found.boxes) and len(both.probability) > k
+    with pytest.raises(BlazefaceError, match="CenterFace teacher scales must be positive"):
+        load_teacher(f"centerface:{CENTERFACE}", centerface_scales=(0,))
+
+
+@requires_shared
+def test_pooled_grid_teachers_give_each_prior_the_more_probable_teachers_face():
+    """YuNet and CenterFace per prior together: their candidates are pooled before the carry, so every prior of
+    the student gets the larger of the two face probabilities that each teacher alone gives it (a face one of
+    them misses keeps the other's probability), with the boxes of whichever teacher that was."""
+    import cv2
+
+    from blazeface.config import MEAN_BGR
+    from blazeface.training.teachers import DenseTeachers
+
+    image = cv2.resize(cv2.imread(str(DATA / "facemask" / "images" / "maksssksksss209.jpg")), (320, 320))
+    batch = torch.from_numpy(image.astype(np.float32) - np.float32(MEAN_BGR)).permute(2, 0, 1)[None]
+    yunet, centerface = load_teacher(f"yunet:{YUNET}"), load_teacher(f"centerface:{CENTERFACE}")
+    (loc_y, logits_y, _), (loc_c, logits_c, _), (loc, logits, _) = (
+        DenseTeachers(teachers, "blaze")(batch) for teachers in ([yunet], [centerface], [yunet, centerface]))
+    p_y, p_c, p = (t[0, :, 1].exp() for t in (logits_y, logits_c, logits))
+    torch.testing.assert_close(p, torch.maximum(p_y, p_c), rtol=0, atol=1e-6)
+    faces = p > 0.5
+    from_yunet, from_centerface = faces & (p_y > p_c), faces & (p_c > p_y)
+    assert from_yunet.sum() >= 5 and from_centerface.sum() >= 5
+    torch.testing.assert_close(loc[0, from_yunet], loc_y[0, from_yunet])
+    torch.testing.assert_close(loc[0, from_centerface], loc_c[0, from_centerface])
+
+
+@requires_shared
+def test_cached_yunet_and_centerface_pool_their_candidates(data, tmp_path):
+    """--cache-teacher with YuNet and CenterFace per prior: each photo's cached candidates are YuNet's, then
+    CenterFace's, keyed by both teachers (a cache of YuNet alone keeps its key: older run folders still read);
+    the run trains on them."""
+    import cv2
+
+    from blazeface.config import MEAN_BGR
+    from blazeface.training.teacher_cache import cache_key, photo_candidates
+
+    teachers = [f"yunet:{YUNET}", f"centerface:{CENTERFACE}"]
     trainer = Trainer(options(data, tmp_path / "a", model="slim", max_steps=1, map_teacher_priors=True,
-                              teachers=[f"yunet:{YUNET}", f"centerface:{DATA / 'teachers' / 'centerface.onnx'}"],
-                              cache_teacher=True))
+                              teachers=teachers, cache_teacher=True))
     assert len(trainer.dense_teachers) == 0
-    _, targets = trainer.dataset[(0, 0)]
-    assert all(key in targets for key in CARRIED_KEYS) and "pos_weight" in targets
+    sample = trainer.dataset.samples[0]
+    image = cv2.imread(str(sample.image_path))
+    yunet, centerface = (load_teacher(spec) for spec in teachers)
+    alone = [photo_candidates([t], image, MEAN_BGR, 0.05)[0] for t in (yunet, centerface)]
+    cached = trainer.dataset.teacher_candidates[0]["teacher_scores"]
+    np.testing.assert_allclose(cached, np.concatenate(alone), atol=1e-5)
+    paths = [s.image_path for s in trainer.dataset.samples]
+    assert json.loads(cache_key([yunet], paths, 0.05))["teacher"] == str(YUNET.resolve())
+    assert cache_key([yunet, centerface], paths, 0.05) != cache_key([yunet], paths, 0.05)
     trainer.run()
     assert '"kd_cls"' in (tmp_path / "a" / "metrics.jsonl").read_text()
-    with pytest.raises(BlazefaceError, match="--cache-teacher needs one YuNet teacher"):
+    with pytest.raises(BlazefaceError, match="--cache-teacher needs a YuNet or CenterFace teacher"):
         Trainer(options(data, tmp_path / "b", teachers=[f"yunet:{YUNET}"], cache_teacher=True))
 
 

@@ -61,6 +61,9 @@ def add_parser(sub) -> None:
                    help="YuNet per prior: run it on the batch at each of these scales and offer every scale's "
                         "faces to the student's priors (default: 1; 1 2 adds the faces under ~10 pixels that "
                         "YuNet finds only enlarged; slim's CPU step then takes 2.1x as long)")
+    p.add_argument("--centerface-scales", type=positive_float, nargs="+", default=None, metavar="S",
+                   help="CenterFace per prior: run it at each of these scales, as --yunet-scales (default: 1; below "
+                        "1 for faces larger than its training crops)")
     p.add_argument("--zoom-out-p", type=probability, default=None,
                    help="augmentation: the chance that a photo is first shrunk onto a larger mean-coloured canvas "
                         "(more small faces; default 0.3)")
@@ -80,9 +83,9 @@ def add_parser(sub) -> None:
     p.add_argument("--close-mosaic", type=non_negative_int, default=None, metavar="EPOCHS",
                    help="train the last EPOCHS epochs without mosaics (default 0)")
     p.add_argument("--cache-teacher", action="store_true", default=None,
-                   help="YuNet per prior: run it once on every whole training photo (at each --yunet-scales "
-                        "factor of the photo) instead of on every batch; its candidate faces follow each crop's "
-                        "geometry, and the step no longer waits for the teacher")
+                   help="YuNet and CenterFace per prior: run them once on every whole training photo (at each of "
+                        "their --yunet-scales / --centerface-scales factors of the photo) instead of on every batch; "
+                        "their candidate faces follow each crop's geometry, and the step no longer waits for them")
     p.add_argument("--cache-processes", type=positive_int, default=None,
                    help="processes that compute those candidates when the run folder has none yet (default: "
                         "--threads + --workers; one per core on a machine of its own)")

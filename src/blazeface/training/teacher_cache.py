@@ -1,10 +1,11 @@
-"""A per-prior YuNet teacher computed once per training photo instead of once per crop (``train --cache-teacher``).
+"""Per-prior grid teachers (YuNet, CenterFace) computed once per training photo instead of once per crop
+(``train --cache-teacher``).
 
 Run on every crop, YuNet is on each step's critical path, the more so at 2x, where it finds the faces under ~10
 pixels: slim distilled live from YuNet at 1x and 2x trains at 0.44x the untaught step's images/s on a CPU thread,
 cached at 0.93x (``benchmarks/bench_train_step.py --cache-teacher``). Its candidate faces
-(:meth:`~blazeface.training.teachers.YuNetTeacher.grid_candidates`: boxes, landmarks and score of every grid
-cell above the carrier's threshold) are geometry, though: computed once on the whole photo at each scale, they
+(:meth:`~blazeface.training.teachers.GridTeacher.grid_candidates`: boxes, landmarks and score of every grid
+cell above the carrier's threshold; several teachers' pooled, as their scales are) are geometry, though: computed once on the whole photo at each scale, they
 follow a crop through the augmentation as the labels do (:mod:`blazeface.data.transforms`) and are carried onto
 the student's priors in the data worker (:class:`CarriedCandidates`), so the step pays nothing for the teacher.
 
@@ -36,7 +37,7 @@ import torch
 from ..errors import BlazefaceError
 from ..io import atomic_target
 from .checkpointing import TEACHER_CANDIDATES_FILE
-from .teachers import Candidates, PriorMapping, YuNetTeacher
+from .teachers import Candidates, GridTeacher, PriorMapping
 
 # The per-prior targets CarriedCandidates adds to a sample (the dataset passes ``prior_*`` entries through).
 CARRIED_KEYS = ("prior_kd_loc", "prior_kd_logits", "prior_kd_landm")
@@ -58,14 +59,14 @@ class PhotoCandidates:
                 "teacher_scores": self.scores[a:b].copy()}
 
 
-def photo_candidates(teacher: YuNetTeacher, image: np.ndarray, mean_bgr: Sequence[float],
+def photo_candidates(teachers: Sequence[GridTeacher], image: np.ndarray, mean_bgr: Sequence[float],
                      min_probability: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One BGR uint8 photo's candidates at each of the teacher's scales, concatenated, in the photo's pixels:
-    ``scores`` (K,), ``boxes`` (K, 4), ``points`` (K, 5, 2)."""
+    """One BGR uint8 photo's candidates of each teacher at each of its scales, concatenated, in the photo's
+    pixels: ``scores`` (K,), ``boxes`` (K, 4), ``points`` (K, 5, 2)."""
     h, w = image.shape[:2]
     pixels = np.array([w, h], np.float32)
     scores, boxes, points = [], [], []
-    for scale in teacher.scales:
+    for teacher, scale in ((t, s) for t in teachers for s in t.scales):
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         scaled = image if size == (w, h) else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
         batch = torch.from_numpy(scaled.transpose(2, 0, 1)[None].astype(np.float32))
@@ -79,35 +80,38 @@ def photo_candidates(teacher: YuNetTeacher, image: np.ndarray, mean_bgr: Sequenc
             np.concatenate(points).astype(np.float32))
 
 
-def cache_key(teacher: YuNetTeacher, image_paths: Sequence[Path], min_probability: float) -> str:
-    """What the cached candidates depend on: the teacher file (name and size), its scales, the threshold and the
-    photos in order."""
+def cache_key(teachers: Sequence[GridTeacher], image_paths: Sequence[Path], min_probability: float) -> str:
+    """What the cached candidates depend on: each teacher file (name and size) and its scales, the threshold and
+    the photos in order. (One teacher's key keeps the form of the caches written before several could be.)"""
     photos = hashlib.sha256("\n".join(str(p) for p in image_paths).encode()).hexdigest()
-    return json.dumps({"teacher": str(Path(teacher.path).resolve()), "bytes": Path(teacher.path).stat().st_size,
-                       "scales": list(teacher.scales), "min_probability": min_probability, "photos": photos,
-                       "count": len(image_paths)}, sort_keys=True)
+    each = [{"teacher": str(Path(t.path).resolve()), "bytes": Path(t.path).stat().st_size, "scales": list(t.scales)}
+            for t in teachers]
+    what = each[0] if len(each) == 1 else {"teachers": each}
+    return json.dumps({**what, "min_probability": min_probability, "photos": photos, "count": len(image_paths)},
+                      sort_keys=True)
 
 
 _NONE = (np.zeros(0, np.float32), np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32))
 
 
-def _photo_parts(teacher: YuNetTeacher, path: Path, mean_bgr: Sequence[float],
+def _photo_parts(teachers: Sequence[GridTeacher], path: Path, mean_bgr: Sequence[float],
                  min_probability: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One photo file's candidates (none for an unreadable one: the dataset skips it anyway)."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         return _NONE
-    return photo_candidates(teacher, image, mean_bgr, min_probability)
+    return photo_candidates(teachers, image, mean_bgr, min_probability)
 
 
 def _chunk_parts(job: tuple) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """A pool process's share: consecutive photos, on one thread (the pool is the parallelism)."""
-    teacher, paths, mean_bgr, min_probability, onnx = job
+    teachers, paths, mean_bgr, min_probability, onnx = job
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     if onnx:
-        teacher.use_onnx_runtime(threads=1)
-    return [_photo_parts(teacher, path, mean_bgr, min_probability) for path in paths]
+        for teacher in teachers:
+            teacher.use_onnx_runtime(threads=1)
+    return [_photo_parts(teachers, path, mean_bgr, min_probability) for path in paths]
 
 
 # Photos per pool task: small enough to balance the processes and report progress, large enough that the
@@ -115,22 +119,22 @@ def _chunk_parts(job: tuple) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
 _CHUNK = 40
 
 
-def build_photo_candidates(teacher: YuNetTeacher, image_paths: Sequence[Path], mean_bgr: Sequence[float],
+def build_photo_candidates(teachers: Sequence[GridTeacher], image_paths: Sequence[Path], mean_bgr: Sequence[float],
                            min_probability: float, progress: bool = True, processes: int = 1,
                            onnx: bool = False) -> PhotoCandidates:
-    """Run the teacher on every photo, in ``processes`` processes (each on one thread; the result does not
-    depend on their number). ``onnx``: the pool's processes run the teacher in ONNX Runtime, as ``teacher``
-    itself does after ``use_onnx_runtime`` (a session does not pickle)."""
+    """Run the teachers on every photo, in ``processes`` processes (each on one thread; the result does not
+    depend on their number). ``onnx``: the pool's processes run the teachers in ONNX Runtime, as ``teachers``
+    themselves do after ``use_onnx_runtime`` (a session does not pickle)."""
     chunks = [list(image_paths[i:i + _CHUNK]) for i in range(0, len(image_paths), _CHUNK)]
     with contextlib.ExitStack() as stack:
         if processes > 1 and len(chunks) > 1:
             # forkserver, as the data workers: a fork of a process holding OpenCV's and ONNX Runtime's thread
             # pools can deadlock.
             pool = stack.enter_context(multiprocessing.get_context("forkserver").Pool(min(processes, len(chunks))))
-            results = pool.imap(_chunk_parts, [(teacher, chunk, tuple(mean_bgr), min_probability, onnx)
+            results = pool.imap(_chunk_parts, [(teachers, chunk, tuple(mean_bgr), min_probability, onnx)
                                                for chunk in chunks])
         else:
-            results = ([_photo_parts(teacher, path, mean_bgr, min_probability) for path in chunk] for chunk in chunks)
+            results = ([_photo_parts(teachers, path, mean_bgr, min_probability) for path in chunk] for chunk in chunks)
         found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         start = time.perf_counter()
         for parts in results:
@@ -165,16 +169,16 @@ def load_photo_candidates(path: Path, key: str) -> PhotoCandidates | None:
                              "compute them again") from None
 
 
-def photo_candidates_for_run(teacher: YuNetTeacher, image_paths: Sequence[Path], mean_bgr: Sequence[float],
+def photo_candidates_for_run(teachers: Sequence[GridTeacher], image_paths: Sequence[Path], mean_bgr: Sequence[float],
                              min_probability: float, out: Path, processes: int = 1,
                              onnx: bool = False) -> PhotoCandidates:
     """The run folder's cached candidates when they match, else computed now (:func:`build_photo_candidates`)
     and saved there."""
-    key = cache_key(teacher, image_paths, min_probability)
+    key = cache_key(teachers, image_paths, min_probability)
     path = Path(out) / TEACHER_CANDIDATES_FILE
     found = load_photo_candidates(path, key)
     if found is None:
-        found = build_photo_candidates(teacher, image_paths, mean_bgr, min_probability, processes=processes,
+        found = build_photo_candidates(teachers, image_paths, mean_bgr, min_probability, processes=processes,
                                        onnx=onnx)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_photo_candidates(found, key, path)

@@ -9,7 +9,8 @@ A teacher is named by a spec (``blazeface train --teacher SPEC``, repeatable):
   Otherwise it is a *detection* teacher like the two below.
 - ``yunet:PATH.onnx``: YuNet through OpenCV's ``cv2.FaceDetectorYN``; with ``--map-teacher-priors`` it teaches per
   prior instead: its raw outputs on the batch, decoded into candidate faces, carried onto the student's priors.
-- ``centerface:PATH.onnx``: CenterFace through ONNX Runtime.
+- ``centerface:PATH.onnx``: CenterFace through ONNX Runtime; with ``--map-teacher-priors`` it teaches per prior as
+  YuNet does (its stride-4 heatmap cells are the candidate faces).
 
 Detection teachers run in the data workers on the augmented uint8 crop (:class:`TeacherLabelling`), their
 detections of several teachers are fused (:func:`fuse_detections`, weighted box fusion) and merged into the
@@ -108,20 +109,58 @@ class _LazyRuntime:
         return self
 
 
-class YuNetTeacher(_LazyRuntime):
+def _checked_scales(name: str, scales: Sequence[float]) -> tuple[float, ...]:
+    if not scales or any(s <= 0 for s in scales):
+        raise BlazefaceError(f"{name} teacher scales must be positive, got {list(scales)}")
+    return tuple(float(s) for s in scales)
+
+
+class GridTeacher(_LazyRuntime):
+    """A detector without priors whose every grid cell predicts a face (YuNet, CenterFace): per prior
+    (``--map-teacher-priors``) its cells above a probability are the candidate faces that
+    :class:`PriorMapping` carries onto the student's priors. Subclasses give :meth:`grid_candidates` and
+    ``scales``: the teacher also runs on the batch resized by each factor other than 1, and every scale's
+    candidates are offered together (each student prior then takes the most probable one that reaches it)."""
+
+    scales: tuple[float, ...] = (1.0,)
+
+    def grid_candidates(self, images: torch.Tensor, mean_bgr: Sequence[float], min_probability: float,
+                        device="cpu") -> list[Candidates]:
+        raise NotImplementedError
+
+    def use_onnx_runtime(self, threads: int) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def candidates(self, images: torch.Tensor, mean_bgr: Sequence[float], min_probability: float) -> list[Candidates]:
+        """Every grid cell whose face probability is at least ``min_probability``, per image of a student's
+        batch (BGR minus ``mean_bgr``, any layout), as :class:`Candidates` in the batch's normalised
+        coordinates; with several ``scales``, each image's candidates of every scale, concatenated."""
+        per_scale = []
+        for scale in self.scales:
+            scaled = images if scale == 1 else torch.nn.functional.interpolate(
+                images.float(), scale_factor=scale, mode="bilinear", align_corners=False)
+            per_scale.append(self.grid_candidates(scaled, mean_bgr, min_probability, images.device))
+        return pool_candidates(per_scale)
+
+
+def pool_candidates(parts: Sequence[list[Candidates]]) -> list[Candidates]:
+    """Several sources' candidates of one batch (scales, grid teachers) as one offer per image."""
+    if len(parts) == 1:
+        return parts[0]
+    return [Candidates(*(torch.cat(fields) for fields in zip(*found))) for found in zip(*parts)]
+
+
+class YuNetTeacher(GridTeacher):
     """YuNet (``cv2.FaceDetectorYN``) on BGR uint8 images of any size.
 
-    ``scales``: per prior (:meth:`candidates`), YuNet also runs on the student's batch enlarged by each factor
-    other than 1, and every scale's candidates are offered together (each student prior then takes the most
-    probable one that reaches it). Enlarged 2x, YuNet finds the faces under ~10 pixels it misses at 1x (its
-    smallest anchors are 8 pixels at stride 8), and the large faces stay with the 1x pass."""
+    ``scales``: per prior (:meth:`candidates`). Enlarged 2x, YuNet finds the faces under ~10 pixels it misses at
+    1x (its smallest anchors are 8 pixels at stride 8), and the large faces stay with the 1x pass."""
 
     def __init__(self, path: Path, score_threshold: float = 0.3, nms: float = 0.45, top_k: int = 1000,
                  scales: Sequence[float] = (1,)):
         self.path, self.score_threshold, self.nms, self.top_k = Path(path), score_threshold, nms, top_k
-        if not scales or any(s <= 0 for s in scales):
-            raise BlazefaceError(f"YuNet teacher scales must be positive, got {list(scales)}")
-        self.scales = tuple(float(s) for s in scales)
+        self.scales = _checked_scales("YuNet", scales)
 
     def _open(self):
         try:
@@ -157,26 +196,12 @@ class YuNetTeacher(_LazyRuntime):
             self._raw = run
         return self._raw(batch)
 
-    @torch.no_grad()
-    def candidates(self, images: torch.Tensor, mean_bgr: Sequence[float], min_probability: float) -> list[Candidates]:
-        """Every grid cell whose score is at least ``min_probability``, per image of a student's batch (BGR minus
-        ``mean_bgr``, any layout), as :class:`Candidates` in the batch's normalised coordinates. The score is
-        YuNet's own, the geometric mean of its class and objectness outputs; boxes and landmarks decode as
-        OpenCV's FaceDetectorYN decodes them (checked against it to 3e-5 px). The batch is padded bottom/right to a
-        multiple of 32 with the mean colour, as the inference pipeline pads. With several ``scales``, each
-        image's candidates of every scale, concatenated."""
-        per_scale = []
-        for scale in self.scales:
-            scaled = images if scale == 1 else torch.nn.functional.interpolate(
-                images.float(), scale_factor=scale, mode="bilinear", align_corners=False)
-            per_scale.append(self.grid_candidates(scaled, mean_bgr, min_probability, images.device))
-        if len(per_scale) == 1:
-            return per_scale[0]
-        return [Candidates(*(torch.cat(parts) for parts in zip(*found))) for found in zip(*per_scale)]
-
     def grid_candidates(self, images: torch.Tensor, mean_bgr: Sequence[float], min_probability: float,
                         device="cpu") -> list[Candidates]:
-        """:meth:`candidates` of one scale: the batch as it is."""
+        """:meth:`candidates` of one scale, the batch as it is. The probability is YuNet's own score, the
+        geometric mean of its class and objectness outputs; boxes and landmarks decode as OpenCV's
+        FaceDetectorYN decodes them (checked against it to 3e-5 px). The batch is padded bottom/right to a
+        multiple of 32 with the mean colour, as the inference pipeline pads."""
         batch, _, height, width = images.shape
         padded_h, padded_w = -(-height // 32) * 32, -(-width // 32) * 32
         mean = np.asarray(mean_bgr, np.float32).reshape(1, 3, 1, 1)
@@ -214,19 +239,30 @@ class YuNetTeacher(_LazyRuntime):
         return TeacherFaces(boxes, rows[:, 4:14].reshape(-1, 5, 2), rows[:, 14])
 
 
-class CenterFaceTeacher(_LazyRuntime):
+class CenterFaceTeacher(GridTeacher):
     """CenterFace (ONNX Runtime): RGB input at a multiple of 32, outputs heatmap, log-scale, offset and
-    landmarks at stride 4; decoded as its reference implementation does, then NMS."""
+    landmarks at stride 4; decoded as its reference implementation does, then NMS. Per prior, every peak of the
+    heatmap (a cell no lower than its 8 neighbours) at ``min_probability`` or more is a candidate face (at each
+    of ``scales``): only a face's centre cell learnt its box and landmarks (a CenterNet), where every cell of
+    YuNet's grid near a face predicts one; the cells around a peak would offer boxes centred on themselves, and
+    a face would bring a hundred of them to the carry's 1,000 candidates."""
 
     STRIDE = 4
 
-    def __init__(self, path: Path, score_threshold: float = 0.3, nms: float = 0.3):
+    def __init__(self, path: Path, score_threshold: float = 0.3, nms: float = 0.3, scales: Sequence[float] = (1,)):
         self.path, self.score_threshold, self.nms = Path(path), score_threshold, nms
+        self.scales = _checked_scales("CenterFace", scales)
+        self.threads = 1
 
     def _open(self):
         from ..runtime.onnx_runner import cpu_session
 
-        return cpu_session(self._dynamic_model(), 1, f"CenterFace teacher {self.path}")
+        return cpu_session(self._dynamic_model(), self.threads, f"CenterFace teacher {self.path}")
+
+    def use_onnx_runtime(self, threads: int) -> None:
+        """CenterFace always runs in ONNX Runtime: here, on ``threads`` threads."""
+        self.threads, self._runtime = threads, None
+        self.load()
 
     def _dynamic_model(self) -> bytes:
         """The file declares a fixed 10x3x32x32 input: give batch, height and width symbolic sizes (the
@@ -241,32 +277,62 @@ class CenterFaceTeacher(_LazyRuntime):
                 dims[index].dim_param = name
         return model.SerializeToString()
 
-    def detect(self, image: np.ndarray) -> TeacherFaces:
+    def _outputs(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """Heatmap, log-scale, offset and landmarks of an (N, 3, H, W) float RGB batch in 0-255, padded here
+        bottom/right with black to a multiple of 32 (as the reference implementation pads)."""
+        n, _, h, w = rgb.shape
+        blob = np.zeros((n, 3, -(-h // 32) * 32, -(-w // 32) * 32), np.float32)
+        blob[:, :, :h, :w] = rgb
         session = self.load()._runtime
-        h, w = image.shape[:2]
-        H, W = -(-h // 32) * 32, -(-w // 32) * 32
-        padded = np.zeros((H, W, 3), np.uint8)
-        padded[:h, :w] = image[:, :, ::-1]
-        blob = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32)
-        heatmap, scale, offset, points = session.run(None, {session.get_inputs()[0].name: blob})
-        heat = heatmap[0, 0]
-        ys, xs = np.nonzero(heat > self.score_threshold)
-        if ys.size == 0:
-            return TeacherFaces.empty()
+        return session.run(None, {session.get_inputs()[0].name: blob})
+
+    def _decode(self, outputs: list[np.ndarray], b: int, threshold: float, peaks: bool
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image ``b``'s heatmap cells above ``threshold`` (``peaks``: its peaks at ``threshold`` or more) ->
+        boxes (K, 4) and landmarks (K, 5, 2) in the padded input's pixels, and scores (K,)."""
+        heatmap, scale, offset, points = outputs
+        heat = np.ascontiguousarray(heatmap[b, 0])
+        if peaks:
+            ys, xs = np.nonzero((heat >= threshold) & (heat >= cv2.dilate(heat, np.ones((3, 3), np.uint8))))
+        else:
+            ys, xs = np.nonzero(heat > threshold)
+        H, W = heat.shape[0] * self.STRIDE, heat.shape[1] * self.STRIDE
         s = self.STRIDE
-        bh, bw = np.exp(scale[0, 0, ys, xs]) * s, np.exp(scale[0, 1, ys, xs]) * s
-        x1 = np.clip((xs + offset[0, 1, ys, xs] + 0.5) * s - bw / 2, 0, W)
-        y1 = np.clip((ys + offset[0, 0, ys, xs] + 0.5) * s - bh / 2, 0, H)
+        bh, bw = np.exp(scale[b, 0, ys, xs]) * s, np.exp(scale[b, 1, ys, xs]) * s
+        x1 = np.clip((xs + offset[b, 1, ys, xs] + 0.5) * s - bw / 2, 0, W)
+        y1 = np.clip((ys + offset[b, 0, ys, xs] + 0.5) * s - bh / 2, 0, H)
         boxes = np.stack([x1, y1, np.minimum(x1 + bw, W), np.minimum(y1 + bh, H)], 1).astype(np.float32)
-        lm = points[0][:, ys, xs].T.reshape(-1, 5, 2)  # (y, x) pairs relative to the box, in box units
+        lm = points[b][:, ys, xs].T.reshape(-1, 5, 2)  # (y, x) pairs relative to the box, in box units
         landmarks = np.stack([lm[..., 1] * bw[:, None] + x1[:, None], lm[..., 0] * bh[:, None] + y1[:, None]], -1)
-        scores = heat[ys, xs].astype(np.float32)
+        return boxes, landmarks.astype(np.float32), heat[ys, xs].astype(np.float32)
+
+    def grid_candidates(self, images: torch.Tensor, mean_bgr: Sequence[float], min_probability: float,
+                        device="cpu") -> list[Candidates]:
+        """:meth:`candidates` of one scale, the batch as it is: the student's BGR-minus-mean batch back to RGB
+        pixels, every heatmap peak at ``min_probability`` or more decoded as :meth:`detect` decodes it."""
+        _, _, height, width = images.shape
+        bgr = images.float().cpu().numpy() + np.asarray(mean_bgr, np.float32).reshape(1, 3, 1, 1)
+        outputs = self._outputs(np.ascontiguousarray(bgr[:, ::-1]))
+        scale = np.array([width, height], np.float32)
+        found = []
+        for b in range(images.shape[0]):
+            boxes, landmarks, scores = self._decode(outputs, b, min_probability, peaks=True)
+            found.append(Candidates(*(torch.from_numpy(a).to(device) for a in (
+                scores, boxes / np.tile(scale, 2), (landmarks / scale).reshape(-1, 10).astype(np.float32)))))
+        return found
+
+    def detect(self, image: np.ndarray) -> TeacherFaces:
+        h, w = image.shape[:2]
+        outputs = self._outputs(image[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32))
+        boxes, landmarks, scores = self._decode(outputs, 0, self.score_threshold, peaks=False)
+        if len(scores) == 0:
+            return TeacherFaces.empty()
         keep = cv2.dnn.NMSBoxes([[float(a), float(b), float(c - a), float(d - b)] for a, b, c, d in boxes],
                                 scores.tolist(), self.score_threshold, self.nms)
         keep = np.asarray(keep, np.int64).reshape(-1)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-        return TeacherFaces(boxes[keep], landmarks[keep].astype(np.float32), scores[keep])
+        return TeacherFaces(boxes[keep], landmarks[keep], scores[keep])
 
 
 class ModelTeacher:
@@ -325,14 +391,15 @@ class ModelTeacher:
                             np.array([f.score for f in faces], np.float32))
 
 
-def load_teacher(spec: str | TeacherSpec, yunet_scales: Sequence[float] = (1,)):
+def load_teacher(spec: str | TeacherSpec, yunet_scales: Sequence[float] = (1,),
+                 centerface_scales: Sequence[float] = (1,)):
     """Build the teacher of ``spec`` and load it once here, so a broken file fails before training starts.
-    ``yunet_scales``: a YuNet teacher's :class:`YuNetTeacher` ``scales``."""
+    ``yunet_scales``, ``centerface_scales``: a grid teacher's ``scales`` (:class:`GridTeacher`)."""
     spec = spec if isinstance(spec, TeacherSpec) else parse_teacher_spec(spec)
     if spec.kind == "yunet":
         return YuNetTeacher(spec.path, scales=yunet_scales).load()
     if spec.kind == "centerface":
-        return CenterFaceTeacher(spec.path).load()
+        return CenterFaceTeacher(spec.path, scales=centerface_scales).load()
     teacher = ModelTeacher(spec.kind, spec.path)
     teacher.model()
     return teacher
@@ -346,9 +413,9 @@ def is_dense(teacher, student: str) -> bool:
 
 def teaches_per_prior(teacher, student: str, map_priors: bool = False) -> bool:
     """Whether ``teacher`` distils ``student`` per prior: a model teacher with the student's priors, or with
-    ``map_priors`` (``train --map-teacher-priors``) any model teacher and YuNet; the others teach by their
-    detections."""
-    return is_dense(teacher, student) or (map_priors and isinstance(teacher, (ModelTeacher, YuNetTeacher)))
+    ``map_priors`` (``train --map-teacher-priors``) every teacher (model teachers of other priors, YuNet and
+    CenterFace); the others teach by their detections."""
+    return is_dense(teacher, student) or (map_priors and isinstance(teacher, (ModelTeacher, GridTeacher)))
 
 
 def mean_dense_outputs(outputs: Sequence[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
@@ -467,16 +534,18 @@ class PriorMapping:
 class DenseTeachers:
     """The teachers a student is distilled from per prior, as one: model teachers with the same priors are
     averaged (:func:`mean_dense_outputs`), groups on other priors than the student's are carried onto its
-    priors (:class:`PriorMapping`), so is each YuNet teacher's candidate faces (:meth:`YuNetTeacher.candidates`),
-    and the groups are averaged again."""
+    priors (:class:`PriorMapping`), and the groups are averaged again. The grid teachers (YuNet, CenterFace) are
+    one more group: their candidate faces (:meth:`GridTeacher.candidates`) are pooled, as a teacher's scales
+    are, and carried together, so a face one of them misses keeps the other's probability (an average of
+    log-probabilities would take it to the floor)."""
 
-    def __init__(self, teachers: Sequence[ModelTeacher | YuNetTeacher], student: str):
+    def __init__(self, teachers: Sequence[ModelTeacher | GridTeacher], student: str):
         config = get_config(student)
         self.student, self.mean_bgr = config.priors, config.mean_bgr
         self.groups: dict[PriorConfig, list[ModelTeacher]] = {}
-        self.gridded: list[YuNetTeacher] = []  # teachers without priors: carried from their candidate faces
+        self.gridded: list[GridTeacher] = []  # teachers without priors: carried from their candidate faces
         for teacher in teachers:
-            if isinstance(teacher, YuNetTeacher):
+            if isinstance(teacher, GridTeacher):
                 self.gridded.append(teacher)
             else:
                 self.groups.setdefault(get_config(teacher.name).priors, []).append(teacher)
@@ -489,7 +558,7 @@ class DenseTeachers:
 
     def use_onnx_runtime(self, threads: int) -> None:
         """Every teacher through ONNX Runtime (:meth:`ModelTeacher.use_onnx_runtime`,
-        :meth:`YuNetTeacher.use_onnx_runtime`)."""
+        :meth:`YuNetTeacher.use_onnx_runtime`; CenterFace runs there anyway)."""
         for teacher in self:
             teacher.use_onnx_runtime(threads)
         self.on_onnx = True
@@ -514,8 +583,9 @@ class DenseTeachers:
         for priors, group in self.groups.items():
             outputs = mean_dense_outputs([teacher.dense(images) for teacher in group])
             parts.append(self.mappings[priors](outputs, height, width) if priors in self.mappings else outputs)
-        for teacher in self.gridded:
-            found = teacher.candidates(images, self.mean_bgr, self.carrier.min_probability)
+        if self.gridded:
+            found = pool_candidates([teacher.candidates(images, self.mean_bgr, self.carrier.min_probability)
+                                     for teacher in self.gridded])
             parts.append(self.carrier.carry(found, height, width, images.device))
         return mean_dense_outputs(parts)
 

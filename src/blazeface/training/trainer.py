@@ -35,7 +35,7 @@ from .ema import ModelEMA
 from .feature_distillation import build_feature_imitation
 from .loss import DenseDistillationLoss, MultiBoxLoss
 from .teacher_cache import CARRIED_KEYS, CarriedCandidates, PhotoCandidates, photo_candidates_for_run
-from .teachers import (DenseTeachers, ModelTeacher, PriorMapping, TeacherLabelling, TeacherTargets, YuNetTeacher,
+from .teachers import (DenseTeachers, GridTeacher, ModelTeacher, PriorMapping, TeacherLabelling, TeacherTargets,
                        load_teacher, mean_dense_outputs, teaches_per_prior)
 from .optim import build_optimizer, parameter_groups, warmup_cosine
 
@@ -95,8 +95,11 @@ class TrainOptions:
     # A per-prior YuNet teacher also runs on the batch enlarged by each of these factors (training.teachers.
     # YuNetTeacher): at 2x it finds the faces under ~10 pixels that it misses at the student's scale.
     yunet_scales: list[float] = field(default_factory=lambda: [1.0])
-    # Per-prior YuNet teachers run once on every whole training photo (at each of yunet_scales times its size)
-    # instead of on every batch; their candidate faces follow each crop's geometry (training.teacher_cache).
+    # A per-prior CenterFace teacher likewise runs at each of these factors (below 1 for the large faces).
+    centerface_scales: list[float] = field(default_factory=lambda: [1.0])
+    # Per-prior grid teachers (YuNet, CenterFace) run once on every whole training photo (at each of their scales
+    # times its size) instead of on every batch; their candidate faces, pooled, follow each crop's geometry
+    # (training.teacher_cache).
     cache_teacher: bool = False
     # Processes that compute those candidates when the run folder has none (default: threads + workers).
     cache_processes: int | None = None
@@ -286,13 +289,14 @@ class Trainer:
         self.model_cfg = replace(base, train=self.train_cfg)
         check_run_folder(Path(options.out), options.resume)
         # Teachers load before anything else is built, so a broken teacher file fails in a second.
-        teachers = [load_teacher(spec, yunet_scales=options.yunet_scales) for spec in options.teachers]
+        teachers = [load_teacher(spec, yunet_scales=options.yunet_scales, centerface_scales=options.centerface_scales)
+                    for spec in options.teachers]
         imitated = self._load_feature_teacher(options.feature_teacher)  # the model whose feature maps are imitated
         self._check_not_teacher_weights(teachers + ([imitated] if imitated else []))
         per_prior = [t for t in teachers if teaches_per_prior(t, options.model, options.map_teacher_priors)]
-        cached = [t for t in per_prior if isinstance(t, YuNetTeacher)] if options.cache_teacher else []
-        if options.cache_teacher and len(cached) != 1:
-            raise BlazefaceError("--cache-teacher needs one YuNet teacher that teaches per prior "
+        cached = [t for t in per_prior if isinstance(t, GridTeacher)] if options.cache_teacher else []
+        if options.cache_teacher and not cached:
+            raise BlazefaceError("--cache-teacher needs a YuNet or CenterFace teacher that teaches per prior "
                                  "(--teacher yunet:PATH --map-teacher-priors)")
         self.dense_teachers = DenseTeachers([t for t in per_prior if t not in cached], options.model)
         detection_teachers = [t for t in teachers if t not in per_prior]
@@ -314,7 +318,7 @@ class Trainer:
                                                        cache_images=options.cache_images,
                                                        mosaic_p=cfg.mosaic_p)
         if cached:
-            self.dataset.set_teacher_candidates(self._photo_candidates(cached[0], carrier.min_probability))
+            self.dataset.set_teacher_candidates(self._photo_candidates(cached, carrier.min_probability))
         self.steps_per_epoch = self.mixer.epoch_size // self.train_cfg.batch_size
         if self.steps_per_epoch == 0:
             raise BlazefaceError(f"an epoch of {self.mixer.epoch_size} images is smaller than one batch of "
@@ -364,14 +368,15 @@ class Trainer:
         if options.resume:
             self._resume(Path(options.resume))
 
-    def _photo_candidates(self, teacher: YuNetTeacher, min_probability: float) -> PhotoCandidates:
-        """The teacher's candidates of every training photo: computed (or read back) by the main process, then
+    def _photo_candidates(self, teachers: list[GridTeacher], min_probability: float) -> PhotoCandidates:
+        """The teachers' candidates of every training photo: computed (or read back) by the main process, then
         read by the others."""
         onnx = teacher_runtime(self.opt.teacher_runtime, self.opt.device) == "onnx"
         if onnx:
-            teacher.use_onnx_runtime(threads=torch.get_num_threads())
+            for teacher in teachers:
+                teacher.use_onnx_runtime(threads=torch.get_num_threads())
         paths = [sample.image_path for sample in self.dataset.samples]
-        args = (teacher, paths, self.model_cfg.mean_bgr, min_probability, Path(self.opt.out))
+        args = (teachers, paths, self.model_cfg.mean_bgr, min_probability, Path(self.opt.out))
         # Before training starts the run's compute threads and data workers are idle: by default as many pool
         # processes compute the candidates.
         processes = self.opt.cache_processes or torch.get_num_threads() + self.opt.workers
