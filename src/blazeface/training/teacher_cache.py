@@ -5,9 +5,10 @@ Run on every crop, YuNet is on each step's critical path, the more so at 2x, whe
 pixels: slim distilled live from YuNet at 1x and 2x trains at 0.44x the untaught step's images/s on a CPU thread,
 cached at 0.93x (``benchmarks/bench_train_step.py --cache-teacher``). Its candidate faces
 (:meth:`~blazeface.training.teachers.GridTeacher.grid_candidates`: boxes, landmarks and score of every grid
-cell above the carrier's threshold; several teachers' pooled, as their scales are) are geometry, though: computed once on the whole photo at each scale, they
-follow a crop through the augmentation as the labels do (:mod:`blazeface.data.transforms`) and are carried onto
-the student's priors in the data worker (:class:`CarriedCandidates`), so the step pays nothing for the teacher.
+cell above the carrier's threshold; several teachers' pooled, as their scales are) are geometry, though: computed
+once on the whole photo at each scale, they follow a crop through the augmentation as the labels do
+(:mod:`blazeface.data.transforms`) and are carried onto the student's priors in the data worker
+(:class:`CarriedCandidates`), so the step pays nothing for the teacher.
 
 What changes against the live teacher: YuNet sees the stored photo (at each of ``scales`` times its size), not
 the crop as the student sees it (rescaled, tinted). A crop enlarged 2.5x then asks for the faces YuNet finds at

@@ -10,7 +10,8 @@ A teacher is named by a spec (``blazeface train --teacher SPEC``, repeatable):
 - ``yunet:PATH.onnx``: YuNet through OpenCV's ``cv2.FaceDetectorYN``; with ``--map-teacher-priors`` it teaches per
   prior instead: its raw outputs on the batch, decoded into candidate faces, carried onto the student's priors.
 - ``centerface:PATH.onnx``: CenterFace through ONNX Runtime; with ``--map-teacher-priors`` it teaches per prior as
-  YuNet does (its stride-4 heatmap cells are the candidate faces).
+  YuNet does (the peaks of its stride-4 heatmap are the candidate faces). Several such grid teachers pool their
+  candidates.
 
 Detection teachers run in the data workers on the augmented uint8 crop (:class:`TeacherLabelling`), their
 detections of several teachers are fused (:func:`fuse_detections`, weighted box fusion) and merged into the
@@ -133,9 +134,9 @@ class GridTeacher(_LazyRuntime):
 
     @torch.no_grad()
     def candidates(self, images: torch.Tensor, mean_bgr: Sequence[float], min_probability: float) -> list[Candidates]:
-        """Every grid cell whose face probability is at least ``min_probability``, per image of a student's
-        batch (BGR minus ``mean_bgr``, any layout), as :class:`Candidates` in the batch's normalised
-        coordinates; with several ``scales``, each image's candidates of every scale, concatenated."""
+        """The candidate faces (:meth:`grid_candidates`) whose face probability is at least ``min_probability``,
+        per image of a student's batch (BGR minus ``mean_bgr``, any layout), as :class:`Candidates` in the batch's
+        normalised coordinates; with several ``scales``, each image's candidates of every scale, concatenated."""
         per_scale = []
         for scale in self.scales:
             scaled = images if scale == 1 else torch.nn.functional.interpolate(
