@@ -20,6 +20,7 @@ import numpy as np
 
 from blazeface.cli.validate import int_at_least
 from blazeface.evaluation import widerface as wf
+from blazeface.io import atomic_target
 
 REPO = Path(__file__).resolve().parents[1]
 WIDER = REPO.parent / "shared" / "data" / "widerface"
@@ -41,6 +42,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int_at_least(1), default=400)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--markdown", action="store_true", help="a markdown table (default: JSON)")
+    p.add_argument("--write-json", type=Path, metavar="FILE",
+                   help="also write the JSON report here (with --markdown: one bootstrap for both)")
     args = p.parse_args()
 
     gt = wf.load_ground_truth(args.gt)
@@ -63,6 +66,9 @@ def main() -> int:
                      "difference": observed[1].ap(s) - observed[0].ap(s),
                      "interval": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))],
                      "worse_share": float((d < 0).mean())}
+    if args.write_json is not None:
+        with atomic_target(args.write_json) as tmp:
+            tmp.write_text(json.dumps(report, indent=1) + "\n")
     if args.markdown:
         (base_name, _), (new_name, _) = args.base, args.new
         print(f"{new_name} against {base_name}: {args.rounds} paired bootstrap rounds over {len(keys)} images\n")
