@@ -7,7 +7,8 @@ The steps every candidate of docs/MODELS.md went through, each the project's own
 ``--out`` (a killed judge started again with ``--resume`` reuses the finished steps):
 
 1. ``tools/calibrate_scores.py --photos 800``: one face-logit offset per prior size, fitted on training photos
-   (``calibrated.pth``; skipped with ``--no-calibrate``, for weights that already are);
+   (``calibrated.pth``; ``--photos all`` fits on all of them; skipped with ``--no-calibrate``, for weights that
+   already are);
 2. ``blazeface evaluate widerface`` on the dev split at long side 640 with ``--save-predictions``
    (``ap640.json``, ``predictions/``) and at 320 (``ap320.json``);
 3. the same at 640 for the shipped weights of ``--model`` (``base_predictions/``), unless ``--base`` names a
@@ -55,6 +56,10 @@ def ship_verdict(compare: dict, nme: float | None = None, max_nme: float | None 
     if max_nme is not None and nme is not None and nme > max_nme:
         return "ties", f"better on {', '.join(better)}, but its landmark NME {nme:.4f} is over the bar {max_nme}"
     return "wins", f"better on {', '.join(better)} in at least {SURE:.0%} of the rounds, worse on none"
+
+
+def photo_count(text: str) -> int | str:
+    return "all" if text == "all" else int_at_least(20)(text)
 
 
 class Judge:
@@ -119,7 +124,8 @@ def main() -> int:
                    help="the shipped model's dev predictions at 640 (evaluate widerface --save-predictions); "
                         "default: evaluate the shipped weights of --model into OUT/base_predictions")
     p.add_argument("--no-calibrate", action="store_true", help="judge the weights as they are")
-    p.add_argument("--photos", type=int_at_least(20), default=800, help="calibration photos (default 800)")
+    p.add_argument("--photos", type=photo_count, default=800,
+                   help="calibration photos: a seeded sample of this many, or 'all' (about 3x as long; default 800)")
     p.add_argument("--list", type=Path, default=WIDER / "val" / "wider_val.txt",
                    help="the dev images to judge on (default: the whole dev split)")
     p.add_argument("--landmarks", type=Path, default=DATA / "mtfl" / "dev", help="MTFL folder for the NME")
@@ -143,8 +149,9 @@ def main() -> int:
     if not args.no_calibrate:
         candidate = args.out / "calibrated.pth"
         if not judge.done(candidate.name):
+            sample = [] if args.photos == "all" else ["--photos", str(args.photos)]
             log = judge.run(judge.script("tools/calibrate_scores.py", str(args.weights), "--model", args.model,
-                                         "--photos", str(args.photos), "--write", str(candidate)),
+                                         *sample, "--write", str(candidate)),
                             f"calibrating {args.weights} on {args.photos} training photos")
             judge.write("calibration.log", log)
     ap = {side: judge.evaluate(args.model, candidate, side, f"ap{side}.json",
