@@ -2,6 +2,7 @@
 few dev images (the shipped blaze judged against itself ties, exactly)."""
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -87,3 +88,10 @@ def test_judge_the_shipped_blaze_against_itself(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "judge:" not in resumed.stderr  # every step's output was reused
     assert (out / "verdict.md").read_bytes() == verdict
+
+
+def test_photo_count():
+    assert judge_candidate.photo_count("all") == "all" and judge_candidate.photo_count("800") == 800
+    for bad in ("5", "al", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            judge_candidate.photo_count(bad)
