@@ -1,6 +1,6 @@
 """Is a change of dev AP more than the dev split's luck? A paired bootstrap over its images.
 
-    python benchmarks/compare_ap.py --base shipped=DIR --new run=DIR2 [--rounds 400] [--markdown]   # ~1 min
+    python benchmarks/compare_ap.py --base shipped=DIR --new run=DIR2 [--rounds 400] [--markdown] [--write-json FILE]   # ~1 min
 
 Each DIR is a predictions folder of ``blazeface evaluate widerface ... --save-predictions DIR`` over the same
 images. Every round draws the listed images (the 263 of the dev split) with replacement (the same draw for both
