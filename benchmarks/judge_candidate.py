@@ -62,6 +62,16 @@ def photo_count(text: str) -> int | str:
     return "all" if text == "all" else int_at_least(20)(text)
 
 
+def blazeface(*args: str) -> list[str]:
+    """argv of a ``blazeface`` command in this interpreter."""
+    return [sys.executable, "-m", "blazeface", *args]
+
+
+def script(path: str, *args: str) -> list[str]:
+    """argv of one of the project's scripts (``tools/...``, ``benchmarks/...``)."""
+    return [sys.executable, str(REPO / path), *args]
+
+
 class Judge:
     """Runs the steps into ``out``; a step whose output exists is reused only with ``resume``."""
 
@@ -83,18 +93,12 @@ class Judge:
         with atomic_target(self.out / name) as tmp:
             tmp.write_text(text)
 
-    def blazeface(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "blazeface", *args]
-
-    def script(self, path: str, *args: str) -> list[str]:
-        return [sys.executable, str(REPO / path), *args]
-
     def evaluate(self, model: str, weights: Path | None, long_side: int, json_name: str,
                  predictions: str | None, image_list: Path) -> dict:
         """Dev AP at ``long_side``; the predictions folder (when named) appears whole or not at all."""
         if self.done(json_name) and (predictions is None or (self.out / predictions).is_dir()):
             return json.loads((self.out / json_name).read_text())
-        argv = self.blazeface("evaluate", "widerface", "--model", model, "--images", str(WIDER / "val" / "images"),
+        argv = blazeface("evaluate", "widerface", "--model", model, "--images", str(WIDER / "val" / "images"),
                               "--list", str(image_list), "--gt", str(WIDER / "ground_truth"),
                               "--long-side", str(long_side), "--conf", "0.01", "--nms", "0.4", "--json",
                               "--threads", str(self.threads))
@@ -150,7 +154,7 @@ def main() -> int:
         candidate = args.out / "calibrated.pth"
         if not judge.done(candidate.name):
             sample = [] if args.photos == "all" else ["--photos", str(args.photos)]
-            log = judge.run(judge.script("tools/calibrate_scores.py", str(args.weights), "--model", args.model,
+            log = judge.run(script("tools/calibrate_scores.py", str(args.weights), "--model", args.model,
                                          *sample, "--write", str(candidate)),
                             f"calibrating {args.weights} on {args.photos} training photos")
             judge.write("calibration.log", log)
@@ -163,13 +167,13 @@ def main() -> int:
     if judge.done("nme.json"):
         nme = json.loads((args.out / "nme.json").read_text())
     else:
-        text = judge.run(judge.blazeface("evaluate", "landmarks", "--model", args.model, "--weights", str(candidate),
+        text = judge.run(blazeface("evaluate", "landmarks", "--model", args.model, "--weights", str(candidate),
                                          "--data", str(args.landmarks), "--json", "--threads", str(args.threads)),
                          f"landmark NME on {args.landmarks}")
         judge.write("nme.json", text)
         nme = json.loads(text)
     if not (judge.done("compare.json") and judge.done("compare.md")):
-        table = judge.run(judge.script("benchmarks/compare_ap.py", "--base", f"shipped={base}",
+        table = judge.run(script("benchmarks/compare_ap.py", "--base", f"shipped={base}",
                                        "--new", f"{args.name}={args.out / 'predictions'}", "--list", str(args.list),
                                        "--rounds", str(args.rounds), "--markdown",
                                        "--write-json", str(args.out / "compare.json")),
@@ -177,7 +181,7 @@ def main() -> int:
         judge.write("compare.md", table)
     compare = json.loads((args.out / "compare.json").read_text())
     if not judge.done("recall.md"):
-        table = judge.run(judge.script("benchmarks/recall_by_size.py", "--false-positives", "1000",
+        table = judge.run(script("benchmarks/recall_by_size.py", "--false-positives", "1000",
                                        "--list", str(args.list), "--predictions", f"shipped={base}",
                                        "--predictions", f"{args.name}={args.out / 'predictions'}", "--markdown"),
                           "recall of the hard faces by size at 1,000 false positives")
