@@ -13,6 +13,9 @@ backward, optimiser, EMA) per model and setting, through the real Trainer on the
     python benchmarks/bench_train_step.py --models slim --settings fp32-channels-last --threads 1 \
         --teacher yunet:...yunet_n_dynamic.onnx --map-teacher-priors --yunet-scales 1 2 --cache-teacher \
         --feature-teacher slim:...slim_Final.pth                              # the cost of feature imitation
+    python benchmarks/bench_train_step.py --models blaze --settings fp32-channels-last --threads 1 \
+        --teacher yunet:...yunet_n_dynamic.onnx --map-teacher-priors --yunet-scales 1 2 --cache-teacher \
+        --feature-teacher mnet:...mobilenet0.25_Final.pth --teacher-runtime torch onnx   # where it runs
 
 Each setting runs ``--steps`` steps; the first ``--warmup`` are dropped (worker start-up, allocator). With
 ``--teacher`` (repeatable: an ensemble) every setting runs twice, without and with the teachers, interleaved
@@ -20,7 +23,9 @@ Each setting runs ``--steps`` steps; the first ``--warmup`` are dropped (worker 
 ``--teacher-runtime`` values, one taught arm per runtime of the per-prior teachers. ``--cache-teacher`` adds an
 arm with YuNet's candidates computed once per photo (``train --cache-teacher``; computed before the first cached
 arm's steps, which is not timed, and reused by the later rounds). ``--feature-teacher`` adds an arm with the
-teachers (cached when ``--cache-teacher``) and the feature teacher, whose ratio to the plain arm is printed too.
+teachers (cached when ``--cache-teacher``) and the feature teacher, whose ratio to the plain arm is printed too; with several
+``--teacher-runtime`` values beside it, one feature arm per runtime (the feature teacher's and the per-prior
+teachers'), and no live-teacher arms.
 """
 from __future__ import annotations
 
@@ -113,13 +118,15 @@ def main() -> int:
             # Each arm: the measure() arguments that make it what it is.
             cache = Path(scratch) / f"{model}.npz" if args.cache_teacher else None
             arms = {"plain": {}}
-            if args.teacher:
-                arms.update({runtime: dict(teachers=args.teacher, teacher_runtime=runtime)
-                             for runtime in args.teacher_runtime})
+            runtimes = args.teacher_runtime
+            if args.teacher and not args.feature_teacher:
+                arms.update({runtime: dict(teachers=args.teacher, teacher_runtime=runtime) for runtime in runtimes})
             if args.cache_teacher:
                 arms["cached"] = dict(teachers=args.teacher, candidates=cache)
-            if args.feature_teacher:
-                arms["features"] = dict(teachers=args.teacher, candidates=cache, feature_teacher=args.feature_teacher)
+            if args.feature_teacher:  # the runtimes are the feature teacher's then
+                arms.update({"features" if len(runtimes) == 1 else f"features/{runtime}":
+                             dict(teachers=args.teacher, candidates=cache, feature_teacher=args.feature_teacher,
+                                  teacher_runtime=runtime) for runtime in runtimes})
             rates = {arm: [] for arm in arms}
             for _ in range(args.rounds):
                 for arm, chosen in arms.items():
@@ -137,8 +144,10 @@ def main() -> int:
                 suffix = "" if len(arms) == 2 else f"/{arm}"
                 results[f"{model}/{setting}+teacher{suffix}"] = taught
                 results[f"{model}/{setting}/teacher_ratio{suffix}"] = taught / plain
-                how = {"cached": "cached per photo", "features": f"feature teacher {args.feature_teacher}"
-                       }.get(arm, f"teacher runtime {arm}")
+                if arm.startswith("features"):
+                    how = f"feature teacher {args.feature_teacher}" + (f", runtime {arm[9:]}" if "/" in arm else "")
+                else:
+                    how = "cached per photo" if arm == "cached" else f"teacher runtime {arm}"
                 if not args.json:
                     print(f"{'':6s} {'':20s} {taught:7.1f} img/s with {'+'.join(args.teacher) or '-'} ({how}): "
                           f"{taught / plain:.2f}x", flush=True)

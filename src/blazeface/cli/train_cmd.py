@@ -90,8 +90,9 @@ def add_parser(sub) -> None:
                    help="processes that compute those candidates when the run folder has none yet (default: "
                         "--threads + --workers; one per core on a machine of its own)")
     p.add_argument("--teacher-runtime", choices=["auto", "torch", "onnx"], default=None,
-                   help="where the teachers that teach per prior run (default: auto, ONNX Runtime on a CPU "
-                        "when the onnx extra is installed, about half PyTorch's time there; else PyTorch)")
+                   help="where the teachers that teach per prior and the feature teacher run (default: auto, "
+                        "ONNX Runtime on a CPU when the onnx extra is installed, a third to a half of PyTorch's "
+                        "time there; else PyTorch)")
     p.add_argument("--loc-weight", type=non_negative_float, default=None,
                    help="labels: weight of the box term (default: the model's, 2)")
     p.add_argument("--cls-weight", type=non_negative_float, default=None,

@@ -36,22 +36,19 @@ def trace_input(model: torch.nn.Module, size: tuple[int, int] = TRACE_SIZE, batc
     return torch.zeros(batch, 3, h, w)
 
 
-def to_onnx_model(model: torch.nn.Module, *, opset: int = OPSET, simplify: bool = True,
-                  weights_sha256: str | None = None):
-    """The ``onnx.ModelProto`` of a detector (in eval mode, so ``conf`` is the softmax)."""
+def traced_graph(net: torch.nn.Module, example: torch.Tensor, output_names: list[str], dynamic_axes: dict, *,
+                 opset: int = OPSET, simplify: bool = True):
+    """The simplified ``onnx.ModelProto`` of ``net`` (any module from one image batch to tensors) traced on
+    ``example``: an eval-mode copy, subnormals flushed before and after onnxslim folds BatchNorm. The one
+    trace-and-simplify path of the detector export and of a teacher's feature graph."""
     onnx = require("onnx", "onnx")
-    config = getattr(model, "config", None)
-    if config is None:
-        raise BlazefaceError("export needs a model built by blazeface.create_model (it carries its configuration)")
-    net = copy.deepcopy(model).cpu().eval()
+    net = copy.deepcopy(net).cpu().eval().to(memory_format=torch.contiguous_format)
     flush_module(net)
-    dynamic = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
-    dynamic.update({name: {0: "batch", 1: "priors"} for name in OUTPUT_NAMES})
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        torch.onnx.export(net, (trace_input(net),), buffer, dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic,
+        torch.onnx.export(net, (example.cpu().contiguous(),), buffer, dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=list(output_names), dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())
     if simplify:
@@ -61,8 +58,23 @@ def to_onnx_model(model: torch.nn.Module, *, opset: int = OPSET, simplify: bool 
             raise BlazefaceError("onnxslim failed to simplify the exported graph")
     flush_onnx(proto)  # folding BatchNorm into convolutions can make new subnormals
     outputs = [o.name for o in proto.graph.output]
-    if outputs != list(OUTPUT_NAMES) or [i.name for i in proto.graph.input] != [INPUT_NAME]:
+    if outputs != list(output_names) or [i.name for i in proto.graph.input] != [INPUT_NAME]:
         raise BlazefaceError(f"exported graph lost its input/output names (outputs: {outputs})")
+    return proto
+
+
+def to_onnx_model(model: torch.nn.Module, *, opset: int = OPSET, simplify: bool = True,
+                  weights_sha256: str | None = None):
+    """The ``onnx.ModelProto`` of a detector (in eval mode, so ``conf`` is the softmax)."""
+    onnx = require("onnx", "onnx")
+    config = getattr(model, "config", None)
+    if config is None:
+        raise BlazefaceError("export needs a model built by blazeface.create_model (it carries its configuration)")
+    dynamic = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+    dynamic.update({name: {0: "batch", 1: "priors"} for name in OUTPUT_NAMES})
+    net = copy.deepcopy(model).cpu().eval()
+    flush_module(net)  # the hash below is of the weights the file holds
+    proto = traced_graph(net, trace_input(net), list(OUTPUT_NAMES), dynamic, opset=opset, simplify=simplify)
     meta = model_metadata(config, weights_sha256 or state_dict_sha256(net))
     del proto.metadata_props[:]
     for key, value in meta.items():

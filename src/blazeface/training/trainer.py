@@ -153,7 +153,7 @@ TEACHER_RUNTIMES = ("auto", "torch", "onnx")
 
 
 def teacher_runtime(requested: str, device: str) -> str:
-    """The runtime the per-prior teachers get: ``requested``, with "auto" resolved as inference resolves its
+    """The runtime the per-prior teachers and the feature teacher get: ``requested``, with "auto" resolved as inference resolves its
     default backend (ONNX Runtime on a CPU when the onnx extra is installed, else PyTorch). ONNX Runtime on a
     GPU is not supported here."""
     if requested not in TEACHER_RUNTIMES:
@@ -359,6 +359,8 @@ class Trainer:
         self.kd_loss_fn = DenseDistillationLoss(self.train_cfg)
         if teacher_runtime(options.teacher_runtime, options.device) == "onnx":
             self.dense_teachers.use_onnx_runtime(threads=torch.get_num_threads())
+            if self.feature_teacher is not None:
+                self.feature_teacher.use_onnx_runtime(threads=torch.get_num_threads())
         else:
             self.dense_teachers.to(options.device, memory_format=self.memory_format)
         self.step = 0
