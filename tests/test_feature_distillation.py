@@ -8,8 +8,8 @@ import torch
 from blazeface import BlazefaceError
 from blazeface.models import create_model, get_config, list_models, shipped_weights
 from blazeface.training.checkpointing import load_checkpoint
-from blazeface.training.feature_distillation import (FeatureImitationLoss, FeatureTeacher, HeadInputTap,
-                                                      build_feature_imitation, pair_levels)
+from blazeface.training.feature_distillation import (FeatureImitationLoss, FeatureTeacher, HeadInputGraph,
+                                                      HeadInputTap, build_feature_imitation, pair_levels)
 from blazeface.training.trainer import Trainer
 from test_distillation import assert_train_fails_in_one_line, losses_while_learning
 from test_training import make_dataset, options, train_one_and_two_processes
@@ -123,20 +123,21 @@ def test_the_feature_teacher_through_onnx_runtime_gives_pytorchs_maps(name):
     maps agree to float rounding, at any batch and size; the PyTorch model is left as it was."""
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = create_model(name, weights=shipped_weights(name))
+    model = create_model(name, weights=shipped_weights(name)).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     teacher = FeatureTeacher(model)
+    teacher.use_onnx_runtime(threads=1)
     for shape in ((2, 3, 64, 96), (3, 3, 128, 64)):
         images = torch.rand(*shape) * 255 - 110
-        reference = teacher(images)
-        teacher.use_onnx_runtime(threads=1)
+        with torch.no_grad():
+            reference = HeadInputGraph(model)(images)
         through_onnx = teacher(images.contiguous(memory_format=torch.channels_last))
         assert len(through_onnx) == len(reference) == len(teacher.tap.names)
         for level, (a, b) in enumerate(zip(reference, through_onnx)):
             assert a.shape == b.shape and b.dtype == torch.float32, level
             assert torch.allclose(a, b, atol=1e-3, rtol=1e-4), (level, (a - b).abs().max())
-        teacher._session = None
     assert not model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert not any(m._forward_hooks for m in model.modules())  # no tap left behind
 
 
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])

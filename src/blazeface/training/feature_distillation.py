@@ -125,7 +125,7 @@ class FeatureImitationLoss(nn.Module):
 
 class HeadInputGraph(nn.Module):
     """A detector whose outputs are its head inputs, level by level: the graph a feature teacher exports. The
-    tap lives for one call only, so a copy of this module (the exporter traces a copy) carries no hook."""
+    tap lives for one call only, so the copy the exporter traces carries no hook."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -156,6 +156,7 @@ class FeatureTeacher:
         from ..export.onnx import trace_input, traced_graph
         from ..runtime.onnx_runner import cpu_session
 
+        self.tap.remove()  # PyTorch runs the teacher no more, and the exported copy carries no hook
         names = [f"level{i}" for i in range(len(self.tap.names))]
         dynamic = {name: {0: "batch", 2: "height", 3: "width"} for name in (INPUT_NAME, *names)}
         proto = traced_graph(HeadInputGraph(self.model), trace_input(self.model), names, dynamic)
