@@ -23,9 +23,9 @@ Each setting runs ``--steps`` steps; the first ``--warmup`` are dropped (worker 
 ``--teacher-runtime`` values, one taught arm per runtime of the per-prior teachers. ``--cache-teacher`` adds an
 arm with YuNet's candidates computed once per photo (``train --cache-teacher``; computed before the first cached
 arm's steps, which is not timed, and reused by the later rounds). ``--feature-teacher`` adds an arm with the
-teachers (cached when ``--cache-teacher``) and the feature teacher, whose ratio to the plain arm is printed too; with several
-``--teacher-runtime`` values beside it, one feature arm per runtime (the feature teacher's and the per-prior
-teachers'), and no live-teacher arms.
+teachers (cached when ``--cache-teacher``) and the feature teacher, whose ratio to the plain arm is printed too;
+with several ``--teacher-runtime`` values beside it, one feature arm per runtime (the feature teacher's and the
+per-prior teachers'), and no live-teacher arms.
 """
 from __future__ import annotations
 
@@ -145,7 +145,8 @@ def main() -> int:
                 results[f"{model}/{setting}+teacher{suffix}"] = taught
                 results[f"{model}/{setting}/teacher_ratio{suffix}"] = taught / plain
                 if arm.startswith("features"):
-                    how = f"feature teacher {args.feature_teacher}" + (f", runtime {arm[9:]}" if "/" in arm else "")
+                    runtime = arm.partition("/")[2]
+                    how = f"feature teacher {args.feature_teacher}" + (f", runtime {runtime}" if runtime else "")
                 else:
                     how = "cached per photo" if arm == "cached" else f"teacher runtime {arm}"
                 if not args.json:

@@ -9,7 +9,6 @@ Weights are fp32 unless ``fp16=True``. Blob names are rewritten to ``input`` / `
 """
 from __future__ import annotations
 
-import copy
 import shutil
 import subprocess
 import tempfile
@@ -18,12 +17,11 @@ from pathlib import Path
 
 import torch
 
-from ..denormals import flush_module
 from ..errors import BlazefaceError
 from ..io import atomic_target
 from ..metadata import INPUT_NAME, OUTPUT_NAMES, model_metadata, ncnn_paths, state_dict_sha256, write_sidecar
 from ..optional import require
-from .onnx import trace_input
+from .onnx import export_copy, trace_input
 
 # Two different shapes, both multiples of every model's size multiple (16): pnnx compares the two
 # traces to find which dimensions are dynamic.
@@ -58,8 +56,7 @@ def export_ncnn(model: torch.nn.Module, param_path: str | Path, *, fp16: bool = 
     param_path, bin_path = ncnn_paths(param_path)
     if param_path.suffix != ".param":
         raise BlazefaceError(f"{param_path}: an ncnn model path must end in .param (its .bin goes beside it)")
-    net = copy.deepcopy(model).cpu().eval()
-    flush_module(net)  # subnormal weights are slow on CPUs (see blazeface.denormals)
+    net = export_copy(model)  # subnormal weights are slow on CPUs (see blazeface.denormals)
     x1, x2 = (trace_input(net, size) for size in TRACE_SIZES)
     shape = lambda x: "[" + ",".join(map(str, x.shape)) + "]f32"  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="blazeface-pnnx-") as tmp:

@@ -36,14 +36,20 @@ def trace_input(model: torch.nn.Module, size: tuple[int, int] = TRACE_SIZE, batc
     return torch.zeros(batch, 3, h, w)
 
 
+def export_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """What an export traces: a CPU, eval-mode, NCHW copy of ``module`` with its subnormal weights flushed
+    (the module itself is left as it was)."""
+    net = copy.deepcopy(module).cpu().eval().to(memory_format=torch.contiguous_format)
+    flush_module(net)
+    return net
+
+
 def traced_graph(net: torch.nn.Module, example: torch.Tensor, output_names: list[str], dynamic_axes: dict, *,
                  opset: int = OPSET, simplify: bool = True):
-    """The simplified ``onnx.ModelProto`` of ``net`` (any module from one image batch to tensors) traced on
-    ``example``: an eval-mode copy, subnormals flushed before and after onnxslim folds BatchNorm. The one
-    trace-and-simplify path of the detector export and of a teacher's feature graph."""
+    """The simplified ``onnx.ModelProto`` of ``net`` (an :func:`export_copy` of any module from one image
+    batch to tensors) traced on ``example``, subnormals flushed again after onnxslim folds BatchNorm. The
+    one trace-and-simplify path of the detector export and of a teacher's feature graph."""
     onnx = require("onnx", "onnx")
-    net = copy.deepcopy(net).cpu().eval().to(memory_format=torch.contiguous_format)
-    flush_module(net)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
@@ -72,8 +78,7 @@ def to_onnx_model(model: torch.nn.Module, *, opset: int = OPSET, simplify: bool 
         raise BlazefaceError("export needs a model built by blazeface.create_model (it carries its configuration)")
     dynamic = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
     dynamic.update({name: {0: "batch", 1: "priors"} for name in OUTPUT_NAMES})
-    net = copy.deepcopy(model).cpu().eval()
-    flush_module(net)  # the hash below is of the weights the file holds
+    net = export_copy(model)  # the hash below is of the weights the file holds
     proto = traced_graph(net, trace_input(net), list(OUTPUT_NAMES), dynamic, opset=opset, simplify=simplify)
     meta = model_metadata(config, weights_sha256 or state_dict_sha256(net))
     del proto.metadata_props[:]

@@ -153,19 +153,19 @@ class FeatureTeacher:
         """Run the teacher as an ONNX graph of its head inputs (exported here, in memory; BatchNorm folded)
         with ``threads`` intra-op threads. On a CPU it takes about a third of PyTorch's time for
         mobilenet0.25_Final on a batch of 32 at 320 px, and the teacher's pass is on every step."""
-        from ..export.onnx import trace_input, traced_graph
+        from ..export.onnx import export_copy, trace_input, traced_graph
         from ..runtime.onnx_runner import cpu_session
 
         self.tap.remove()  # PyTorch runs the teacher no more, and the exported copy carries no hook
         names = [f"level{i}" for i in range(len(self.tap.names))]
         dynamic = {name: {0: "batch", 2: "height", 3: "width"} for name in (INPUT_NAME, *names)}
-        proto = traced_graph(HeadInputGraph(self.model), trace_input(self.model), names, dynamic)
+        proto = traced_graph(export_copy(HeadInputGraph(self.model)), trace_input(self.model), names, dynamic)
         self._session = cpu_session(proto.SerializeToString(), threads, "the feature teacher's graph")
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
         if self._session is not None:
-            batch = np.ascontiguousarray(images.detach().float().cpu().numpy())
+            batch = np.ascontiguousarray(images.float().cpu().numpy())
             return [torch.from_numpy(m) for m in self._session.run(None, {INPUT_NAME: batch})]
         self.model(images)
         return self.tap.take()

@@ -153,9 +153,9 @@ TEACHER_RUNTIMES = ("auto", "torch", "onnx")
 
 
 def teacher_runtime(requested: str, device: str) -> str:
-    """The runtime the per-prior teachers and the feature teacher get: ``requested``, with "auto" resolved as inference resolves its
-    default backend (ONNX Runtime on a CPU when the onnx extra is installed, else PyTorch). ONNX Runtime on a
-    GPU is not supported here."""
+    """The runtime the per-prior teachers and the feature teacher get: ``requested``, with "auto" resolved as
+    inference resolves its default backend (ONNX Runtime on a CPU when the onnx extra is installed, else
+    PyTorch). ONNX Runtime on a GPU is not supported here."""
     if requested not in TEACHER_RUNTIMES:
         raise BlazefaceError(f"teacher runtime {requested!r}: expected one of {', '.join(TEACHER_RUNTIMES)}")
     on_cpu = device.split(":")[0] == "cpu"
