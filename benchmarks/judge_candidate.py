@@ -34,7 +34,7 @@ from pathlib import Path
 
 from blazeface.cli.validate import int_at_least
 from blazeface.errors import BlazefaceError
-from blazeface.io import atomic_target
+from blazeface.io import FOLDER_LOCK_NAME, atomic_target, exclusive_folder
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -141,12 +141,16 @@ def main() -> int:
     args = p.parse_args()
     if not WIDER.is_dir():
         raise BlazefaceError(f"{WIDER}: not found; judging needs the WIDER FACE dev split")
-    if args.out.exists() and any(args.out.iterdir()) and not args.resume:
+    if args.out.exists() and any(p.name != FOLDER_LOCK_NAME for p in args.out.iterdir()) and not args.resume:
         raise BlazefaceError(f"{args.out}: not empty; choose a new folder, or pass --resume to reuse its finished steps")
     for path in (args.weights, args.base, args.list, args.landmarks):
         if path is not None and not path.exists():
             raise BlazefaceError(f"{path}: not found")
-    args.out.mkdir(parents=True, exist_ok=True)
+    with exclusive_folder(args.out):  # a second judge into the same folder fails here instead of racing
+        return run_steps(args)
+
+
+def run_steps(args: argparse.Namespace) -> int:
     judge = Judge(args.out, args.resume, args.threads)
 
     candidate = args.weights

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
+from blazeface.io import exclusive_folder
 from conftest import DATA, REPO, requires_shared
 
 SCRIPT = REPO / "benchmarks" / "judge_candidate.py"
@@ -46,7 +48,7 @@ def test_judge_the_shipped_blaze_against_itself(tmp_path):
     """Every step runs on 6 dev images and 4 MTFL photos; the candidate is the shipped blaze, so its predictions
     equal the base's (evaluated by the judge itself), every bootstrap difference is 0 and the verdict is a tie.
     A second judge into the same folder is refused (it would replace outputs) unless told to --resume, which
-    reuses every step."""
+    reuses every step, and is refused while another judge holds the folder."""
     val_list = DATA / "widerface" / "val" / "wider_val.txt"
     listing = tmp_path / "list.txt"
     listing.write_text("".join(val_list.read_text().splitlines(keepends=True)[:6]))
@@ -84,6 +86,11 @@ def test_judge_the_shipped_blaze_against_itself(tmp_path):
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert again.stderr.strip().endswith(f"{out}: not empty; choose a new folder, or pass --resume to reuse its "
                                          "finished steps")
+    with exclusive_folder(out):  # another judge (here this process) still working in the folder
+        raced = judge("--resume")
+    assert raced.returncode == 2 and "Traceback" not in raced.stderr
+    assert raced.stderr.strip().endswith(f"--out {out}: in use by another running process (pid {os.getpid()}); "
+                                         "wait for it to end or choose another folder")
     resumed = judge("--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "judge:" not in resumed.stderr  # every step's output was reused

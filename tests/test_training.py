@@ -1,6 +1,7 @@
 """The trainer: exact resume, data-parallel gradient averaging, checkpoints, CLI."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -90,6 +91,38 @@ def test_resume_with_other_epochs_replans_the_schedule(data, tmp_path, capsys):
     assert resumed.scheduler.get_last_lr() == pytest.approx(fresh.scheduler.get_last_lr())
     resumed.run()
     assert load_checkpoint(tmp_path / "a" / "last.pth")["position"]["step"] == 8
+
+
+HOLD_FOLDER = """
+import sys, time
+from blazeface.io import exclusive_folder
+with exclusive_folder(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_one_live_run_per_folder(data, tmp_path):
+    """A run resumed twice into one folder would delete the other's temporaries and write checkpoints over
+    them: while one process holds the folder, a new trainer fails at once and a built one fails at run(), each
+    in one line naming the folder and the holder's pid; killing the holder frees the folder."""
+    Trainer(options(data, tmp_path / "a", max_steps=1)).run()
+    resume = dict(max_steps=2, resume=tmp_path / "a" / "last.pth")
+    built = Trainer(options(data, tmp_path / "a", **resume))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_FOLDER, str(tmp_path / "a")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        in_use = rf"--out {re.escape(str(tmp_path / 'a'))}: in use by another running process \(pid {holder.pid}\)"
+        with pytest.raises(BlazefaceError, match=in_use):
+            Trainer(options(data, tmp_path / "a", **resume))
+        with pytest.raises(BlazefaceError, match=in_use):
+            built.run()
+    finally:
+        holder.kill()
+        holder.wait()
+    built.run()
+    assert load_checkpoint(tmp_path / "a" / "last.pth")["position"]["step"] == 2
 
 
 def test_a_run_never_writes_over_another(data, tmp_path):

@@ -165,3 +165,45 @@ def stale_partials(folder: str | Path, names: Iterable[str]) -> list[Path]:
         if match and match["name"] in wanted and partial.is_file():
             found.append(partial)
     return sorted(found)
+
+
+# The file a long-running writer of a folder (a training run, a judge) holds an advisory lock on.
+FOLDER_LOCK_NAME = ".lock"
+
+
+@contextmanager
+def exclusive_folder(folder: str | Path, option: str = "--out") -> Iterator[Path]:
+    """Hold ``folder`` for one process during the block: a second process (or a second holder in this one)
+    gets a ``BlazefaceError`` naming the folder and the holder's process id instead of writing into it. Two
+    runs resumed into one folder would otherwise delete each other's temporaries and write checkpoints over
+    each other. The lock is the operating system's (``flock``), so a killed holder frees the folder at once
+    and a stale lock file never blocks; where ``fcntl`` is missing (Windows) the block runs unguarded."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield folder
+        return
+    path = folder / FOLDER_LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            raise BlazefaceError(f"{option} {folder}: in use by another running process (pid {holder}); wait for "
+                                 "it to end or choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield folder
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def check_folder_free(folder: str | Path, option: str = "--out") -> None:
+    """Fail now, with :func:`exclusive_folder`'s message, when another process holds ``folder`` (before a
+    caller spends minutes on set-up that the lock would refuse later); holds nothing afterwards."""
+    if Path(folder).is_dir():
+        with exclusive_folder(folder, option):
+            pass

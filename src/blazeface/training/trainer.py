@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -25,7 +26,7 @@ from ..config import ModelConfig, TrainConfig
 from ..data.dataset import build_training_data, collate, worker_init
 from ..data.transforms import build_preset
 from ..errors import BlazefaceError
-from ..io import same_file
+from ..io import check_folder_free, exclusive_folder, same_file
 from ..models import create_model, get_config
 from ..checkpoint import with_metadata
 from .checkpointing import (load_checkpoint, remove_stale_temporaries, rng_state, save_atomic, set_rng_state,
@@ -288,6 +289,8 @@ class Trainer:
                                  "processes")
         self.model_cfg = replace(base, train=self.train_cfg)
         check_run_folder(Path(options.out), options.resume)
+        if self.world.is_main:
+            check_folder_free(options.out)  # a live run in --out fails here, before minutes of set-up
         # Teachers load before anything else is built, so a broken teacher file fails in a second.
         teachers = [load_teacher(spec, yunet_scales=options.yunet_scales, centerface_scales=options.centerface_scales)
                     for spec in options.teachers]
@@ -550,6 +553,12 @@ class Trainer:
                 fh.write(json.dumps(record) + "\n")
 
     def run(self) -> Path:
+        with ExitStack() as held:
+            if self.world.is_main:  # one run writes a folder at a time (io.exclusive_folder)
+                held.enter_context(exclusive_folder(self.out))
+            return self._run()
+
+    def _run(self) -> Path:
         stop = StopFlag()
         stop.install()
         self.out.mkdir(parents=True, exist_ok=True)
