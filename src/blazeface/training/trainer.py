@@ -11,7 +11,7 @@ import json
 import signal
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -553,9 +553,8 @@ class Trainer:
                 fh.write(json.dumps(record) + "\n")
 
     def run(self) -> Path:
-        with ExitStack() as held:
-            if self.world.is_main:  # one run writes a folder at a time (io.exclusive_folder)
-                held.enter_context(exclusive_folder(self.out))
+        # One run writes a folder at a time (io.exclusive_folder); the main process holds it for all of them.
+        with exclusive_folder(self.out) if self.world.is_main else nullcontext():
             return self._run()
 
     def _run(self) -> Path:
