@@ -185,3 +185,24 @@ def test_calibrate_scores_changes_only_the_face_logit_biases(tmp_path):
     expected, got = shipped.state_dict(), create_model("slim", weights=out).state_dict()
     assert got.keys() == expected.keys()
     assert all(torch.allclose(got[k], expected[k], atol=1e-6) for k in got)
+
+
+def test_readme_images_are_the_readme_commands_on_the_sample(tmp_path):
+    """tools/draw_readme_images.py: the before/after picture is the sample beside its blurred copy (the left
+    half unchanged, the right half changed), the crops picture a grid of 112-px tiles, one per aligned face."""
+    import cv2
+    import numpy as np
+
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "draw_readme_images.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    sample = cv2.imread(str(REPO / "src" / "blazeface" / "assets" / "sample.jpg")).astype(np.int16)
+    pair = cv2.imread(str(tmp_path / "blur_before_after.jpg")).astype(np.int16)
+    height, width = sample.shape[:2]
+    assert pair.shape == (height, 2 * width + 4, 3)
+    assert np.abs(pair[:, :width] - sample).mean() < 3  # JPEG noise only
+    assert np.abs(pair[:, width + 4:] - sample).mean() > 3  # the masked faces
+    crops = int(done.stdout.split("align_crops.jpg: ")[1].split()[0])
+    grid = cv2.imread(str(tmp_path / "align_crops.jpg"))
+    rows, cols = -(-crops // 9), min(crops, 9)
+    assert crops > 0 and grid.shape == (rows * 116 - 4, cols * 116 - 4, 3)
