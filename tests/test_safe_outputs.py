@@ -91,6 +91,28 @@ def test_same_names_keep_their_folders_or_get_distinct_names(tmp_path, capsys):
         "a/x.jpg", "b/x.jpg", "x.jpg"]
 
 
+@pytest.mark.parametrize("command, out", [("blur", "photos/anonymized"), ("blur", "photos"),
+                                          ("detect", "photos/annotated"), ("align", "photos/crops")])
+def test_a_rerun_into_an_out_folder_inside_its_input_folder_reads_only_the_inputs(tmp_path, monkeypatch, capsys,
+                                                                                   command, out):
+    """Outputs written inside the folder being read are not inputs the next time: a second run writes the
+    same files as the first (no blurred copies of blurred copies, no outputs nested one level deeper)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "x.jpg").write_bytes(SAMPLE.read_bytes())
+    extra = ["--method", "solid"] if command == "blur" else []
+    runs = []
+    for _ in range(2):
+        assert main([command, "photos", "--out", out, *extra]) == 0
+        files = (tmp_path / "photos").rglob("*")
+        runs.append((sorted(p.relative_to(tmp_path).as_posix() for p in files if p.is_file()), capsys.readouterr().err))
+    (first, _), (second, note) = runs
+    assert first == second and "photos/x.jpg" in first and len(first) > 1
+    outputs = [f for f in first if f != "photos/x.jpg" and not f.endswith(".jsonl")]
+    skipped = (tmp_path / (out if out != "photos" else "photos/photos")).resolve()  # its own subtree of --out
+    assert f"photos: left out {len(outputs)} file(s) under {skipped}, where" in note
+
+
 def test_out_naming_a_file_and_json_naming_a_folder_are_one_line_errors(tmp_path, capsys):
     for command in ("detect", "blur"):
         assert main([command, str(SAMPLE), "--out", str(SAMPLE)]) == 2

@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     detector = FaceDetector(args.model, weights=args.weights, backend=args.backend, long_side=args.long_side,
                             conf=args.conf, nms=args.nms)
-    files, errors = expand_inputs(args.inputs)
+    files, errors = expand_inputs(args.inputs, out=args.out)
     for line in errors:
         print(f"blazeface align: error: {line}", file=sys.stderr)
     failed = len(errors)

@@ -15,11 +15,23 @@ from ..errors import BlazefaceError
 from ..io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, find_files, same_file
 
 
-def expand_inputs(inputs: list[str], suffixes: set[str] | str | None = None
+def earlier_outputs(folder: Path, out: Path | None) -> list[Path]:
+    """The parts of input ``folder`` where this command's outputs go: ``--out`` itself when it lies inside the
+    folder, else the folder's own subtree under ``--out`` (``photos --out photos`` writes ``photos/photos/``).
+    A rerun must not take them for inputs: it would blur the blurred copies and nest the outputs one level
+    deeper on every run."""
+    if out is None:
+        return []
+    folder, out = folder.resolve(), out.resolve()
+    return [d for d in (out, out / folder.name) if d != folder and d.is_relative_to(folder)][:1]
+
+
+def expand_inputs(inputs: list[str], suffixes: set[str] | str | None = None, out: Path | None = None
                   ) -> tuple[list[tuple[Path, Path]], list[str]]:
     """-> ([(path, its path under --out)], [error lines]). Folders are searched (recursively) for
-    ``suffixes`` (default: images and videos; ``"all"``: every file but hidden ones); an input file of any
-    type is kept (it fails later, with a message, if unreadable)."""
+    ``suffixes`` (default: images and videos; ``"all"``: every file but hidden ones), leaving out what
+    :func:`earlier_outputs` names; an input file of any type is kept (it fails later, with a message, if
+    unreadable)."""
     suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES if suffixes is None else suffixes
     found, errors = [], []
     for text in inputs:
@@ -30,6 +42,12 @@ def expand_inputs(inputs: list[str], suffixes: set[str] | str | None = None
         if path.is_dir():
             files = (find_files(path, suffixes) if suffixes != "all" else
                      sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")))
+            for skipped in earlier_outputs(path, out):
+                kept = [f for f in files if not f.resolve().is_relative_to(skipped)]
+                if len(kept) < len(files):
+                    print(f"blazeface: note: {path}: left out {len(files) - len(kept)} file(s) under {skipped}, "
+                          f"where the outputs go", file=sys.stderr)
+                files = kept
             if not files:
                 errors.append(f"{path}: folder holds no images or videos")
             root = Path(path.resolve().name)
