@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
                             conf=args.conf, nms=args.nms)
     files, errors = [], []
     for text in args.inputs:
-        found, bad = expand_inputs([text], suffixes=ALL_FILES, out=args.out)  # every file in a folder is blurred or reported
+        # every file in a folder is blurred or reported
+        found, bad = expand_inputs([text], suffixes=ALL_FILES, out=args.out)
         if Path(text).is_dir() and args.out is None:  # earlier outputs beside their inputs are not inputs
             found = [(p, r) for p, r in found if not p.stem.endswith(SUFFIX)]
         files += found

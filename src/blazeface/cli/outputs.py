@@ -15,15 +15,15 @@ from ..errors import BlazefaceError
 from ..io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, find_files, same_file
 
 
-def earlier_outputs(folder: Path, out: Path | None) -> list[Path]:
-    """The parts of input ``folder`` where this command's outputs go: ``--out`` itself when it lies inside the
+def earlier_outputs(folder: Path, out: Path | None) -> Path | None:
+    """The part of input ``folder`` where this command's outputs go, if any: ``--out`` itself when it lies inside the
     folder, else the folder's own subtree under ``--out`` (``photos --out photos`` writes ``photos/photos/``).
     A rerun must not take them for inputs: it would blur the blurred copies and nest the outputs one level
     deeper on every run."""
     if out is None:
-        return []
+        return None
     folder, out = folder.resolve(), out.resolve()
-    return [d for d in (out, out / folder.name) if d != folder and d.is_relative_to(folder)][:1]
+    return next((d for d in (out, out / folder.name) if d != folder and d.is_relative_to(folder)), None)
 
 
 def expand_inputs(inputs: list[str], suffixes: set[str] | str | None = None, out: Path | None = None
@@ -42,7 +42,8 @@ def expand_inputs(inputs: list[str], suffixes: set[str] | str | None = None, out
         if path.is_dir():
             files = (find_files(path, suffixes) if suffixes != "all" else
                      sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")))
-            for skipped in earlier_outputs(path, out):
+            skipped = earlier_outputs(path, out)
+            if skipped is not None:
                 kept = [f for f in files if not f.resolve().is_relative_to(skipped)]
                 if len(kept) < len(files):
                     print(f"blazeface: note: {path}: left out {len(files) - len(kept)} file(s) under {skipped}, "
