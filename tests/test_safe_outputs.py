@@ -113,6 +113,21 @@ def test_a_rerun_into_an_out_folder_inside_its_input_folder_reads_only_the_input
     assert f"photos: left out {len(outputs)} file(s) under {skipped}, where" in note
 
 
+def test_a_rerun_with_its_json_file_inside_the_input_folder_reads_only_the_inputs(tmp_path, monkeypatch, capsys):
+    """blur reports every file of a folder it cannot anonymise, but not the JSON Lines an earlier run wrote
+    there; a photo named by --json stays an input, so --json is refused and the photo kept."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "x.jpg").write_bytes(SAMPLE.read_bytes())
+    for _ in range(2):
+        assert main(["blur", "photos", "--out", "anon", "--method", "solid", "--json", "photos/masks.jsonl"]) == 0
+    assert "left out photos/masks.jsonl, where --json writes" in capsys.readouterr().err
+    assert len((tmp_path / "photos" / "masks.jsonl").read_text().splitlines()) == 1
+    assert main(["blur", "photos", "--out", "anon", "--json", "photos/x.jpg"]) == 2
+    assert "--json photos/x.jpg: is an input" in capsys.readouterr().err
+    assert (tmp_path / "photos" / "x.jpg").read_bytes() == SAMPLE.read_bytes()
+
+
 def test_out_naming_a_file_and_json_naming_a_folder_are_one_line_errors(tmp_path, capsys):
     for command in ("detect", "blur"):
         assert main([command, str(SAMPLE), "--out", str(SAMPLE)]) == 2

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     files, errors = [], []
     for text in args.inputs:
         # every file in a folder is blurred or reported
-        found, bad = expand_inputs([text], suffixes=ALL_FILES, out=args.out)
+        found, bad = expand_inputs([text], suffixes=ALL_FILES, out=args.out, json_target=args.json)
         if Path(text).is_dir() and args.out is None:  # earlier outputs beside their inputs are not inputs
             found = [(p, r) for p, r in found if not p.stem.endswith(SUFFIX)]
         files += found

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     check_json_target(args.json)  # before the model loads; again below, once inputs and outputs are known
     detector = FaceDetector(args.model, weights=args.weights, backend=args.backend, long_side=args.long_side,
                             conf=args.conf, nms=args.nms, top_k=args.top_k, keep_top_k=args.keep_top_k)
-    files, errors = expand_inputs(args.inputs, out=args.out)
+    files, errors = expand_inputs(args.inputs, out=args.out, json_target=args.json)
     for line in errors:
         print(f"blazeface detect: error: {line}", file=sys.stderr)
     failed = len(errors)

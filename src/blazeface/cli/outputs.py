@@ -15,6 +15,9 @@ from ..errors import BlazefaceError
 from ..io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, find_files, same_file
 
 
+JSON_SUFFIXES = {".json", ".jsonl", ".ndjson"}  # an earlier --json file, never taken for an input
+
+
 def earlier_outputs(folder: Path, out: Path | None) -> Path | None:
     """The part of input ``folder`` where this command's outputs go, if any: ``--out`` itself when it lies inside the
     folder, else the folder's own subtree under ``--out`` (``photos --out photos`` writes ``photos/photos/``).
@@ -26,13 +29,16 @@ def earlier_outputs(folder: Path, out: Path | None) -> Path | None:
     return next((d for d in (out, out / folder.name) if d != folder and d.is_relative_to(folder)), None)
 
 
-def expand_inputs(inputs: list[str], suffixes: set[str] | str | None = None, out: Path | None = None
-                  ) -> tuple[list[tuple[Path, Path]], list[str]]:
+def expand_inputs(inputs: list[str], suffixes: set[str] | str | None = None, out: Path | None = None,
+                  json_target: str | None = None) -> tuple[list[tuple[Path, Path]], list[str]]:
     """-> ([(path, its path under --out)], [error lines]). Folders are searched (recursively) for
     ``suffixes`` (default: images and videos; ``"all"``: every file but hidden ones), leaving out what
-    :func:`earlier_outputs` names; an input file of any type is kept (it fails later, with a message, if
-    unreadable)."""
+    :func:`earlier_outputs` names and the ``--json`` file (an earlier run's, when it lies in the folder); an
+    input file of any type is kept (it fails later, with a message, if unreadable)."""
     suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES if suffixes is None else suffixes
+    json_file = Path(json_target).resolve() if json_target and json_target != "-" else None
+    if json_file is not None and json_file.suffix.lower() not in JSON_SUFFIXES:
+        json_file = None  # a photo named by --json stays an input, and check_json_target refuses it
     found, errors = [], []
     for text in inputs:
         if "\0" in text:
@@ -49,6 +55,9 @@ def expand_inputs(inputs: list[str], suffixes: set[str] | str | None = None, out
                     print(f"blazeface: note: {path}: left out {len(files) - len(kept)} file(s) under {skipped}, "
                           f"where the outputs go", file=sys.stderr)
                 files = kept
+            if json_file is not None and any(f.resolve() == json_file for f in files):
+                print(f"blazeface: note: {path}: left out {json_target}, where --json writes", file=sys.stderr)
+                files = [f for f in files if f.resolve() != json_file]
             if not files:
                 errors.append(f"{path}: folder holds no images or videos")
             root = Path(path.resolve().name)
