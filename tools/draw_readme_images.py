@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from blazeface.errors import BlazefaceError
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "src" / "blazeface" / "assets" / "sample.jpg"
 GAP = 4  # white pixels between panels
@@ -26,7 +28,11 @@ PER_ROW = 9
 
 
 def blazeface(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "blazeface", *args], check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-m", "blazeface", *args], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise BlazefaceError(f"blazeface {args[0]} failed (exit {done.returncode}): {last}")
 
 
 def side_by_side(images: list[np.ndarray], gap: int = GAP) -> np.ndarray:

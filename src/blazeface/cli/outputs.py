@@ -19,10 +19,10 @@ JSON_SUFFIXES = {".json", ".jsonl", ".ndjson"}  # an earlier --json file, never 
 
 
 def earlier_outputs(folder: Path, out: Path | None) -> Path | None:
-    """The part of input ``folder`` where this command's outputs go, if any: ``--out`` itself when it lies inside the
-    folder, else the folder's own subtree under ``--out`` (``photos --out photos`` writes ``photos/photos/``).
-    A rerun must not take them for inputs: it would blur the blurred copies and nest the outputs one level
-    deeper on every run."""
+    """The part of input ``folder`` where this command's outputs go, if any: ``--out`` itself when it lies
+    inside the folder, else the folder's own subtree under ``--out`` (``photos --out photos`` writes
+    ``photos/photos/``). A rerun must not take them for inputs: it would blur the blurred copies and nest the
+    outputs one level deeper on every run."""
     if out is None:
         return None
     folder, out = folder.resolve(), out.resolve()
