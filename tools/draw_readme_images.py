@@ -35,25 +35,14 @@ def blazeface(*args: str) -> None:
         raise BlazefaceError(f"blazeface {args[0]} failed (exit {done.returncode}): {last}")
 
 
-def side_by_side(images: list[np.ndarray], gap: int = GAP) -> np.ndarray:
-    height = max(im.shape[0] for im in images)
-    width = sum(im.shape[1] for im in images) + gap * (len(images) - 1)
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    x = 0
-    for im in images:
-        canvas[: im.shape[0], x: x + im.shape[1]] = im
-        x += im.shape[1] + gap
-    return canvas
-
-
 def grid(tiles: list[np.ndarray], per_row: int = PER_ROW, gap: int = GAP) -> np.ndarray:
-    side = tiles[0].shape[0]
-    rows = (len(tiles) + per_row - 1) // per_row
-    cols = min(per_row, len(tiles))
-    canvas = np.full((rows * side + (rows - 1) * gap, cols * side + (cols - 1) * gap, 3), 255, np.uint8)
+    """Tiles of one size, ``per_row`` to a row, on white."""
+    height, width = tiles[0].shape[:2]
+    rows, cols = -(-len(tiles) // per_row), min(per_row, len(tiles))
+    canvas = np.full((rows * (height + gap) - gap, cols * (width + gap) - gap, 3), 255, np.uint8)
     for i, tile in enumerate(tiles):
         r, c = divmod(i, per_row)
-        canvas[r * (side + gap): r * (side + gap) + side, c * (side + gap): c * (side + gap) + side] = tile
+        canvas[r * (height + gap): r * (height + gap) + height, c * (width + gap): c * (width + gap) + width] = tile
     return canvas
 
 
@@ -66,7 +55,7 @@ def main() -> int:
         blazeface("blur", str(SAMPLE), "--out", str(work / "blurred"), "--json", str(work / "masks.jsonl"))
         masks = [json.loads(line) for line in (work / "masks.jsonl").read_text().splitlines() if line.strip()]
         blurred = cv2.imread(str(work / "blurred" / SAMPLE.name))
-        before_after = side_by_side([cv2.imread(str(SAMPLE)), blurred])
+        before_after = grid([cv2.imread(str(SAMPLE)), blurred], per_row=2)
 
         blazeface("align", str(SAMPLE), "--out", str(work / "crops"), "--size", "112")
         records = [json.loads(line) for line in (work / "crops" / "faces.jsonl").read_text().splitlines()

@@ -15,30 +15,32 @@ from ..errors import BlazefaceError
 from ..io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, find_files, same_file
 
 
-JSON_SUFFIXES = {".json", ".jsonl", ".ndjson"}  # an earlier --json file, never taken for an input
+JSON_SUFFIXES = {".json", ".jsonl", ".ndjson"}  # what --json writes; any other name stays an input
 
 
-def earlier_outputs(folder: Path, out: Path | None) -> Path | None:
-    """The part of input ``folder`` where this command's outputs go, if any: ``--out`` itself when it lies
-    inside the folder, else the folder's own subtree under ``--out`` (``photos --out photos`` writes
-    ``photos/photos/``). A rerun must not take them for inputs: it would blur the blurred copies and nest the
-    outputs one level deeper on every run."""
-    if out is None:
-        return None
-    folder, out = folder.resolve(), out.resolve()
-    return next((d for d in (out, out / folder.name) if d != folder and d.is_relative_to(folder)), None)
+def earlier_outputs(folder: Path, out: Path | None, json_target: str | None = None) -> list[Path]:
+    """Where inside input ``folder`` this command writes, relative to it: ``--out`` when it lies inside the
+    folder, else the folder's own subtree under ``--out`` (``photos --out photos`` writes ``photos/photos/``),
+    and the ``--json`` file (when it is named as JSON; a photo named by ``--json`` stays an input, which
+    ``check_json_target`` refuses). A rerun must not read them as inputs: it would blur the blurred copies one
+    level deeper on every run, or report its own JSON Lines as an unreadable input."""
+    root = folder.resolve()
+    written = []
+    if out is not None:
+        out = out.resolve()
+        written += [d for d in (out, out / root.name) if d != root and d.is_relative_to(root)][:1]
+    if json_target and json_target != "-" and Path(json_target).suffix.lower() in JSON_SUFFIXES:
+        written.append(Path(json_target).resolve())
+    return [w.relative_to(root) for w in written if w.is_relative_to(root)]
 
 
 def expand_inputs(inputs: list[str], suffixes: set[str] | str | None = None, out: Path | None = None,
                   json_target: str | None = None) -> tuple[list[tuple[Path, Path]], list[str]]:
     """-> ([(path, its path under --out)], [error lines]). Folders are searched (recursively) for
     ``suffixes`` (default: images and videos; ``"all"``: every file but hidden ones), leaving out what
-    :func:`earlier_outputs` names and the ``--json`` file (an earlier run's, when it lies in the folder); an
-    input file of any type is kept (it fails later, with a message, if unreadable)."""
+    :func:`earlier_outputs` names; an input file of any type is kept (it fails later, with a message, if
+    unreadable)."""
     suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES if suffixes is None else suffixes
-    json_file = Path(json_target).resolve() if json_target and json_target != "-" else None
-    if json_file is not None and json_file.suffix.lower() not in JSON_SUFFIXES:
-        json_file = None  # a photo named by --json stays an input, and check_json_target refuses it
     found, errors = [], []
     for text in inputs:
         if "\0" in text:
@@ -48,16 +50,12 @@ def expand_inputs(inputs: list[str], suffixes: set[str] | str | None = None, out
         if path.is_dir():
             files = (find_files(path, suffixes) if suffixes != "all" else
                      sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")))
-            skipped = earlier_outputs(path, out)
-            if skipped is not None:
-                kept = [f for f in files if not f.resolve().is_relative_to(skipped)]
-                if len(kept) < len(files):
-                    print(f"blazeface: note: {path}: left out {len(files) - len(kept)} file(s) under {skipped}, "
-                          f"where the outputs go", file=sys.stderr)
-                files = kept
-            if json_file is not None and any(f.resolve() == json_file for f in files):
-                print(f"blazeface: note: {path}: left out {json_target}, where --json writes", file=sys.stderr)
-                files = [f for f in files if f.resolve() != json_file]
+            written = earlier_outputs(path, out, json_target)
+            kept = [f for f in files if not any(f.relative_to(path).is_relative_to(w) for w in written)]
+            if len(kept) < len(files):
+                print(f"blazeface: note: {path}: left out {len(files) - len(kept)} file(s) under "
+                      f"{', '.join(str(path / w) for w in written)}, where this command writes", file=sys.stderr)
+            files = kept
             if not files:
                 errors.append(f"{path}: folder holds no images or videos")
             root = Path(path.resolve().name)
