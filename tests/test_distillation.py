@@ -597,6 +597,11 @@ def dense_carry(mapping, p, boxes, points, height, width):
     best_iou, best_prior = iou.max(1)
     forced = torch.nonzero(best_iou >= mapping.forced_min_iou).squeeze(1)
     eligible[forced, best_prior[forced]] = True
+    for k in range(len(boxes)):  # scale compensation: the best further priors while a candidate has too few
+        need = mapping.min_positives - int(eligible[k].sum())
+        spare = torch.nonzero(~eligible[k] & (iou[k] >= mapping.compensation_iou)).squeeze(1)
+        if need > 0 and spare.numel():
+            eligible[k, spare[torch.argsort(-iou[k, spare], stable=True)[:need]]] = True
     face, chosen = torch.where(eligible, p[:, None], torch.zeros_like(iou)).max(0)
     reached = torch.nonzero(face > 0).squeeze(1)
     loc = torch.zeros(priors.shape[0], 4)
@@ -607,16 +612,17 @@ def dense_carry(mapping, p, boxes, points, height, width):
     return loc, torch.stack([torch.log1p(-face), torch.log(face)], -1), landm
 
 
+@pytest.mark.parametrize("min_positives", [0, 3])
 @pytest.mark.parametrize("student,height,width", [("slim", 320, 320), ("blaze", 320, 320), ("mnet", 224, 320)])
-def test_prior_mapping_carries_as_the_dense_matching_rule(student, height, width):
+def test_prior_mapping_carries_as_the_dense_matching_rule(student, height, width, min_positives):
     """PriorMapping looks only at the priors each candidate can reach (prior_pairs): the same targets as the
     dense IoU matrix over all priors, on candidates of every size from 1 pixel to larger than the input,
-    some hanging over the border, some crowded onto one face."""
+    some hanging over the border, some crowded onto one face; with the scale compensation too."""
     from blazeface.models import get_config
     from blazeface.training.teachers import Candidates, PriorMapping
 
     rng = np.random.default_rng(3)
-    mapping = PriorMapping(None, get_config(student).priors)
+    mapping = PriorMapping(None, get_config(student).priors, min_positives=min_positives)
     for trial in range(6):
         k = int(rng.integers(1, 400))
         side = np.exp(rng.uniform(np.log(1), np.log(1.3 * max(height, width)), k))

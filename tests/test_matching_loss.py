@@ -67,6 +67,37 @@ def test_a_face_too_small_for_any_prior_is_ignored_not_background():
     assert (match(GRID, box, *no_points(1), ignore_unmatched=False)["labels"] == 0).all()
 
 
+def test_scale_compensation_gives_a_small_face_its_best_further_priors():
+    # S3FD's second stage; large faces are left alone since they have their positives already. This face reaches IoU 0.28 with one prior (forced), 0.18 and 0.11 with two more and
+    # 0.08 with a fourth; min_positives=3 adds the two, in IoU order; 4 cannot add the fourth (under 0.1).
+    box = torch.tensor([centred_box(0.48, 0.49, 0.11)])
+    iou = box_iou(box, priors_to_corners(GRID))[0]
+    ranked = iou.argsort(descending=True).tolist()
+    assert [round(float(iou[k]), 2) for k in ranked[:4]] == [0.28, 0.18, 0.11, 0.08]
+    assert (match(GRID, box, *no_points(1))["labels"] == 1).nonzero().squeeze(1).tolist() == [ranked[0]]
+    for wanted in (2, 3, 4):
+        out = match(GRID, box, *no_points(1), min_positives=wanted)
+        assert sorted((out["labels"] == 1).nonzero().squeeze(1).tolist()) == sorted(ranked[:min(wanted, 3)])
+    assert torch.allclose(decode_boxes(out["loc_t"][ranked[:3]], GRID[ranked[:3]]), box.expand(3, 4), atol=1e-5)
+    # A face that has its one prior already needs nothing at min_positives=1.
+    assert torch.equal(match(GRID, box, *no_points(1), min_positives=1)["labels"],
+                       match(GRID, box, *no_points(1))["labels"])
+
+
+def test_scale_compensation_reaches_no_lower_than_its_iou_and_takes_no_other_faces_prior():
+    tiny = torch.tensor([centred_box(0.45, 0.45, 0.02)])  # IoU 0.04 with its own prior: below 0.1, no positive
+    assert not (match(GRID, tiny, *no_points(1), min_positives=3)["labels"] == 1).any()
+    # Mirror images of the face above: each forces its own prior (IoU 0.28), which the other would take third
+    # (0.12); so each adds only its second (0.18), and its fourth is under 0.1.
+    pair = torch.tensor([centred_box(0.48, 0.49, 0.11), centred_box(0.52, 0.49, 0.11)])
+    out = match(GRID, pair, *no_points(2), min_positives=3)
+    faces = {0: [prior_index(4, 4), prior_index(5, 4)], 1: [prior_index(4, 5), prior_index(5, 5)]}
+    assert sorted((out["labels"] == 1).nonzero().squeeze(1).tolist()) == sorted(faces[0] + faces[1])
+    for face, priors in faces.items():
+        decoded = decode_boxes(out["loc_t"][priors], GRID[priors])
+        assert torch.allclose(decoded, pair[face].expand(2, 4), atol=1e-5)
+
+
 def test_no_faces_is_all_background():
     out = match(GRID, torch.zeros(0, 4), torch.zeros(0, 10), torch.zeros(0, dtype=torch.bool))
     assert (out["labels"] == 0).all() and not out["landm_mask"].any() and (out["loc_t"] == 0).all()

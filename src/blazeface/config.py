@@ -43,6 +43,12 @@ class TrainConfig:
     loc_weight: float = 2.0
     cls_weight: float = 1.0
     landm_weight: float = 1.0
+    # Matching (matching.py): S3FD's scale compensation. A face with fewer positive priors than this takes its
+    # best further ones down to IoU compensation_iou; ground truth and the per-prior teachers' candidate faces
+    # alike. Faces under ~12 input pixels otherwise get one prior each, faces over 24 pixels eight to ten.
+    # 0: off (the originals' rule).
+    min_positives: int = 0
+    compensation_iou: float = 0.1
     # Augmentation ("small-faces" preset, data/transforms.py build_preset): the chance of a zoom-out and its
     # largest factor, then the square crop's side as a fraction of the short side.
     zoom_out_p: float = 0.3

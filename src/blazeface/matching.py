@@ -8,6 +8,9 @@ Rules:
 - Every face is also forced onto its best prior unless that IoU is < ``forced_min_iou`` (0.2), so faces
   between 0.2 and 0.35 still get one positive. When two faces force the same prior, the face with the
   higher IoU on it wins (deterministic, unlike the originals' loop order).
+- ``min_positives`` (S3FD's scale compensation, off at 0): a face left with fewer positive priors than this
+  (a face under ~12 pixels gets one, a 32-pixel face eight) takes its best remaining priors down to IoU
+  ``compensation_iou`` (0.1) until it has that many; a prior two faces take goes to the higher IoU.
 - Non-positive priors with IoU in between are plain background, as in the originals; ``ignore_iou`` turns
   priors with best IoU in ``[ignore_iou, pos_iou)`` into "ignore" instead (off by default).
 - ``ignore_unmatched``: a face too small for any prior (no positive at all) would otherwise teach the
@@ -38,7 +41,7 @@ def priors_to_corners(priors: torch.Tensor) -> torch.Tensor:
     return torch.cat([priors[:, :2] - priors[:, 2:] / 2, priors[:, :2] + priors[:, 2:] / 2], 1)
 
 
-__all__ = ["FORCED_MIN_IOU", "POS_IOU", "PriorMatcher", "box_iou", "match", "prior_pairs", "priors_to_corners"]
+__all__ = ["COMPENSATION_IOU", "FORCED_MIN_IOU", "POS_IOU", "PriorMatcher", "box_iou", "match", "prior_pairs", "priors_to_corners"]
 
 def prior_pairs(boxes: torch.Tensor, priors: PriorConfig, height: int, width: int, corners: torch.Tensor,
                 min_iou: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -92,6 +95,23 @@ def prior_pairs(boxes: torch.Tensor, priors: PriorConfig, height: int, width: in
 # The matching rule's thresholds (the module docstring); training.teachers.PriorMapping applies the same rule.
 POS_IOU = 0.35
 FORCED_MIN_IOU = 0.2
+COMPENSATION_IOU = 0.1  # S3FD's second stage: how far below FORCED_MIN_IOU a face with too few priors reaches
+
+
+def compensated(iou: torch.Tensor, taken: torch.Tensor, need: torch.Tensor, min_iou: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """S3FD's scale compensation: face ``i`` (a row of the ``(N, P)`` ``iou``) takes its ``need[i]`` best priors
+    that are not ``taken`` and have IoU >= ``min_iou``; a prior two faces take goes to the higher IoU (the lower
+    face index among equals). -> ``(prior mask (P,), face index per prior (P,))``."""
+    k = int(min(int(need.max()), iou.shape[1]))
+    free = iou.masked_fill(taken[None, :] | (iou < min_iou), -1.0)
+    values, priors = free.topk(k, dim=1)  # (N, k), best first
+    take = (values >= min_iou) & (torch.arange(k)[None, :] < need[:, None])
+    faces = torch.arange(iou.shape[0])[:, None].expand_as(priors)
+    chosen = torch.full_like(iou, -1.0)
+    chosen[faces[take], priors[take]] = values[take]
+    best, face = chosen.max(0)
+    return best >= 0, face
 
 
 class PriorMatcher:
@@ -101,7 +121,8 @@ class PriorMatcher:
 
     def __init__(self, priors: torch.Tensor, *, pos_iou: float = POS_IOU, forced_min_iou: float = FORCED_MIN_IOU,
                  ignore_iou: float | None = None, ignore_unmatched: bool = True, background_margin: float = 0.5,
-                 variances: tuple[float, float] = (0.1, 0.2)):
+                 variances: tuple[float, float] = (0.1, 0.2), min_positives: int = 0,
+                 compensation_iou: float = COMPENSATION_IOU):
         self.priors = torch.as_tensor(priors, dtype=torch.float32).contiguous()
         self.corners = box_columns(priors_to_corners(self.priors))  # split once, used for every image
         self.cx, self.cy = (c.contiguous() for c in self.priors[:, :2].unbind(1))
@@ -109,6 +130,7 @@ class PriorMatcher:
         self.pos_iou, self.forced_min_iou, self.ignore_iou = pos_iou, forced_min_iou, ignore_iou
         self.ignore_unmatched, self.background_margin = ignore_unmatched, background_margin
         self.variances = tuple(variances)
+        self.min_positives, self.compensation_iou = int(min_positives), float(compensation_iou)
 
     def __call__(self, boxes, landmarks, has_landmarks, landmark_weight=None,
                  ignore_background: bool = False, face_weight=None, ignore_boxes=None) -> dict[str, torch.Tensor]:
@@ -145,6 +167,12 @@ class PriorMatcher:
         forced_any = forced_best >= 0
         assigned = torch.where(forced_any, forced_face, best_face)  # (P,) face index per prior
         positive = forced_any | (best_face_iou >= self.pos_iou)
+        if self.min_positives > 0:
+            need = (self.min_positives - torch.bincount(assigned[positive], minlength=n)).clamp(min=0)
+            if bool(need.any()):
+                extra, extra_face = compensated(iou, positive, need, self.compensation_iou)
+                assigned = torch.where(extra, extra_face, assigned)
+                positive = positive | extra
 
         labels = positive.long()
         negative = ~positive
@@ -194,7 +222,8 @@ def match(priors: torch.Tensor, boxes: torch.Tensor, landmarks: torch.Tensor, ha
           landmark_weight: torch.Tensor | None = None, ignore_background: bool = False, *,
           pos_iou: float = POS_IOU, forced_min_iou: float = FORCED_MIN_IOU, ignore_iou: float | None = None,
           ignore_unmatched: bool = True, background_margin: float = 0.5,
-          variances: tuple[float, float] = (0.1, 0.2)) -> dict[str, torch.Tensor]:
+          variances: tuple[float, float] = (0.1, 0.2), min_positives: int = 0,
+          compensation_iou: float = COMPENSATION_IOU) -> dict[str, torch.Tensor]:
     """Encode one image's faces against the priors (see the module docstring for the rules).
 
     ``priors`` (P, 4) ``cx cy w h`` and ``boxes`` (N, 4) ``x1 y1 x2 y2`` share one normalised frame;
@@ -209,5 +238,5 @@ def match(priors: torch.Tensor, boxes: torch.Tensor, landmarks: torch.Tensor, ha
     """
     matcher = PriorMatcher(priors, pos_iou=pos_iou, forced_min_iou=forced_min_iou, ignore_iou=ignore_iou,
                            ignore_unmatched=ignore_unmatched, background_margin=background_margin,
-                           variances=variances)
+                           variances=variances, min_positives=min_positives, compensation_iou=compensation_iou)
     return matcher(boxes, landmarks, has_landmarks, landmark_weight, ignore_background)

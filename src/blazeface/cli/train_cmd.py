@@ -100,6 +100,11 @@ def add_parser(sub) -> None:
     p.add_argument("--landm-weight", type=non_negative_float, default=None,
                    help="labels: weight of the landmark term (default: the model's, 1; more trades box and class "
                         "accuracy for landmarks)")
+    p.add_argument("--min-positives", type=non_negative_int, default=None, metavar="N",
+                   help="matching: a face with fewer positive priors than N takes its best further ones down to IoU "
+                        "--compensation-iou (S3FD's scale compensation for tiny faces; default 0: off)")
+    p.add_argument("--compensation-iou", type=probability, default=None,
+                   help="matching: the lowest IoU --min-positives reaches down to (default 0.1)")
     p.add_argument("--kd-cls-weight", type=non_negative_float, default=None, help="per-prior teacher: class KL weight")
     p.add_argument("--kd-loc-weight", type=non_negative_float, default=None, help="per-prior teacher: box term weight")
     p.add_argument("--kd-landm-weight", type=non_negative_float, default=None,

@@ -33,7 +33,7 @@ from ..box_coding import decode_boxes, decode_landmarks, encode_boxes, encode_la
 from ..config import PriorConfig
 from ..errors import BlazefaceError
 from ..geometry import box_iou
-from ..matching import FORCED_MIN_IOU, POS_IOU, prior_pairs, priors_to_corners
+from ..matching import COMPENSATION_IOU, FORCED_MIN_IOU, POS_IOU, prior_pairs, priors_to_corners
 from ..models import create_model, get_config, list_models
 from ..priors import prior_boxes
 
@@ -435,8 +435,9 @@ class PriorMapping:
     Every teacher prior whose face probability is at least ``min_probability`` is a candidate face: its
     decoded box and landmarks, with that probability. Each student prior takes the most probable candidate
     that the student's own matching rule would assign to it (IoU >= ``pos_iou`` with the prior, or the
-    prior is the candidate's best one at IoU >= ``forced_min_iou``: the rule by which its ground truth is
-    matched, matching.py), re-encoded against the student prior; its face probability is that candidate's
+    prior is the candidate's best one at IoU >= ``forced_min_iou``, or with ``min_positives`` one of its best
+    priors down to ``compensation_iou`` while it has fewer: the rule by which its ground truth is matched,
+    matching.py), re-encoded against the student prior; its face probability is that candidate's
     (``floor`` when none: plain background). So a tiny face the teacher finds at 0.3 asks the student's priors
     on it for 0.3, where the ground truth asks for 1 and a label-free region for 0. Not :class:`~blazeface.matching.PriorMatcher`:
     it gives a prior the face of best IoU, and a teacher's candidates are many overlapping boxes of one face,
@@ -448,9 +449,10 @@ class PriorMapping:
 
     def __init__(self, teacher_priors: PriorConfig | None, student_priors: PriorConfig, *, pos_iou: float = POS_IOU,
                  forced_min_iou: float = FORCED_MIN_IOU, min_probability: float = 0.05, max_candidates: int = 1000,
-                 floor: float = 1e-4):
+                 floor: float = 1e-4, min_positives: int = 0, compensation_iou: float = COMPENSATION_IOU):
         self.teacher_priors, self.student_priors = teacher_priors, student_priors
         self.pos_iou, self.forced_min_iou = pos_iou, forced_min_iou
+        self.min_positives, self.compensation_iou = int(min_positives), float(compensation_iou)
         self.min_probability, self.max_candidates, self.floor = min_probability, max_candidates, floor
         self._cache: dict = {}
 
@@ -506,8 +508,8 @@ class PriorMapping:
         candidate (the lowest index among equals) and that probability. A prior no candidate reaches keeps zero
         offsets (its own box): encoded against a far prior, a candidate's box is a huge offset the student could
         only chase in vain."""
-        which, prior, iou = prior_pairs(boxes, self.student_priors, height, width, s_corners,
-                                        min(self.pos_iou, self.forced_min_iou))
+        lowest = min(self.pos_iou, self.forced_min_iou, self.compensation_iou if self.min_positives else 1.0)
+        which, prior, iou = prior_pairs(boxes, self.student_priors, height, width, s_corners, lowest)
         # Each candidate's best prior (the lowest index among equals) is reached when its IoU allows it.
         order = torch.argsort(prior, stable=True)
         order = order[torch.argsort(-iou[order], stable=True)]
@@ -517,6 +519,8 @@ class PriorMapping:
         best = torch.zeros_like(iou, dtype=torch.bool)
         best[order[first]] = True
         eligible = (iou >= self.pos_iou) | (best & (iou >= self.forced_min_iou))
+        if self.min_positives:
+            eligible |= self._compensated(which, iou, eligible, len(p))
         which, prior = which[eligible], prior[eligible]
         # For each prior, its most probable candidate: sort by candidate, then probability (descending), then prior.
         order = torch.argsort(which, stable=True)
@@ -526,6 +530,21 @@ class PriorMapping:
         first[1:] = prior[order][1:] != prior[order][:-1]
         chosen = which[order[first]]
         return prior[order[first]], chosen, p[chosen]
+
+    def _compensated(self, which: torch.Tensor, iou: torch.Tensor, eligible: torch.Tensor, count: int) -> torch.Tensor:
+        """The pairs by which a candidate with fewer than ``min_positives`` eligible priors reaches its best further
+        priors (IoU >= ``compensation_iou``) until it has that many: the ground truth's scale compensation
+        (matching.compensated), per candidate."""
+        need = (self.min_positives - torch.bincount(which[eligible], minlength=count)).clamp(min=0)
+        spare = torch.nonzero(~eligible & (iou >= self.compensation_iou)).squeeze(1)
+        order = spare[torch.argsort(-iou[spare], stable=True)]
+        order = order[torch.argsort(which[order], stable=True)]  # by candidate, each best first
+        owner = which[order]
+        starts = torch.searchsorted(owner, owner, right=False)  # the first pair of each pair's candidate
+        rank = torch.arange(owner.numel(), device=owner.device) - starts
+        extra = torch.zeros_like(eligible)
+        extra[order[rank < need[owner]]] = True
+        return extra
 
     def __call__(self, outputs: tuple[torch.Tensor, ...], height: int, width: int) -> tuple[torch.Tensor, ...]:
         """``(loc, logits, landm)`` of a batch on the teacher's priors -> the same on the student's."""
@@ -540,8 +559,10 @@ class DenseTeachers:
     are, and carried together, so a face one of them misses keeps the other's probability (an average of
     log-probabilities would take it to the floor)."""
 
-    def __init__(self, teachers: Sequence[ModelTeacher | GridTeacher], student: str):
+    def __init__(self, teachers: Sequence[ModelTeacher | GridTeacher], student: str, min_positives: int = 0,
+                 compensation_iou: float = COMPENSATION_IOU):
         config = get_config(student)
+        compensation = {"min_positives": min_positives, "compensation_iou": compensation_iou}
         self.student, self.mean_bgr = config.priors, config.mean_bgr
         self.groups: dict[PriorConfig, list[ModelTeacher]] = {}
         self.gridded: list[GridTeacher] = []  # teachers without priors: carried from their candidate faces
@@ -550,8 +571,9 @@ class DenseTeachers:
                 self.gridded.append(teacher)
             else:
                 self.groups.setdefault(get_config(teacher.name).priors, []).append(teacher)
-        self.mappings = {priors: PriorMapping(priors, self.student) for priors in self.groups if priors != self.student}
-        self.carrier = PriorMapping(None, self.student)
+        self.mappings = {priors: PriorMapping(priors, self.student, **compensation)
+                         for priors in self.groups if priors != self.student}
+        self.carrier = PriorMapping(None, self.student, **compensation)
         self.on_onnx = False
 
     def __len__(self) -> int:

@@ -66,6 +66,8 @@ class TrainOptions:
     loc_weight: float | None = None
     cls_weight: float | None = None
     landm_weight: float | None = None
+    min_positives: int | None = None
+    compensation_iou: float | None = None
     warmup_epochs: float | None = None
     zoom_out_p: float | None = None
     max_zoom_out: float | None = None
@@ -137,7 +139,8 @@ class TrainOptions:
     def train_config(self, base: ModelConfig):
         overrides = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "input_size", "optimizer",
                                                       "weight_decay", "cls_loss", "loc_weight", "cls_weight",
-                                                      "landm_weight", "warmup_epochs", "bf16",
+                                                      "landm_weight", "min_positives", "compensation_iou",
+                                                      "warmup_epochs", "bf16",
                                                       "zoom_out_p", "max_zoom_out", "rotate_p", "max_rotation",
                                                       "mosaic_p", "close_mosaic",
                                                       *TEACHER_FIELDS)
@@ -301,7 +304,9 @@ class Trainer:
         if options.cache_teacher and not cached:
             raise BlazefaceError("--cache-teacher needs a YuNet or CenterFace teacher that teaches per prior "
                                  "(--teacher yunet:PATH --map-teacher-priors)")
-        self.dense_teachers = DenseTeachers([t for t in per_prior if t not in cached], options.model)
+        compensation = {"min_positives": self.train_cfg.min_positives,
+                        "compensation_iou": self.train_cfg.compensation_iou}
+        self.dense_teachers = DenseTeachers([t for t in per_prior if t not in cached], options.model, **compensation)
         detection_teachers = [t for t in teachers if t not in per_prior]
         check_teacher_settings(options, bool(per_prior), bool(detection_teachers), imitated is not None)
         cfg = self.train_cfg
@@ -313,13 +318,13 @@ class Trainer:
         if detection_teachers:
             preset = TeacherLabelling(preset, detection_teachers, TeacherTargets.from_train_config(cfg))
         if cached:
-            carrier = PriorMapping(None, self.model_cfg.priors)
+            carrier = PriorMapping(None, self.model_cfg.priors, **compensation)
             preset = CarriedCandidates(preset, carrier)
         self.dataset, self.mixer = build_training_data(options.data, self.model_cfg, self.train_cfg.input_size,
                                                        preset=preset, seed=options.seed,
                                                        epoch_size=options.epoch_size,
                                                        cache_images=options.cache_images,
-                                                       mosaic_p=cfg.mosaic_p)
+                                                       mosaic_p=cfg.mosaic_p, **compensation)
         if cached:
             self.dataset.set_teacher_candidates(self._photo_candidates(cached, carrier.min_probability))
         self.steps_per_epoch = self.mixer.epoch_size // self.train_cfg.batch_size
