@@ -270,3 +270,22 @@ def test_page_in_headless_chromium(tmp_path, monkeypatch):
     assert (second["runtime"]["requested"], second["runtime"]["backend"]) == ("webgpu", "wasm"), second
     assert "WebGPU" in second["runtime"]["note"] and len(second["last"]["faces"]) >= 5, second
     assert " · wasm ×" in result["secondText"], result["secondText"]
+
+
+@pytest.mark.skipif(browser_skip_reason() is not None, reason=browser_skip_reason() or "")
+def test_readme_screenshot_is_the_page_blazeface_web_opens(tmp_path, monkeypatch):
+    """tools/draw_readme_images.py --web: the page `blazeface web` serves by default (the fastest model in the
+    browser first), screenshot once it has detected the bundled photo."""
+    import importlib.util
+
+    import cv2
+
+    monkeypatch.setenv("BLAZEFACE_CACHE", str(tmp_path / "cache"))
+    spec = importlib.util.spec_from_file_location("draw_readme_images", REPO / "tools" / "draw_readme_images.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    latency = tool.screenshot_web_page(tmp_path / "web_demo.png")
+    first = DEFAULT_MODELS[0]
+    assert latency.startswith(f"{first} · wasm ×2 threads · ") and " faces" in latency, latency
+    shot = cv2.imread(str(tmp_path / "web_demo.png"))
+    assert shot is not None and shot.shape[1] == 880 and shot.shape[0] >= 640
