@@ -740,6 +740,31 @@ def test_cached_yunet_and_centerface_pool_their_candidates(data, tmp_path):
         Trainer(options(data, tmp_path / "b", teachers=[f"yunet:{YUNET}"], cache_teacher=True))
 
 
+@requires_shared
+def test_runs_sharing_a_teacher_cache_compute_the_candidates_once(tmp_path):
+    """--teacher-cache DIR: the first run computes the candidates into its folder and the shared one; a second
+    run of the same photos and teacher links that file (the same inode: read, not computed again); another scale
+    set is another entry."""
+    from blazeface.config import MEAN_BGR
+    from blazeface.training import teacher_cache
+    from blazeface.training.checkpointing import TEACHER_CANDIDATES_FILE
+
+    photos = sorted((DATA / "facemask" / "images").glob("*"))[:3]
+    shared = tmp_path / "shared"
+    first = teacher_cache.photo_candidates_for_run([load_teacher(f"yunet:{YUNET}")], photos, MEAN_BGR, 0.05,
+                                                   tmp_path / "a", shared=shared)
+    [entry] = shared.iterdir()
+    assert (tmp_path / "a" / TEACHER_CANDIDATES_FILE).stat().st_ino == entry.stat().st_ino
+    second = teacher_cache.photo_candidates_for_run([load_teacher(f"yunet:{YUNET}")], photos, MEAN_BGR, 0.05,
+                                                    tmp_path / "b", shared=shared)
+    assert (tmp_path / "b" / TEACHER_CANDIDATES_FILE).stat().st_ino == entry.stat().st_ino
+    np.testing.assert_array_equal(first.scores, second.scores)
+    assert len(first.scores) > 0
+    teacher_cache.photo_candidates_for_run([load_teacher(f"yunet:{YUNET}", yunet_scales=[1.0, 2.0])], photos,
+                                           MEAN_BGR, 0.05, tmp_path / "c", shared=shared)
+    assert len(list(shared.iterdir())) == 2
+
+
 def test_a_torn_teacher_cache_is_a_one_line_error(tmp_path):
     from blazeface.training.teacher_cache import load_photo_candidates
 

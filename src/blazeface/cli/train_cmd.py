@@ -89,6 +89,9 @@ def add_parser(sub) -> None:
     p.add_argument("--cache-processes", type=positive_int, default=None,
                    help="processes that compute those candidates when the run folder has none yet (default: "
                         "--threads + --workers; one per core on a machine of its own)")
+    p.add_argument("--teacher-cache", type=Path, default=None, metavar="DIR",
+                   help="a folder runs share for those candidates, kept by teacher, scales and photos: a run of a mix "
+                        "whose candidates are there links them into its folder instead of computing them (minutes)")
     p.add_argument("--teacher-runtime", choices=["auto", "torch", "onnx"], default=None,
                    help="where the teachers that teach per prior and the feature teacher run (default: auto, "
                         "ONNX Runtime on a CPU when the onnx extra is installed, a third to a half of PyTorch's "

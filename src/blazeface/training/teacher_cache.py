@@ -24,6 +24,8 @@ import contextlib
 import hashlib
 import json
 import multiprocessing
+import os
+import shutil
 import sys
 import time
 import zipfile
@@ -170,19 +172,44 @@ def load_photo_candidates(path: Path, key: str) -> PhotoCandidates | None:
                              "compute them again") from None
 
 
+def shared_cache_path(folder: Path, key: str) -> Path:
+    """Where a cache folder shared by runs (``train --teacher-cache DIR``) keeps the candidates made with ``key``."""
+    return Path(folder) / f"teacher_candidates_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` becomes ``source``'s content: a hard link where the file system allows one (~100 MB saved per
+    run), else a copy; either appears whole or not at all."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_target(target, durable=True) as partial:
+        try:
+            os.link(source, partial)
+        except OSError:
+            shutil.copyfile(source, partial)
+
+
 def photo_candidates_for_run(teachers: Sequence[GridTeacher], image_paths: Sequence[Path], mean_bgr: Sequence[float],
                              min_probability: float, out: Path, processes: int = 1,
-                             onnx: bool = False) -> PhotoCandidates:
-    """The run folder's cached candidates when they match, else computed now (:func:`build_photo_candidates`)
-    and saved there."""
+                             onnx: bool = False, shared: Path | None = None) -> PhotoCandidates:
+    """The run folder's cached candidates when they match; else those a folder shared by runs (``shared``) holds
+    for the same key, linked into the run folder; else computed now (:func:`build_photo_candidates`) and saved
+    in both. Several runs of one data mix and teacher then pay the teachers' minutes once."""
     key = cache_key(teachers, image_paths, min_probability)
     path = Path(out) / TEACHER_CANDIDATES_FILE
     found = load_photo_candidates(path, key)
-    if found is None:
-        found = build_photo_candidates(teachers, image_paths, mean_bgr, min_probability, processes=processes,
-                                       onnx=onnx)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_photo_candidates(found, key, path)
+    if found is not None:
+        return found
+    shared_path = shared_cache_path(shared, key) if shared is not None else None
+    if shared_path is not None:
+        found = load_photo_candidates(shared_path, key)
+        if found is not None:
+            _link_or_copy(shared_path, path)
+            return found
+    found = build_photo_candidates(teachers, image_paths, mean_bgr, min_probability, processes=processes, onnx=onnx)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_photo_candidates(found, key, path)
+    if shared_path is not None:
+        _link_or_copy(path, shared_path)
     return found
 
 

@@ -106,6 +106,9 @@ class TrainOptions:
     cache_teacher: bool = False
     # Processes that compute those candidates when the run folder has none (default: threads + workers).
     cache_processes: int | None = None
+    # A folder shared by runs where those candidates are kept by what they depend on (teacher, scales, photos), so a
+    # second run of the same mix links them instead of computing them again (None: the run folder only).
+    teacher_cache: Path | None = None
     # Where the per-prior teachers run: "auto" is ONNX Runtime on a CPU when the onnx extra is installed (its
     # forward pass takes half of PyTorch's there), else PyTorch; "torch" or "onnx" force one.
     teacher_runtime: str = "auto"
@@ -390,7 +393,8 @@ class Trainer:
         # Before training starts the run's compute threads and data workers are idle: by default as many pool
         # processes compute the candidates.
         processes = self.opt.cache_processes or torch.get_num_threads() + self.opt.workers
-        found = photo_candidates_for_run(*args, processes=processes, onnx=onnx) if self.world.is_main else None
+        found = (photo_candidates_for_run(*args, processes=processes, onnx=onnx, shared=self.opt.teacher_cache)
+                 if self.world.is_main else None)
         barrier(self.world)
         return found if found is not None else photo_candidates_for_run(*args)
 
