@@ -180,7 +180,6 @@ def shared_cache_path(folder: Path, key: str) -> Path:
 def _link_or_copy(source: Path, target: Path) -> None:
     """``target`` becomes ``source``'s content: a hard link where the file system allows one (~100 MB saved per
     run), else a copy; either appears whole or not at all."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_target(target, durable=True) as partial:
         try:
             os.link(source, partial)
@@ -196,18 +195,15 @@ def photo_candidates_for_run(teachers: Sequence[GridTeacher], image_paths: Seque
     in both. Several runs of one data mix and teacher then pay the teachers' minutes once."""
     key = cache_key(teachers, image_paths, min_probability)
     path = Path(out) / TEACHER_CANDIDATES_FILE
-    found = load_photo_candidates(path, key)
-    if found is not None:
-        return found
     shared_path = shared_cache_path(shared, key) if shared is not None else None
-    if shared_path is not None:
-        found = load_photo_candidates(shared_path, key)
+    for source in (path, shared_path):
+        found = load_photo_candidates(source, key) if source is not None else None
         if found is not None:
-            _link_or_copy(shared_path, path)
+            if source != path:
+                _link_or_copy(source, path)
             return found
     found = build_photo_candidates(teachers, image_paths, mean_bgr, min_probability, processes=processes, onnx=onnx)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_photo_candidates(found, key, path)
+    save_photo_candidates(found, key, path)  # atomic_target makes the run folder
     if shared_path is not None:
         _link_or_copy(path, shared_path)
     return found
