@@ -84,6 +84,38 @@ def test_scale_compensation_gives_a_small_face_its_best_further_priors():
                        match(GRID, box, *no_points(1))["labels"])
 
 
+def test_face_weight_floor_weighs_a_tiny_faces_one_prior_like_several_and_leaves_large_faces_alone():
+    # Priors of two sizes per cell (0.1 and 0.3): a face the size of a small prior has one positive, a face the
+    # size of a large one five (its own cell's and the four next to it). With a floor of 3 the first's prior
+    # weighs 3 (times its own face weight), the second's stay at 1, and no label or target changes.
+    grid = torch.from_numpy(prior_boxes(PriorConfig(min_sizes=((10, 30),), steps=(10,)), 100, 100).copy())
+    boxes = torch.tensor([centred_box(0.25, 0.25, 0.1), centred_box(0.65, 0.65, 0.3)])
+    plain = match(grid, boxes, *no_points(2))
+    floored = match(grid, boxes, *no_points(2), face_weight_floor=3)
+    for key in ("labels", "loc_t", "landm_mask"):
+        assert torch.equal(plain[key], floored[key])
+    positive = plain["labels"] == 1
+    small_prior = prior_index(2, 2) * 2
+    assert positive[small_prior] and int(positive.sum()) == 6
+    assert float(floored["pos_weight"][small_prior]) == pytest.approx(3.0)
+    others = positive.clone()
+    others[small_prior] = False
+    assert torch.equal(floored["pos_weight"][others], plain["pos_weight"][others])
+    weighted = PriorMatcher(grid, face_weight_floor=3)(boxes, *no_points(2), face_weight=[0.5, 1.0])
+    assert float(weighted["pos_weight"][small_prior]) == pytest.approx(1.5)
+    # The loss sees it: the small face's box error counts three times.
+    loss = MultiBoxLoss(TrainConfig())
+    loc = torch.zeros(1, 200, 4)
+    loc[0, small_prior] = 1.0
+    conf, landm = torch.zeros(1, 200, 2), torch.zeros(1, 200, 10)
+    base = loss(loc, conf, landm, {k: v[None] for k, v in plain.items()})["loc"]
+    tripled = loss(loc, conf, landm, {k: v[None] for k, v in floored.items()})["loc"]
+    error = float(F.smooth_l1_loss(loc[0, small_prior], plain["loc_t"][small_prior], reduction="sum"))
+    assert float(tripled - base) == pytest.approx(2 * error * TrainConfig().loc_weight / 6, rel=1e-5)
+    with pytest.raises(ValueError, match="face_weight_floor"):
+        PriorMatcher(grid, face_weight_floor=-1)
+
+
 def test_scale_compensation_reaches_no_lower_than_its_iou_and_takes_no_other_faces_prior():
     tiny = torch.tensor([centred_box(0.45, 0.45, 0.02)])  # IoU 0.04 with its own prior: below 0.1, no positive
     assert not (match(GRID, tiny, *no_points(1), min_positives=3)["labels"] == 1).any()

@@ -49,6 +49,9 @@ class TrainConfig:
     # 0: off (the originals' rule).
     min_positives: int = 0
     compensation_iou: float = 0.1
+    # Labels' box and class terms: a face with fewer positive priors than this has each weighted floor / count
+    # (matching.py), so a tiny face's one prior does not count a tenth of a large face's ten. 0: off.
+    face_weight_floor: float = 0.0
     # Augmentation ("small-faces" preset, data/transforms.py build_preset): the chance of a zoom-out and its
     # largest factor, then the square crop's side as a fraction of the short side.
     zoom_out_p: float = 0.3

@@ -22,6 +22,10 @@ Rules:
 - ``ignore_boxes`` (e.g. faces only a teacher saw): background priors centred inside one are ignored.
 - ``face_weight`` (per face, default 1): the weight of that face's positive priors in the box and class
   losses (``pos_weight``), e.g. a teacher's confidence in a face no label covers.
+- ``face_weight_floor`` (off at 0): a face with fewer positive priors than this has each of them weighted
+  ``face_weight_floor / count``, so that its positives together weigh as much as that many. A face under
+  ~12 pixels trains on one prior and a 32-pixel face on ten, so by default the losses give a tiny face a tenth
+  of a large one's say; unlike ``min_positives`` this adds no prior at a poor IoU, it only weighs the good one.
 
 Labels: 1 face, 0 background, -1 ignore.
 """
@@ -122,7 +126,9 @@ class PriorMatcher:
     def __init__(self, priors: torch.Tensor, *, pos_iou: float = POS_IOU, forced_min_iou: float = FORCED_MIN_IOU,
                  ignore_iou: float | None = None, ignore_unmatched: bool = True, background_margin: float = 0.5,
                  variances: tuple[float, float] = (0.1, 0.2), min_positives: int = 0,
-                 compensation_iou: float = COMPENSATION_IOU):
+                 compensation_iou: float = COMPENSATION_IOU, face_weight_floor: float = 0.0):
+        if face_weight_floor < 0:
+            raise ValueError(f"face_weight_floor must be >= 0, got {face_weight_floor:g}")
         self.priors = torch.as_tensor(priors, dtype=torch.float32).contiguous()
         self.corners = box_columns(priors_to_corners(self.priors))  # split once, used for every image
         self.cx, self.cy = (c.contiguous() for c in self.priors[:, :2].unbind(1))
@@ -131,6 +137,7 @@ class PriorMatcher:
         self.ignore_unmatched, self.background_margin = ignore_unmatched, background_margin
         self.variances = tuple(variances)
         self.min_positives, self.compensation_iou = int(min_positives), float(compensation_iou)
+        self.face_weight_floor = float(face_weight_floor)
 
     def __call__(self, boxes, landmarks, has_landmarks, landmark_weight=None,
                  ignore_background: bool = False, face_weight=None, ignore_boxes=None) -> dict[str, torch.Tensor]:
@@ -205,6 +212,9 @@ class PriorMatcher:
         landm_weight[pos_idx[with_points]] = weight[faces[with_points]]
         pos_weight[pos_idx] = (1.0 if face_weight is None
                                else torch.as_tensor(face_weight, dtype=torch.float32).reshape(-1)[faces])
+        if self.face_weight_floor > 0:
+            count = torch.bincount(faces, minlength=n).float()
+            pos_weight[pos_idx] *= (self.face_weight_floor / count[faces]).clamp(min=1.0)
         return {"loc_t": loc_t, "labels": labels, "landm_t": landm_t, "landm_mask": landm_mask,
                 "landm_weight": landm_weight, "pos_weight": pos_weight}
 
@@ -223,7 +233,7 @@ def match(priors: torch.Tensor, boxes: torch.Tensor, landmarks: torch.Tensor, ha
           pos_iou: float = POS_IOU, forced_min_iou: float = FORCED_MIN_IOU, ignore_iou: float | None = None,
           ignore_unmatched: bool = True, background_margin: float = 0.5,
           variances: tuple[float, float] = (0.1, 0.2), min_positives: int = 0,
-          compensation_iou: float = COMPENSATION_IOU) -> dict[str, torch.Tensor]:
+          compensation_iou: float = COMPENSATION_IOU, face_weight_floor: float = 0.0) -> dict[str, torch.Tensor]:
     """Encode one image's faces against the priors (see the module docstring for the rules).
 
     ``priors`` (P, 4) ``cx cy w h`` and ``boxes`` (N, 4) ``x1 y1 x2 y2`` share one normalised frame;
@@ -238,5 +248,6 @@ def match(priors: torch.Tensor, boxes: torch.Tensor, landmarks: torch.Tensor, ha
     """
     matcher = PriorMatcher(priors, pos_iou=pos_iou, forced_min_iou=forced_min_iou, ignore_iou=ignore_iou,
                            ignore_unmatched=ignore_unmatched, background_margin=background_margin,
-                           variances=variances, min_positives=min_positives, compensation_iou=compensation_iou)
+                           variances=variances, min_positives=min_positives, compensation_iou=compensation_iou,
+                           face_weight_floor=face_weight_floor)
     return matcher(boxes, landmarks, has_landmarks, landmark_weight, ignore_background)

@@ -108,6 +108,9 @@ def add_parser(sub) -> None:
                         "--compensation-iou (S3FD's scale compensation for tiny faces; default 0: off)")
     p.add_argument("--compensation-iou", type=probability, default=None,
                    help="matching: the lowest IoU --min-positives reaches down to (default 0.1)")
+    p.add_argument("--face-weight-floor", type=non_negative_float, default=None, metavar="K",
+                   help="labels: a face with fewer than K positive priors has them weighted K / count in the box "
+                        "and class terms, so tiny faces (one prior) count like larger ones (default 0: off)")
     p.add_argument("--kd-cls-weight", type=non_negative_float, default=None, help="per-prior teacher: class KL weight")
     p.add_argument("--kd-loc-weight", type=non_negative_float, default=None, help="per-prior teacher: box term weight")
     p.add_argument("--kd-landm-weight", type=non_negative_float, default=None,

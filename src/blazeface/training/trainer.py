@@ -68,6 +68,7 @@ class TrainOptions:
     landm_weight: float | None = None
     min_positives: int | None = None
     compensation_iou: float | None = None
+    face_weight_floor: float | None = None
     warmup_epochs: float | None = None
     zoom_out_p: float | None = None
     max_zoom_out: float | None = None
@@ -142,7 +143,7 @@ class TrainOptions:
     def train_config(self, base: ModelConfig):
         overrides = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "input_size", "optimizer",
                                                       "weight_decay", "cls_loss", "loc_weight", "cls_weight",
-                                                      "landm_weight", "min_positives", "compensation_iou",
+                                                      "landm_weight", "min_positives", "compensation_iou", "face_weight_floor",
                                                       "warmup_epochs", "bf16",
                                                       "zoom_out_p", "max_zoom_out", "rotate_p", "max_rotation",
                                                       "mosaic_p", "close_mosaic",
@@ -327,7 +328,8 @@ class Trainer:
                                                        preset=preset, seed=options.seed,
                                                        epoch_size=options.epoch_size,
                                                        cache_images=options.cache_images,
-                                                       mosaic_p=cfg.mosaic_p, **compensation)
+                                                       mosaic_p=cfg.mosaic_p, face_weight_floor=cfg.face_weight_floor,
+                                                       **compensation)
         if cached:
             self.dataset.set_teacher_candidates(self._photo_candidates(cached, carrier.min_probability))
         self.steps_per_epoch = self.mixer.epoch_size // self.train_cfg.batch_size
