@@ -331,6 +331,22 @@ def test_loss_weights_from_the_command_line(data, tmp_path):
         parser.parse_args(["train", "--data", str(data), "--loc-weight", "-1"])
 
 
+def test_face_weight_floor_from_the_command_line_reaches_the_matcher(data, tmp_path):
+    """--face-weight-floor sets the model's TrainConfig and the training data's matcher; off (0) by default."""
+    from blazeface.cli import build_parser
+    from blazeface.cli.train_cmd import train_options
+
+    parser = build_parser()
+    common = ["train", "--model", "slim", "--data", str(data), "--batch-size", "4"]
+    floored = Trainer(train_options(parser.parse_args(common + ["--out", str(tmp_path / "a"),
+                                                               "--face-weight-floor", "4"])))
+    assert floored.train_cfg.face_weight_floor == 4.0 and floored.dataset.matcher.face_weight_floor == 4.0
+    plain = Trainer(train_options(parser.parse_args(common + ["--out", str(tmp_path / "b")])))
+    assert plain.dataset.matcher.face_weight_floor == 0.0
+    with pytest.raises(SystemExit):
+        parser.parse_args(common + ["--face-weight-floor", "-1"])
+
+
 def test_rotation_from_the_command_line(data, tmp_path):
     """--rotate-p and --max-rotation put a RandomRotate first in the training augmentation (none by default);
     an angle beyond half a turn is a usage error."""
