@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from blazeface.box_coding import decode_boxes, decode_landmarks
 from blazeface.config import PriorConfig, TrainConfig
+from blazeface.errors import BlazefaceError
 from blazeface.priors import prior_boxes
 from blazeface.training.loss import MultiBoxLoss
 from blazeface.matching import PriorMatcher, box_iou, match, priors_to_corners
@@ -112,7 +113,7 @@ def test_face_weight_floor_weighs_a_tiny_faces_one_prior_like_several_and_leaves
     tripled = loss(loc, conf, landm, {k: v[None] for k, v in floored.items()})["loc"]
     error = float(F.smooth_l1_loss(loc[0, small_prior], plain["loc_t"][small_prior], reduction="sum"))
     assert float(tripled - base) == pytest.approx(2 * error * TrainConfig().loc_weight / 6, rel=1e-5)
-    with pytest.raises(ValueError, match="face_weight_floor"):
+    with pytest.raises(BlazefaceError, match="face_weight_floor"):
         PriorMatcher(grid, face_weight_floor=-1)
 
 

@@ -36,6 +36,7 @@ import torch
 
 from .box_coding import encode_boxes, encode_landmarks
 from .config import PriorConfig
+from .errors import BlazefaceError
 from .geometry import box_area, box_columns, box_iou, intersection, iou_from_intersection, paired_iou
 from .priors import feature_map_sizes
 
@@ -128,7 +129,7 @@ class PriorMatcher:
                  variances: tuple[float, float] = (0.1, 0.2), min_positives: int = 0,
                  compensation_iou: float = COMPENSATION_IOU, face_weight_floor: float = 0.0):
         if face_weight_floor < 0:
-            raise ValueError(f"face_weight_floor must be >= 0, got {face_weight_floor:g}")
+            raise BlazefaceError(f"face_weight_floor must be >= 0, got {face_weight_floor:g}")
         self.priors = torch.as_tensor(priors, dtype=torch.float32).contiguous()
         self.corners = box_columns(priors_to_corners(self.priors))  # split once, used for every image
         self.cx, self.cy = (c.contiguous() for c in self.priors[:, :2].unbind(1))
@@ -243,7 +244,7 @@ def match(priors: torch.Tensor, boxes: torch.Tensor, landmarks: torch.Tensor, ha
     Returns ``loc_t`` (P, 4) float32, ``labels`` (P,) int64 (1 face, 0 background, -1 ignore),
     ``landm_t`` (P, 10) float32, ``landm_mask`` (P,) bool (positive and labelled) and ``landm_weight``
     (P,) float32 (the matched face's landmark weight where ``landm_mask``, else 0), ``pos_weight`` (P,)
-    float32 (the matched face's weight where positive, else 0). Targets outside their
+    float32 (the matched face's weight where positive, times the face_weight_floor factor; else 0). Targets outside their
     mask are 0. For many images against the same priors, build one :class:`PriorMatcher` instead.
     """
     matcher = PriorMatcher(priors, pos_iou=pos_iou, forced_min_iou=forced_min_iou, ignore_iou=ignore_iou,
