@@ -765,6 +765,41 @@ def test_runs_sharing_a_teacher_cache_compute_the_candidates_once(tmp_path):
     assert len(list(shared.iterdir())) == 2
 
 
+@requires_shared
+def test_packed_teacher_candidates_unpack_where_a_run_of_the_same_photos_reads_them(tmp_path):
+    """tools/pack_teacher_candidates.py (the candidates carried to a GPU machine): pack, then unpack into a
+    shared folder, and a run of the same photos and teacher reads that file (the same inode) instead of running
+    the teacher; every value comes back within 1/32 px (scores 1e-5). A packed file is never written over, and
+    a file that is not one is a one-line error."""
+    from blazeface.config import MEAN_BGR
+    from blazeface.training import teacher_cache
+    from blazeface.training.checkpointing import TEACHER_CANDIDATES_FILE
+
+    photos = sorted((DATA / "facemask" / "images").glob("*"))[:3]
+    teacher = load_teacher(f"yunet:{YUNET}", yunet_scales=[1.0, 2.0])
+    made = teacher_cache.photo_candidates_for_run([teacher], photos, MEAN_BGR, 0.05, tmp_path / "made")
+    tool = [sys.executable, str(REPO / "tools" / "pack_teacher_candidates.py")]
+    packed = tmp_path / "carry" / "candidates.npz"
+
+    def run(*args):
+        return subprocess.run([*tool, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+    assert run("pack", tmp_path / "made" / TEACHER_CANDIDATES_FILE, packed).returncode == 0
+    again = run("pack", tmp_path / "made" / TEACHER_CANDIDATES_FILE, packed)
+    assert again.returncode != 0 and "not written over" in again.stderr and "Traceback" not in again.stderr
+    assert run("unpack", packed, "--shared-dir", tmp_path / "shared").returncode == 0
+    [entry] = (tmp_path / "shared").iterdir()
+    read = teacher_cache.photo_candidates_for_run([load_teacher(f"yunet:{YUNET}", yunet_scales=[1.0, 2.0])], photos,
+                                                  MEAN_BGR, 0.05, tmp_path / "run", shared=tmp_path / "shared")
+    assert (tmp_path / "run" / TEACHER_CANDIDATES_FILE).stat().st_ino == entry.stat().st_ino
+    assert len(made.scores) > 0 and np.array_equal(made.offsets, read.offsets)
+    np.testing.assert_allclose(read.scores, made.scores, atol=1e-5)
+    np.testing.assert_allclose(read.boxes, made.boxes, atol=1 / 64 + 1e-4)
+    np.testing.assert_allclose(read.points, made.points, atol=1 / 32 + 1e-4)
+    wrong = run("unpack", tmp_path / "made" / TEACHER_CANDIDATES_FILE, "--shared-dir", tmp_path / "x")
+    assert wrong.returncode != 0 and "not a file written by" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
 def test_a_torn_teacher_cache_is_a_one_line_error(tmp_path):
     from blazeface.training.teacher_cache import load_photo_candidates
 

@@ -1,64 +1,100 @@
 #!/bin/bash
-# Distillation runs of all four models at once on a lent GPU machine (one H200, 16 cores), in two calls of
-# the workplace's device tool, because one call carries at most 64 MiB of working tree:
+# Distillation runs of slim, rfb and mnet at once on a lent GPU machine (one H200, 16 cores), in three calls of
+# the workplace's device tool, because one call carries at most 64 MiB of working tree (the repository's
+# ~12 MiB included) and the payload is ~135 MiB: the training photos as WebP in two parts and YuNet's
+# candidates of every photo, computed here and packed. Prepare it here (D=../shared/data):
 #
-#   stage 0 (carry .gpudata/part0: half the WebP images, every label file, the teachers):
-#       bash tools/device_train.sh calibrate
-#     merges the part into /tmp/bfdata, trains every model for a few steps with the real options (all four
-#     at once, as in the long run) and keeps each one's images/s in /tmp/bfcalib.json;
-#   stage 1 (carry .gpudata/part1, the other half), within the machine's 30 s warm window:
-#       TRAIN_SECONDS=420 bash tools/device_train.sh train
-#     merges it, gives each model as many epochs as its measured rate fits in TRAIN_SECONDS (the cosine
-#     then ends on time), trains, and packs each run (weights.pth, last.pth, metrics, log) as $OUT/<model>.tar
-#     every minute and at the end; a run still going at the deadline is stopped with SIGTERM (it checkpoints);
-#   if time is left on the warm machine after that (a run was stopped before its cosine ended):
-#       FINISH_EPOCHS="slim=25 rfb=25 mnet=25 blaze=17" TRAIN_SECONDS=150 bash tools/device_train.sh finish
-#     resumes each run with its cosine re-planned to end at that epoch, and packs them the same way.
+#   python tools/compact_training_data.py --out .gpudata --quality 50 --parts 2 \
+#       $D/widerface/train $D/facemask $D/mtfl/train
+#   mkdir -p .gpudata/part0/teachers && cp $D/teachers/yunet_n_dynamic.onnx \
+#       $D/reference_weights/mobilenet0.25_Final.pth .gpudata/part0/teachers/
+#   rm -rf /tmp/bfdata && mkdir -p /tmp/bfdata && cp -r .gpudata/part0/. .gpudata/part1/. /tmp/bfdata/
+#   DEVICE=cpu PY=.venv/bin/python bash tools/device_train.sh candidates   # ~7 min on 2 cores
 #
-# Budget seen in session 11 (15 minutes of device time): the machine started in ~35 s; calibrate took 52 s;
-# train with TRAIN_SECONDS=525 under timeout_s=600 returned after 554 s; a finish call of 165 s fitted in what
-# was left. Never `pkill -f "blazeface train"` in a command line: it matches the command's own shell.
+# (the candidates' key holds the photos' and the teacher's paths, so they are made under the same /tmp/bfdata
+# the machine uses). Then, each call within the machine's 30 s warm window of the one before (the device
+# tool carries the ignored folder named in `carry`; /tmp survives between calls on a warm machine):
 #
-# The compact data comes from tools/compact_training_data.py (see docs/MODELS.md, "GPU runs"); part0 also
-# carries teachers/yunet_n_dynamic.onnx. The students start from the shipped weights; YuNet-n teaches every model
-# per prior at 1x and 2x, its candidates computed once per photo (`--cache-teacher`) by a pool of one process per
-# core before the runs start (about half a minute), so that no step waits for it. MODELS may add slimlite.
+#   1. carry .gpudata/cand:   bash tools/device_train.sh stash       (the machine's facts; unpacks, ~20 s)
+#   2. carry .gpudata/part0:  bash tools/device_train.sh calibrate   (every model a few steps at once, ~1 min)
+#   3. carry .gpudata/part1:  TRAIN_SECONDS=480 bash tools/device_train.sh train   (timeout_s 560)
+#   4. if time is left and a run was stopped before its cosine ended:
+#      FINISH_EPOCHS="slim=25 rfb=25 mnet=25" TRAIN_SECONDS=150 bash tools/device_train.sh finish
+#
+# train gives each model as many epochs as its calibrated rate fits in TRAIN_SECONDS (the cosine then ends on
+# time) and packs each run (weights.pth, last.pth, metrics, log) as $OUT/<model>.tar every 20 s and at the end;
+# a run still going at the deadline is stopped with SIGTERM (it checkpoints). Every mode appends what it prints
+# to $OUT/device.log as it goes, so a call cut by its timeout still brings back where it stood.
+#
+# History. Session 11 (dense teachers, no candidates): start ~35 s, calibrate 52 s, train 554 s, finish 165 s.
+# Session 44 carried the photos only and let the machine compute the candidates with a pool of 16 processes:
+# the step had not finished after 230 s (calibrate) nor after 9 minutes (train), and the whole 15 minutes went
+# with no step trained and no log back (the output was piped to `tail`). The cause: `--cache-processes $(nproc)`
+# under `OMP_NUM_THREADS=1`, which nproc obeys: one process, not 16. Hence `nproc --all`, the candidates
+# computed here and carried (the machine computes them only where none were carried, ~1 min on 16 cores), the
+# machine's facts first and the logs in $OUT. Never `pkill -f "blazeface train"` in a command line: it matches
+# the command's own shell (`pkill -f "[b]lazeface train"` does not).
 set -u
-MODE=${1:?calibrate, train or finish}
+MODE=${1:?candidates, stash, calibrate, train or finish}
 R=/tmp/bfdata
 T=$R/teachers
 RUNS=/tmp/bfruns
 OUT=${OUT:-/tmp/bfout}
-MODELS=${MODELS:-"slim rfb mnet blaze"}
+MODELS=${MODELS:-"slim rfb mnet"}
 EPOCH_SIZE=4000
 PY=${PY:-python3}  # the device image's python3 holds torch with CUDA
+SHARED=/tmp/bfshared  # train --teacher-cache: YuNet's candidates of every photo, made once
+# Candidates computed while only part of the photos is here (calibrate without carried ones) would be kept
+# under the same key as every photo's, the missing photos' empty: they go to a folder of their own.
+[ "$MODE" = calibrate ] && [ ! -f .gpudata/cand/candidates.npz ] && [ -z "$(ls $SHARED 2>/dev/null)" ] \
+  && SHARED=/tmp/bfshared_calibrate
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 
-part=.gpudata/part$([ "$MODE" = calibrate ] && echo 0 || echo 1)
-mkdir -p $R $RUNS $OUT
-[ -d "$part" ] && cp -r "$part"/. $R/
-echo "data: $(find $R -name '*.webp' | wc -l) images under $R; $(nproc --all) cores; $(nvidia-smi -L 2>&1 | head -1)"
+mkdir -p $R $RUNS $OUT $SHARED
+exec > >(tee -a $OUT/device.log) 2>&1  # a call cut by its timeout still brings its log back
+echo "== $MODE $(date -u +%T)"
+if [ "$MODE" != candidates ]; then
+  for part in .gpudata/part*/; do [ -d "$part" ] && cp -r "$part". $R/; done  # the parts this call carried
+  if [ -f .gpudata/cand/candidates.npz ]; then
+    $PY tools/pack_teacher_candidates.py unpack .gpudata/cand/candidates.npz --shared-dir $SHARED || exit 1
+  fi
+fi
+echo "data: $(find $R -name '*.webp' | wc -l) images under $R; candidates: $(ls $SHARED)"
+if [ "$MODE" = stash ]; then
+  echo "cores: $(nproc --all) (nproc reads OMP_NUM_THREADS: $(nproc)); cgroup cpu.max: $(cat /sys/fs/cgroup/cpu.max 2>/dev/null)"
+  grep -m1 "model name" /proc/cpuinfo; free -g | head -2; nvidia-smi -L
+  $PY -c "import torch, cv2, onnxruntime; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cv2', cv2.__version__, 'onnxruntime', onnxruntime.__version__)"
+  exit 0
+fi
 
 YUNET="--teacher yunet:$T/yunet_n_dynamic.onnx --map-teacher-priors --yunet-scales 1 2 --cache-teacher"
-options() {  # model -> its training options
+options() {  # model epochs -> its training options
+  # The lineage recipe of the CPU runs (batch 32, lr 2e-3: the rate whose lengths kept every subset), made
+  # long: mosaics for the first three quarters (the lever that moved hard AP on slim, rfb and mnet, sessions
+  # 23-24), plain crops for the last quarter. Students start from the shipped weights.
+  local close=$(( $2 / 4 > 0 ? $2 / 4 : 1 ))
   local common="--data $R/widerface/train:4000 --data $R/facemask:400 --data $R/mtfl/train:600
-    --epoch-size $EPOCH_SIZE --batch-size 64 --device ${DEVICE:-cuda} --threads 1 --eval-every 0 --checkpoint-minutes 1
-    --init-weights src/blazeface/weights/$1.pth --cache-images $YUNET"
+    --epoch-size $EPOCH_SIZE --batch-size 32 --device ${DEVICE:-cuda} --threads 1 --eval-every 0 --checkpoint-minutes 1
+    --init-weights src/blazeface/weights/$1.pth --cache-images $YUNET --teacher-cache $SHARED --epochs $2 --mosaic-p 0.5 --close-mosaic $close
+    --lr ${LR:-2e-3} --warmup-epochs 0.2 --workers ${WORKERS:-4} --seed 45"
   case $1 in
     # YuNet-n at 1x and 2x, carried onto each student's priors, is the strongest teacher measured on every prior
-    # layout (0.900 / 0.892 / 0.729 on slim's; docs/MODELS.md "Session 21 runs"). The data workers carry its
-    # cached candidates onto the priors (~11 ms a crop), hence more workers than an untaught run needs.
-    slim|slimlite|rfb|mnet) echo "$common --model $1 --lr 1e-2 --warmup-epochs 1 --workers 3" ;;
-    blaze) echo "$common --model blaze --lr 1e-3 --warmup-epochs 1 --workers 4" ;;
+    # layout (docs/MODELS.md "Session 21 runs"). mnet keeps its lineage's imitation of its MIT original's
+    # features (sessions 32-40: its easy and medium gains); slim and rfb imitating theirs gave up tiny faces
+    # (session 35), so they go without.
+    mnet) echo "$common --model mnet --feature-teacher mnet:$T/mobilenet0.25_Final.pth --kd-feature-weight 10" ;;
+    slim|slimlite|rfb) echo "$common --model $1" ;;
+    blaze) echo "$common --model blaze --feature-teacher mnet:$T/mobilenet0.25_Final.pth --kd-feature-weight 15" ;;
   esac
 }
 
-cache() {  # dir... -> YuNet's candidates of the photos now under $R, computed once, copied into each dir
+candidates() {  # YuNet's candidates of the photos under $R into $SHARED (a no-op where they are there)
+  local log=$OUT/candidates.log
   rm -rf /tmp/bfcache
-  $PY -m blazeface train $(options slim) --max-steps 0 --cache-processes $(nproc) --out /tmp/bfcache \
-    > /tmp/bfcache.log 2>&1 || { tail -5 /tmp/bfcache.log; exit 1; }
-  grep "teacher candidates" /tmp/bfcache.log | tail -1
-  for d in "$@"; do mkdir -p $d && cp /tmp/bfcache/teacher_candidates.npz $d/; done
+  timeout ${CANDIDATE_SECONDS:-900} $PY -m blazeface train $(options slim 2) --max-steps 0 \
+    --cache-processes $(nproc --all) --out /tmp/bfcache > $log 2>&1 || { tail -5 $log; exit 1; }
+  grep "teacher candidates" $log | tail -1
+  ls -la $SHARED
 }
 
 pack() {  # model -> $OUT/<model>.tar (atomic)
@@ -68,24 +104,31 @@ pack() {  # model -> $OUT/<model>.tar (atomic)
     && mv $OUT/.$1.tar $OUT/$1.tar
 }
 
+if [ "$MODE" = candidates ]; then  # here, not on the machine: compute, then pack for the carry
+  CANDIDATE_SECONDS=${CANDIDATE_SECONDS:-1800} candidates
+  rm -f .gpudata/cand/candidates.npz
+  $PY tools/pack_teacher_candidates.py pack $SHARED/teacher_candidates_*.npz .gpudata/cand/candidates.npz
+  exit $?
+fi
+
 if [ "$MODE" = calibrate ]; then
   $PY -c "import torch, cv2; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cv2', cv2.__version__)"
   for m in $MODELS; do rm -rf /tmp/bfcalib/$m; done  # throw-away runs (train refuses to write over an earlier one)
-  cache $(for m in $MODELS; do echo /tmp/bfcalib/$m; done)  # of this part's photos only: calibration's own
+  CANDIDATE_SECONDS=${CANDIDATE_SECONDS:-300} candidates  # carried: found at once; else ~1 min
   pids=()
   for m in $MODELS; do
-    $PY -m blazeface train $(options $m) --max-steps ${CALIB_STEPS:-40} --log-every 5 --out /tmp/bfcalib/$m \
-      > /tmp/bfcalib_$m.log 2>&1 & pids+=($!)
+    $PY -m blazeface train $(options $m 2) --max-steps ${CALIB_STEPS:-40} --log-every 5 --out /tmp/bfcalib/$m \
+      > $OUT/calib_$m.log 2>&1 & pids+=($!)
   done
   wait "${pids[@]}"
-  $PY - "$MODELS" <<'EOF'
+  $PY - "$MODELS" "$OUT" <<'EOF'
 import json, statistics, sys
 rates = {}
 for m in sys.argv[1].split():
     try:
         rows = [json.loads(l) for l in open(f"/tmp/bfcalib/{m}/metrics.jsonl")]
     except OSError:
-        print(m, "FAILED:", open(f"/tmp/bfcalib_{m}.log").read()[-1500:]); continue
+        print(m, "FAILED:", open(f"{sys.argv[2]}/calib_{m}.log").read()[-1500:]); continue
     rates[m] = statistics.median([r["img_per_s"] for r in rows if r["step"] > 10] or [rows[-1]["img_per_s"]])
     print(f"{m}: {rates[m]:.0f} img/s (median after step 10, all models at once)")
 json.dump(rates, open("/tmp/bfcalib.json", "w"))
@@ -97,7 +140,7 @@ fi
 # -- train / finish ---------------------------------------------------------------------------------------
 TRAIN_SECONDS=${TRAIN_SECONDS:?seconds of training}
 start=$(date +%s)
-[ "$MODE" = train ] && cache $(for m in $MODELS; do echo $RUNS/$m; done)  # every photo now: counted in TRAIN_SECONDS
+[ "$MODE" = train ] && CANDIDATE_SECONDS=${CANDIDATE_SECONDS:-300} candidates  # counted in TRAIN_SECONDS
 pids=()
 for m in $MODELS; do
   if [ "$MODE" = finish ]; then
@@ -112,10 +155,10 @@ for m in $MODELS; do
 import json
 try: r = json.load(open('/tmp/bfcalib.json'))['$m']
 except Exception: r = {'blaze': 250}.get('$m', 300)  # no calibration (cold machine): a cautious guess
-print(max(2, int(0.88 * r * ($TRAIN_SECONDS - ($(date +%s) - start) - 25) / $EPOCH_SIZE)))")
+print(max(2, int(0.95 * r * ($TRAIN_SECONDS - ($(date +%s) - $start) - 25) / $EPOCH_SIZE)))")
   echo "$m: $epochs epochs of $EPOCH_SIZE images"
   mkdir -p $RUNS/$m
-  $PY -m blazeface train $(options $m) --epochs $epochs --log-every 10 --out $RUNS/$m \
+  $PY -m blazeface train $(options $m $epochs) --log-every 10 --out $RUNS/$m \
     > $RUNS/$m/train.log 2>&1 & pids+=($!)
 done
 deadline=$((start + TRAIN_SECONDS))
