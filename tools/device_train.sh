@@ -8,12 +8,13 @@
 #       $D/widerface/train $D/facemask $D/mtfl/train
 #   mkdir -p .gpudata/part0/teachers && cp $D/teachers/yunet_n_dynamic.onnx \
 #       $D/reference_weights/mobilenet0.25_Final.pth .gpudata/part0/teachers/
-#   rm -rf /tmp/bfdata && mkdir -p /tmp/bfdata && cp -r .gpudata/part0/. .gpudata/part1/. /tmp/bfdata/
+#   rm -rf /tmp/bfdata /tmp/bfshared
 #   DEVICE=cpu PY=.venv/bin/python bash tools/device_train.sh candidates   # ~7 min on 2 cores
 #
-# (the candidates' key holds the photos' and the teacher's paths, so they are made under the same /tmp/bfdata
-# the machine uses). Then, each call within the machine's 30 s warm window of the one before (the device
-# tool carries the ignored folder named in `carry`; /tmp survives between calls on a warm machine):
+# (both parts merged under the same /tmp/bfdata the machine uses: the candidates' key holds the photos' and
+# the teacher's paths; they are packed into .gpudata/cand). Then, each call within the machine's 30 s warm
+# window of the one before (the device tool carries the ignored folder named in `carry`; /tmp survives
+# between calls on a warm machine):
 #
 #   1. carry .gpudata/cand:   bash tools/device_train.sh stash       (the machine's facts; unpacks, ~20 s)
 #   2. carry .gpudata/part0:  bash tools/device_train.sh calibrate   (every model a few steps at once, ~1 min)
@@ -27,7 +28,7 @@
 # to $OUT/device.log as it goes, so a call cut by its timeout still brings back where it stood.
 #
 # History. Session 11 (dense teachers, no candidates): start ~35 s, calibrate 52 s, train 554 s, finish 165 s.
-# Session 44 carried the photos only and let the machine compute the candidates with a pool of 16 processes:
+# Session 44 carried the photos only and let the machine compute the candidates (meant: a pool of 16 processes):
 # the step had not finished after 230 s (calibrate) nor after 9 minutes (train), and the whole 15 minutes went
 # with no step trained and no log back (the output was piped to `tail`). The cause: `--cache-processes $(nproc)`
 # under `OMP_NUM_THREADS=1`, which nproc obeys: one process, not 16. Hence `nproc --all`, the candidates
@@ -53,11 +54,9 @@ export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 mkdir -p $R $RUNS $OUT $SHARED
 exec > >(tee -a $OUT/device.log) 2>&1  # a call cut by its timeout still brings its log back
 echo "== $MODE $(date -u +%T)"
-if [ "$MODE" != candidates ]; then
-  for part in .gpudata/part*/; do [ -d "$part" ] && cp -r "$part". $R/; done  # the parts this call carried
-  if [ -f .gpudata/cand/candidates.npz ]; then
-    $PY tools/pack_teacher_candidates.py unpack .gpudata/cand/candidates.npz --shared-dir $SHARED || exit 1
-  fi
+for part in .gpudata/part*/; do [ -d "$part" ] && cp -r "$part". $R/; done  # the parts this call carried
+if [ "$MODE" != candidates ] && [ -f .gpudata/cand/candidates.npz ]; then
+  $PY tools/pack_teacher_candidates.py unpack .gpudata/cand/candidates.npz --shared-dir $SHARED || exit 1
 fi
 echo "data: $(find $R -name '*.webp' | wc -l) images under $R; candidates: $(ls $SHARED)"
 if [ "$MODE" = stash ]; then
