@@ -71,10 +71,12 @@ options() {  # model epochs -> its training options
   # The lineage recipe of the CPU runs (batch 32, lr 2e-3: the rate whose lengths kept every subset), made
   # long: mosaics for the first three quarters (the lever that moved hard AP on slim, rfb and mnet, sessions
   # 23-24), plain crops for the last quarter. Students start from the shipped weights.
-  local close=$(( $2 / 4 > 0 ? $2 / 4 : 1 ))
+  # PLAIN="rfb ...": those models without mosaics (the control of a mosaic run).
+  local close=$(( $2 / 4 > 0 ? $2 / 4 : 1 )) mosaic=0.5
+  case " ${PLAIN:-} " in *" $1 "*) close=0 mosaic=0 ;; esac
   local common="--data $R/widerface/train:4000 --data $R/facemask:400 --data $R/mtfl/train:600
     --epoch-size $EPOCH_SIZE --batch-size 32 --device ${DEVICE:-cuda} --threads 1 --eval-every 0 --checkpoint-minutes 1
-    --init-weights src/blazeface/weights/$1.pth --cache-images $YUNET --teacher-cache $SHARED --epochs $2 --mosaic-p 0.5 --close-mosaic $close
+    --init-weights src/blazeface/weights/$1.pth --cache-images $YUNET --teacher-cache $SHARED --epochs $2 --mosaic-p $mosaic --close-mosaic $close
     --lr ${LR:-2e-3} --warmup-epochs 0.2 --workers ${WORKERS:-4} --seed 45"
   case $1 in
     # YuNet-n at 1x and 2x, carried onto each student's priors, is the strongest teacher measured on every prior
