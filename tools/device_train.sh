@@ -85,7 +85,9 @@ options() {  # model epochs -> its training options
     # (session 35), so they go without.
     mnet) echo "$common --model mnet --feature-teacher mnet:$T/mobilenet0.25_Final.pth --kd-feature-weight 10" ;;
     slim|slimlite|rfb) echo "$common --model $1" ;;
-    blaze) echo "$common --model blaze --feature-teacher mnet:$T/mobilenet0.25_Final.pth --kd-feature-weight 15" ;;
+    # blaze's lineage: the mnet original's features at weight 15, AdamW at a quarter of the rate (the later
+    # --lr wins).
+    blaze|blazelite) echo "$common --model $1 --feature-teacher mnet:$T/mobilenet0.25_Final.pth --kd-feature-weight 15 --lr 5e-4" ;;
   esac
 }
 
