@@ -110,7 +110,7 @@ pack() {  # model -> $OUT/<model>.tar (atomic)
 if [ "$MODE" = candidates ]; then  # here, not on the machine: compute, then pack for the carry
   CANDIDATE_SECONDS=${CANDIDATE_SECONDS:-1800} candidates
   rm -f .gpudata/cand/candidates.npz
-  $PY tools/pack_teacher_candidates.py pack $SHARED/teacher_candidates_*.npz .gpudata/cand/candidates.npz
+  $PY tools/pack_teacher_candidates.py pack /tmp/bfcache/teacher_candidates.npz .gpudata/cand/candidates.npz
   exit $?
 fi
 
