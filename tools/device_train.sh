@@ -100,6 +100,18 @@ candidates() {  # YuNet's candidates of the photos under $R into $SHARED (a no-o
   ls -la $SHARED
 }
 
+plan_epochs() {  # model seconds-left -> the epochs its calibrated rate fits, so that the cosine ends on time
+  $PY - "$1" "$2" "$EPOCH_SIZE" "${CALIBRATION:-/tmp/bfcalib.json}" <<'EOF'
+import json, sys
+model, seconds, epoch_size, path = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+try:
+    rate = json.load(open(path))[model]
+except (OSError, KeyError, ValueError):
+    rate = {"blaze": 250, "blazelite": 250}.get(model, 300)  # no calibration (a cold machine): a cautious guess
+print(max(2, int(0.95 * rate * (seconds - 25) / epoch_size)))
+EOF
+}
+
 pack() {  # model -> $OUT/<model>.tar (atomic)
   local d=$RUNS/$1
   [ -f $d/weights.pth ] || return 0
@@ -154,11 +166,7 @@ for m in $MODELS; do
     pids+=($!)
     continue
   fi
-  epochs=$($PY -c "
-import json
-try: r = json.load(open('/tmp/bfcalib.json'))['$m']
-except Exception: r = {'blaze': 250}.get('$m', 300)  # no calibration (cold machine): a cautious guess
-print(max(2, int(0.95 * r * ($TRAIN_SECONDS - ($(date +%s) - $start) - 25) / $EPOCH_SIZE)))")
+  epochs=$(plan_epochs $m $((TRAIN_SECONDS - ($(date +%s) - start))))
   echo "$m: $epochs epochs of $EPOCH_SIZE images"
   mkdir -p $RUNS/$m
   $PY -m blazeface train $(options $m $epochs) --log-every 10 --out $RUNS/$m \
