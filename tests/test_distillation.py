@@ -766,6 +766,32 @@ def test_runs_sharing_a_teacher_cache_compute_the_candidates_once(tmp_path):
 
 
 @requires_shared
+def test_candidates_made_while_a_photo_is_missing_are_used_but_not_kept(tmp_path):
+    """A photo that cannot be read gets no candidates; such a set is not saved (the key names the photos, so a
+    later run with the photo in place would read it as faceless); with every photo there it is saved as usual."""
+    import shutil
+
+    from blazeface.config import MEAN_BGR
+    from blazeface.training import teacher_cache
+    from blazeface.training.checkpointing import TEACHER_CANDIDATES_FILE
+
+    photos = [tmp_path / f"{i}.jpg" for i in range(2)]
+    for source, photo in zip(sorted((DATA / "facemask" / "images").glob("*"))[:1] * 2, photos):
+        shutil.copyfile(source, photo)
+    away = photos[1].rename(tmp_path / "away.jpg")
+    partial = teacher_cache.photo_candidates_for_run([load_teacher(f"yunet:{YUNET}")], photos, MEAN_BGR, 0.05,
+                                                     tmp_path / "a", shared=tmp_path / "shared")
+    assert partial.unreadable == 1 and len(partial) == 2 and len(partial[1]["teacher_scores"]) == 0
+    assert len(partial[0]["teacher_scores"]) > 0
+    assert not (tmp_path / "a" / TEACHER_CANDIDATES_FILE).exists() and not any((tmp_path / "shared").glob("*"))
+    away.rename(photos[1])
+    whole = teacher_cache.photo_candidates_for_run([load_teacher(f"yunet:{YUNET}")], photos, MEAN_BGR, 0.05,
+                                                   tmp_path / "a", shared=tmp_path / "shared")
+    assert whole.unreadable == 0 and (tmp_path / "a" / TEACHER_CANDIDATES_FILE).exists()
+    np.testing.assert_array_equal(whole[1]["teacher_scores"], whole[0]["teacher_scores"])
+
+
+@requires_shared
 def test_packed_teacher_candidates_unpack_where_a_run_of_the_same_photos_reads_them(tmp_path):
     """tools/pack_teacher_candidates.py (the candidates carried to a GPU machine): pack, then unpack into a
     shared folder, and a run of the same photos and teacher reads that file (the same inode) instead of running

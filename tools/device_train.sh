@@ -45,10 +45,6 @@ MODELS=${MODELS:-"slim rfb mnet"}
 EPOCH_SIZE=4000
 PY=${PY:-python3}  # the device image's python3 holds torch with CUDA
 SHARED=/tmp/bfshared  # train --teacher-cache: YuNet's candidates of every photo, made once
-# Candidates computed while only part of the photos is here (calibrate without carried ones) would be kept
-# under the same key as every photo's, the missing photos' empty: they go to a folder of their own.
-[ "$MODE" = calibrate ] && [ ! -f .gpudata/cand/candidates.npz ] && [ -z "$(ls $SHARED 2>/dev/null)" ] \
-  && SHARED=/tmp/bfshared_calibrate
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 
 mkdir -p $R $RUNS $OUT $SHARED
@@ -129,7 +125,9 @@ fi
 if [ "$MODE" = calibrate ]; then
   $PY -c "import torch, cv2; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cv2', cv2.__version__)"
   for m in $MODELS; do rm -rf /tmp/bfcalib/$m; done  # throw-away runs (train refuses to write over an earlier one)
-  CANDIDATE_SECONDS=${CANDIDATE_SECONDS:-300} candidates  # carried: found at once; else ~1 min
+  # Carried candidates are checked by key here (a mismatch would stall every run). Without any, each calibration
+  # run makes its own of the photos present, which train does not keep (some photos are missing).
+  [ -n "$(ls -A $SHARED)" ] && CANDIDATE_SECONDS=${CANDIDATE_SECONDS:-60} candidates
   pids=()
   for m in $MODELS; do
     $PY -m blazeface train $(options $m 2) --max-steps ${CALIB_STEPS:-40} --log-every 5 --out /tmp/bfcalib/$m \

@@ -48,10 +48,13 @@ CARRIED_KEYS = ("prior_kd_loc", "prior_kd_logits", "prior_kd_landm")
 
 class PhotoCandidates:
     """Every training photo's teacher candidates, in pixels of the photo, flat: ``candidates[k]`` is photo
-    ``k``'s as the dict the dataset merges into its target (copies: a transform may write into them)."""
+    ``k``'s as the dict the dataset merges into its target (copies: a transform may write into them).
+    ``unreadable``: photos whose file could not be read when these were made (their candidates are empty)."""
 
-    def __init__(self, scores: np.ndarray, boxes: np.ndarray, points: np.ndarray, offsets: np.ndarray):
+    def __init__(self, scores: np.ndarray, boxes: np.ndarray, points: np.ndarray, offsets: np.ndarray,
+                 unreadable: int = 0):
         self.scores, self.boxes, self.points, self.offsets = scores, boxes, points, offsets
+        self.unreadable = unreadable
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -98,15 +101,15 @@ _NONE = (np.zeros(0, np.float32), np.zeros((0, 4), np.float32), np.zeros((0, 5, 
 
 
 def _photo_parts(teachers: Sequence[GridTeacher], path: Path, mean_bgr: Sequence[float],
-                 min_probability: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One photo file's candidates (none for an unreadable one: the dataset skips it anyway)."""
+                 min_probability: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """One photo file's candidates; None for an unreadable one (the dataset skips it)."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
-        return _NONE
+        return None
     return photo_candidates(teachers, image, mean_bgr, min_probability)
 
 
-def _chunk_parts(job: tuple) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _chunk_parts(job: tuple) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
     """A pool process's share: consecutive photos, on one thread (the pool is the parallelism)."""
     teachers, paths, mean_bgr, min_probability, onnx = job
     torch.set_num_threads(1)
@@ -138,7 +141,7 @@ def build_photo_candidates(teachers: Sequence[GridTeacher], image_paths: Sequenc
                                                for chunk in chunks])
         else:
             results = ([_photo_parts(teachers, path, mean_bgr, min_probability) for path in chunk] for chunk in chunks)
-        found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        found: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
         start = time.perf_counter()
         for parts in results:
             before = len(found)
@@ -146,9 +149,11 @@ def build_photo_candidates(teachers: Sequence[GridTeacher], image_paths: Sequenc
             if progress and len(found) // 500 > before // 500:
                 print(f"blazeface train: teacher candidates of {len(found)} / {len(image_paths)} photos "
                       f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+    unreadable = sum(part is None for part in found)
+    found = [_NONE if part is None else part for part in found]
     scores, boxes, points = (np.concatenate(parts) for parts in zip(_NONE, *found))
     counts = np.cumsum([0] + [len(part[0]) for part in found]).astype(np.int64)
-    return PhotoCandidates(scores, boxes, points, counts)
+    return PhotoCandidates(scores, boxes, points, counts, unreadable)
 
 
 def save_photo_candidates(candidates: PhotoCandidates, key: str, path: Path) -> None:
@@ -192,7 +197,9 @@ def photo_candidates_for_run(teachers: Sequence[GridTeacher], image_paths: Seque
                              onnx: bool = False, shared: Path | None = None) -> PhotoCandidates:
     """The run folder's cached candidates when they match; else those a folder shared by runs (``shared``) holds
     for the same key, linked into the run folder; else computed now (:func:`build_photo_candidates`) and saved
-    in both. Several runs of one data mix and teacher then pay the teachers' minutes once."""
+    in both. Several runs of one data mix and teacher then pay the teachers' minutes once. Candidates made while
+    a photo could not be read are used but not kept: the key names the photos, not whether they were there, and a
+    later run with every photo in place would read the missing ones' candidates as empty."""
     key = cache_key(teachers, image_paths, min_probability)
     path = Path(out) / TEACHER_CANDIDATES_FILE
     shared_path = shared_cache_path(shared, key) if shared is not None else None
@@ -203,6 +210,10 @@ def photo_candidates_for_run(teachers: Sequence[GridTeacher], image_paths: Seque
                 _link_or_copy(source, path)
             return found
     found = build_photo_candidates(teachers, image_paths, mean_bgr, min_probability, processes=processes, onnx=onnx)
+    if found.unreadable:
+        print(f"blazeface train: {found.unreadable} of {len(image_paths)} photos could not be read; their teacher "
+              "candidates are not kept for later runs", file=sys.stderr)
+        return found
     save_photo_candidates(found, key, path)  # atomic_target makes the run folder
     if shared_path is not None:
         _link_or_copy(path, shared_path)
