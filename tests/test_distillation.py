@@ -854,6 +854,23 @@ def test_where_labels_and_teacher_disagree_each_loss_keeps_to_what_it_knows():
     assert torch.equal(same, labels) and none is None
 
 
+def test_where_the_labels_say_background_and_the_teacher_a_face_the_labels_can_win():
+    """kd_ignore_background_above: a background prior (0) the teacher calls a face at the threshold or above keeps
+    its label (it is mined as before) and leaves the class distillation; labelled and ignored priors stay in it.
+    With kd_ignore_labelled_below the two masks add up; with teacher_ignore_score a run refuses to start."""
+    from blazeface.training.trainer import labels_and_teacher_disagree
+
+    labels = torch.tensor([[0, 0, 0, 1, 1, -1, 0]])
+    face = torch.tensor([[0.9, 0.5, 0.49, 0.9, 0.2, 0.9, 0.0001]])
+    log_probs = torch.stack([torch.log1p(-face), torch.log(face)], -1)
+    kept, skipped = labels_and_teacher_disagree(labels, log_probs, TrainConfig(kd_ignore_background_above=0.5))
+    assert torch.equal(kept, labels)
+    assert skipped.tolist() == [[True, True, False, False, False, False, False]]
+    _, both = labels_and_teacher_disagree(
+        labels, log_probs, TrainConfig(kd_ignore_background_above=0.5, kd_ignore_labelled_below=0.3))
+    assert both.tolist() == [[True, True, False, False, True, False, False]]
+
+
 def test_the_class_distillation_skips_masked_priors():
     student = (torch.zeros(1, 3, 4), torch.tensor([[[2.0, -2.0], [0.0, 0.0], [-1.0, 1.0]]]), torch.zeros(1, 3, 10))
     teacher = (torch.zeros(1, 3, 4), torch.tensor([[[-2.0, 2.0], [0.0, 0.0], [-1.0, 1.0]]]), torch.zeros(1, 3, 10))
@@ -880,3 +897,11 @@ def test_training_with_the_teachers_veto_on_negatives(data, tmp_path):
     assert both["cls"] == pytest.approx(on["cls"], rel=1e-6) and both["kd_cls"] < on["kd_cls"]
     saved = json.loads((tmp_path / "both" / "options.json").read_text())
     assert saved["teacher_ignore_score"] == 0.002 and saved["kd_ignore_labelled_below"] == 0.005
+    # The labels' way: the same priors stay mined (the ground truth's class loss is off's) and leave the class
+    # distillation; the teacher's way and the labels' way at once is refused before training starts.
+    Trainer(options(data, tmp_path / "labels_win", **kw, kd_ignore_background_above=0.002)).run()
+    labels_win = json.loads((tmp_path / "labels_win" / "metrics.jsonl").read_text().splitlines()[0])
+    assert labels_win["cls"] == pytest.approx(off["cls"], rel=1e-6) and labels_win["kd_cls"] < off["kd_cls"]
+    with pytest.raises(BlazefaceError, match="choose one"):
+        Trainer(options(data, tmp_path / "opposite", **kw, teacher_ignore_score=0.002,
+                        kd_ignore_background_above=0.002)).run()

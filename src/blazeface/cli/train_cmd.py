@@ -127,6 +127,10 @@ def add_parser(sub) -> None:
     p.add_argument("--kd-ignore-labelled-below", type=probability, default=None,
                    help="per-prior teachers: a labelled face's prior the teacher gives less than this face "
                         "probability is left out of the class distillation (default: off)")
+    p.add_argument("--kd-ignore-background-above", type=probability, default=None,
+                   help="per-prior teachers: a prior the labels call background that the teacher calls a face "
+                        "with at least this probability is left out of the class distillation, so the labels "
+                        "alone teach it (not with --teacher-ignore-score; default: off)")
     p.add_argument("--teacher-landmark-weight", type=non_negative_float, default=None,
                    help="detection teachers: weight of teacher landmarks (times the teacher's score)")
     p.add_argument("--cache-images", action="store_true", default=None,

@@ -43,8 +43,8 @@ from .optim import build_optimizer, parameter_groups, warmup_cosine
 
 # TrainConfig settings that only a kind of teacher reads: the per-prior ones (dense or carried, the distillation
 # loss and the label/teacher disagreement) and the detection teachers' (their faces merged into the labels).
-PER_PRIOR_TEACHER_FIELDS = ("kd_cls_weight", "kd_loc_weight", "kd_landm_weight", "kd_temperature",
-                            "teacher_ignore_score", "kd_ignore_labelled_below")
+DISAGREEMENT_FIELDS = ("teacher_ignore_score", "kd_ignore_labelled_below", "kd_ignore_background_above")
+PER_PRIOR_TEACHER_FIELDS = ("kd_cls_weight", "kd_loc_weight", "kd_landm_weight", "kd_temperature") + DISAGREEMENT_FIELDS
 DETECTION_TEACHER_FIELDS = ("teacher_min_score", "teacher_positive_score", "teacher_landmark_weight")
 FEATURE_TEACHER_FIELDS = ("kd_feature_weight",)
 TEACHER_FIELDS = PER_PRIOR_TEACHER_FIELDS + DETECTION_TEACHER_FIELDS + FEATURE_TEACHER_FIELDS
@@ -85,6 +85,7 @@ class TrainOptions:
     teacher_positive_score: float | None = None
     teacher_ignore_score: float | None = None
     kd_ignore_labelled_below: float | None = None
+    kd_ignore_background_above: float | None = None
     teacher_landmark_weight: float | None = None
     kd_feature_weight: float | None = None
     # Distillation teachers, ``KIND:PATH`` each (see training/teachers.py); empty: ground truth only.
@@ -234,7 +235,7 @@ def check_teacher_settings(options: TrainOptions, per_prior: bool, detection: bo
     if unused:
         flags = ", ".join("--" + f.replace("_", "-") for f in unused)
         raise BlazefaceError(f"{flags}: no teacher of this run reads {'it' if len(unused) == 1 else 'them'} "
-                             "(--kd-*, --teacher-ignore-score and --kd-ignore-labelled-below need a teacher that "
+                             "(--kd-*, --teacher-ignore-score and --kd-ignore-* need a teacher that "
                              "teaches per prior: the student's priors, or --map-teacher-priors; --teacher-min-score, "
                              "--teacher-positive-score and --teacher-landmark-weight a detection teacher; --kd-feature-weight "
                              "a --feature-teacher)")
@@ -243,18 +244,22 @@ def check_teacher_settings(options: TrainOptions, per_prior: bool, detection: bo
 def labels_and_teacher_disagree(labels: torch.Tensor, teacher_logits: torch.Tensor, cfg: TrainConfig
                                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Where the matched labels (B, P) and a per-prior teacher's class (``teacher_logits`` (B, P, 2): logits or
-    the log-probabilities of a carried teacher, both softmax to its probabilities) disagree, each loss keeps to
-    what it knows: a background prior (0) the teacher calls a face with probability >= ``teacher_ignore_score``
-    becomes ignore (-1), never mined as a negative; a labelled-face prior (1) the teacher gives less than
-    ``kd_ignore_labelled_below`` is returned in the mask of priors the class distillation skips (None: none).
-    Either setting None leaves its side as it was."""
+    the log-probabilities of a carried teacher, both softmax to its probabilities) disagree, settle it one way:
+    a background prior (0) the teacher calls a face with probability >= ``teacher_ignore_score`` becomes ignore
+    (-1), never mined as a negative (the teacher's way); or, with ``kd_ignore_background_above``, such a prior
+    leaves the class distillation instead (the labels' way). A labelled-face prior (1) the teacher gives less than
+    ``kd_ignore_labelled_below`` leaves the class distillation too. Returns the labels and the mask of priors the
+    class distillation skips (None: none). Settings at None leave their side as it was."""
     face = teacher_logits.float().softmax(-1)[..., 1]
     if cfg.teacher_ignore_score is not None:
         labels = torch.where((labels == 0) & (face >= cfg.teacher_ignore_score), torch.full_like(labels, -1), labels)
-    missed = None
+    skipped = None
     if cfg.kd_ignore_labelled_below is not None:
-        missed = (labels == 1) & (face < cfg.kd_ignore_labelled_below)
-    return labels, missed
+        skipped = (labels == 1) & (face < cfg.kd_ignore_labelled_below)
+    if cfg.kd_ignore_background_above is not None:
+        unlabelled = (labels == 0) & (face >= cfg.kd_ignore_background_above)
+        skipped = unlabelled if skipped is None else skipped | unlabelled
+    return labels, skipped
 
 
 def native_bf16(device: str) -> bool:
@@ -314,6 +319,9 @@ class Trainer:
         detection_teachers = [t for t in teachers if t not in per_prior]
         check_teacher_settings(options, bool(per_prior), bool(detection_teachers), imitated is not None)
         cfg = self.train_cfg
+        if cfg.teacher_ignore_score is not None and cfg.kd_ignore_background_above is not None:
+            raise BlazefaceError("--teacher-ignore-score and --kd-ignore-background-above settle the same priors "
+                                 "opposite ways (the teacher's, the labels'): choose one")
         if cfg.crop_scale[0] > cfg.crop_scale[1]:
             raise BlazefaceError(f"--crop-scale {cfg.crop_scale[0]:g} {cfg.crop_scale[1]:g}: MIN must not exceed MAX")
         preset = build_preset("small-faces", cfg.input_size, self.model_cfg.mean_bgr, zoom_out_p=cfg.zoom_out_p,
@@ -524,9 +532,9 @@ class Trainer:
             teacher = carried if teacher is None else mean_dense_outputs([teacher, carried])
         cls_mask = None
         cfg = self.train_cfg
-        if teacher is not None and (cfg.teacher_ignore_score is not None or cfg.kd_ignore_labelled_below is not None):
-            labels, missed = labels_and_teacher_disagree(targets["labels"], teacher[1], cfg)
-            targets["labels"], cls_mask = labels, None if missed is None else ~missed
+        if teacher is not None and any(getattr(cfg, k) is not None for k in DISAGREEMENT_FIELDS):
+            labels, skipped = labels_and_teacher_disagree(targets["labels"], teacher[1], cfg)
+            targets["labels"], cls_mask = labels, None if skipped is None else ~skipped
         parts = self.loss_fn(loc.float(), conf.float(), landm.float(), targets, normalizers=counts)
         if teacher is not None:
             parts.update(self.kd_loss_fn((loc.float(), conf.float(), landm.float()), teacher, counts["positives"],
