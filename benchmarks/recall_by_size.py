@@ -9,7 +9,10 @@ the image is letterboxed to --long-side, the size the detector saw. A face count
 when a prediction of score >= t overlaps it with IoU >= 0.5 (the protocol's IoU, +1 pixel convention), each
 prediction finding at most its best-overlapping face; predictions overlapping no face that well are false
 positives. ``--by ATTRIBUTE`` groups the faces by one of WIDER's own per-face labels instead of by size (blur,
-occlusion, pose, illumination, expression). Needs ../shared/data (the dev split's images and ground truth).
+occlusion, pose, illumination, expression). ``--false-positive-kinds`` also sorts each column's false positives by
+their best overlap with any face: mislocalised (IoU 0.3-0.5: a face found, its box off), near a face (0.1-0.3), or
+background (under 0.1: nothing labelled there; on WIDER often a face its annotators left out). Needs
+../shared/data (the dev split's images and ground truth).
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 WIDER = REPO.parent / "shared" / "data" / "widerface"
 EDGES = (0, 8, 12, 16, 24, 32, 64)
 IOU = 0.5
+# A false positive's kind by its best IoU with any face: at least the first bound, else the next, ...
+FP_KINDS = (("mislocalised", 0.3), ("near a face", 0.1), ("background", 0.0))
 
 
 def face_sizes(gt: wf.GroundTruth, keys: list[str], images: Path, long_side: int) -> dict[str, np.ndarray]:
@@ -42,14 +47,27 @@ def face_sizes(gt: wf.GroundTruth, keys: list[str], images: Path, long_side: int
     return sizes
 
 
-def best_matches(pred: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Per prediction, the face it finds (its best overlap, IoU >= 0.5) or -1: computed once per image, so
-    that any threshold is a filter on the scores."""
+def best_matches(pred: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per prediction, the face it finds (its best overlap, IoU >= 0.5) or -1, and that best IoU: computed once
+    per image, so that any threshold is a filter on the scores."""
     if len(pred) == 0 or len(boxes) == 0:
-        return np.full(len(pred), -1, np.int64)
+        return np.full(len(pred), -1, np.int64), np.zeros(len(pred))
     iou = wf.box_overlaps(pred[:, :4], boxes)
     best = iou.argmax(1)
-    return np.where(iou[np.arange(len(pred)), best] >= IOU, best, -1)
+    overlap = iou[np.arange(len(pred)), best]
+    return np.where(overlap >= IOU, best, -1), overlap
+
+
+def false_positive_kinds(scores: np.ndarray, matches: np.ndarray, overlaps: np.ndarray, threshold: float
+                         ) -> list[int]:
+    """The false positives at ``threshold`` counted by kind (FP_KINDS' order)."""
+    missed = overlaps[(scores >= threshold) & (matches < 0)]
+    counts, taken = [], np.zeros(len(missed), bool)
+    for _, bound in FP_KINDS:
+        kind = (missed >= bound) & ~taken
+        counts.append(int(kind.sum()))
+        taken |= kind
+    return counts
 
 
 def found_faces(scores: np.ndarray, matches: np.ndarray, threshold: float) -> tuple[set[int], int]:
@@ -58,12 +76,12 @@ def found_faces(scores: np.ndarray, matches: np.ndarray, threshold: float) -> tu
     return set(kept[kept >= 0].tolist()), int((kept < 0).sum())
 
 
-def threshold_at(matched: dict[str, tuple[np.ndarray, np.ndarray]], count: int) -> float:
+def threshold_at(matched: dict[str, tuple[np.ndarray, ...]], count: int) -> float:
     """The lowest score threshold at which the predictions make at most ``count`` false positives."""
     lo, hi = 0.0, 1.0
     for _ in range(30):  # bisection: false positives fall as the threshold rises
         mid = (lo + hi) / 2
-        fp = sum(found_faces(scores, matches, mid)[1] for scores, matches in matched.values())
+        fp = sum(found_faces(scores, matches, mid)[1] for scores, matches, _ in matched.values())
         lo, hi = (lo, mid) if fp <= count else (mid, hi)
     return hi
 
@@ -83,6 +101,9 @@ def main() -> int:
                         help="instead of fixed thresholds: each model at the threshold where it makes N false "
                              "positives over the images (models whose scores are calibrated differently then "
                              "compare at one operating point)")
+    parser.add_argument("--false-positive-kinds", action="store_true",
+                        help="also count each column's false positives by kind (mislocalised, near a face, "
+                             "background)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     runs = dict(spec.split("=", 1) for spec in args.predictions)
@@ -104,11 +125,12 @@ def main() -> int:
     matched = {}  # name -> key -> (scores, matched face or -1)
     for name, folder in runs.items():
         predictions = wf.read_predictions(folder, keys)[0]
-        matched[name] = {key: (p[:, 4], best_matches(p, gt.boxes[gt.index[key]])) for key, p in predictions.items()}
+        matched[name] = {key: (p[:, 4], *best_matches(p, gt.boxes[gt.index[key]])) for key, p in predictions.items()}
     if args.false_positives is not None:
         thresholds = ["fp"]
     found = {(name, t): np.zeros(len(labels), np.int64) for name in runs for t in thresholds}
     false_positives = {(name, t): 0 for name in runs for t in thresholds}
+    kinds = {(name, t): np.zeros(len(FP_KINDS), np.int64) for name in runs for t in thresholds}
     chosen = {}
     for name in runs:
         for t in thresholds:
@@ -116,7 +138,9 @@ def main() -> int:
             chosen[name, t] = score
             for key in keys:
                 i = gt.index[key]
-                hits, fp = found_faces(*matched[name][key], score)
+                scores, matches, overlaps = matched[name][key]
+                hits, fp = found_faces(scores, matches, score)
+                kinds[name, t] += false_positive_kinds(scores, matches, overlaps, score)
                 kept_hits = [k for k in gt.keep[args.setting][i] if k in hits]
                 np.add.at(found[name, t], bins[key][kept_hits], 1)
                 false_positives[name, t] += fp
@@ -129,6 +153,9 @@ def main() -> int:
                           "recall": {f"{n}@{t}": (found[n, t] / np.maximum(1, totals)).round(4).tolist()
                                      for n, t in columns},
                           "false_positives": {f"{n}@{t}": false_positives[n, t] for n, t in columns},
+                          **({"false_positive_kinds": {f"{n}@{t}": dict(zip((k for k, _ in FP_KINDS),
+                                                                           kinds[n, t].tolist()))
+                                                      for n, t in columns}} if args.false_positive_kinds else {}),
                           "thresholds": {f"{n}@{t}": chosen[n, t] for n, t in columns}}))
         return 0
     grouping = (f"size (sqrt(w h), pixels at long side {args.long_side})" if args.by == "size"
@@ -139,6 +166,9 @@ def main() -> int:
     for row in rows:
         print(f"| {row[0]} | {row[1]} | " + " | ".join(f"{v:.3f}" for v in row[2:]) + " |")
     print("| false positives | | " + " | ".join(str(false_positives[c]) for c in columns) + " |")
+    if args.false_positive_kinds:
+        for k, (kind, bound) in enumerate(FP_KINDS):
+            print(f"| ... {kind} (best IoU >= {bound}) | | " + " | ".join(str(kinds[c][k]) for c in columns) + " |")
     return 0
 
 

@@ -642,7 +642,8 @@ def test_compare_ap_bootstraps_two_prediction_folders(tmp_path):
 
 def test_recall_by_attribute(tmp_path):
     """benchmarks/recall_by_size.py --by pose on a hand-made split: a model that finds exactly the typical-pose
-    faces has recall 1 there and 0 on the atypical ones, and its stray box is its one false positive."""
+    faces has recall 1 there and 0 on the atypical ones, and its stray box is its one false positive, of the
+    background kind; a box shifted off a face by half its width is a mislocalised one."""
     gt, _ = synthesize(12, np.random.default_rng(3))
     rng = np.random.default_rng(4)
     gt.attributes = {"pose": [rng.integers(0, 2, len(b)) for b in gt.boxes]}
@@ -650,15 +651,20 @@ def test_recall_by_attribute(tmp_path):
     for key, i in gt.index.items():
         typical = gt.boxes[i][gt.attributes["pose"][i] == 0]
         stray = [[900, 900, 20, 20, 0.9]] if i == 0 else []
+        if i == 1:  # IoU (w/2 + 1) h / ((3w/2 + 1) h) of a w x h face: 0.3-0.5 for any w over 2 pixels
+            x, y, w, h = gt.boxes[i][0]
+            stray = [[x + w / 2, y, w, h, 0.9]]
         predictions[key] = np.array([*(list(b) + [0.9] for b in typical), *stray]).reshape(-1, 5)
     wf.write_predictions(tmp_path / "pred", predictions)
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"/{key}.jpg\n" for key in gt.keys))
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "recall_by_size.py"), "--by", "pose",
                            "--gt", str(write_gt_mats(tmp_path / "gt", gt)), "--list", str(listing),
-                           "--setting", "hard", "--thresholds", "0.5", "--predictions", f"m={tmp_path / 'pred'}"],
+                           "--setting", "hard", "--thresholds", "0.5", "--predictions", f"m={tmp_path / 'pred'}",
+                           "--false-positive-kinds"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["bins"] == ["typical", "atypical"]
-    assert report["recall"]["m@0.5"] == [1.0, 0.0] and report["false_positives"]["m@0.5"] == 1
+    assert report["recall"]["m@0.5"] == [1.0, 0.0] and report["false_positives"]["m@0.5"] == 2
+    assert report["false_positive_kinds"]["m@0.5"] == {"mislocalised": 1, "near a face": 0, "background": 1}
