@@ -905,3 +905,18 @@ def test_training_with_the_teachers_veto_on_negatives(data, tmp_path):
     with pytest.raises(BlazefaceError, match="choose one"):
         Trainer(options(data, tmp_path / "opposite", **kw, teacher_ignore_score=0.002,
                         kd_ignore_background_above=0.002)).run()
+
+
+@requires_shared
+def test_teacher_agreement_reports_the_student_where_the_teacher_sees_faces():
+    """benchmarks/teacher_agreement.py on two photos of each part: one entry per prior size of the model, the
+    student's probabilities are probabilities, and the teacher sees faces on some priors of each part."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "teacher_agreement.py"), "--model", "slim",
+                           "--photos", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["prior_sizes"] == [10, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+    for part in ("train", "dev"):
+        seen, mean = report[part]["priors"], report[part]["student_mean_p"]
+        assert len(seen) == len(mean) == 10 and sum(seen) > 0
+        assert all(0 <= m <= 1 for m in mean) and all(m == 0 for n, m in zip(seen, mean) if n == 0)
