@@ -319,3 +319,22 @@ def test_normalizers_from_a_global_batch():
               for s in (slice(0, 2), slice(2, 4))]
     for key in whole:
         assert (halves[0][key] + halves[1][key]).item() == pytest.approx(whole[key].item(), rel=1e-5)
+
+
+def test_the_mining_ratio_and_the_labels_way_are_train_flags(tmp_path):
+    """`blazeface train --neg-pos-ratio N --kd-ignore-background-above P` reach the run's TrainConfig; without
+    them the model's defaults stand."""
+    from blazeface.cli import build_parser
+    from blazeface.cli.train_cmd import train_options
+    from blazeface.models.registry import get_config
+
+    def config(*flags):
+        args = build_parser().parse_args(["train", "--model", "slim", "--data", "d", "--out", str(tmp_path), *flags])
+        return train_options(args).train_config(get_config("slim"))
+
+    given = config("--neg-pos-ratio", "15", "--kd-ignore-background-above", "0.2")
+    assert given.neg_pos_ratio == 15 and given.kd_ignore_background_above == 0.2
+    default = config()
+    assert default.neg_pos_ratio == TrainConfig().neg_pos_ratio and default.kd_ignore_background_above is None
+    with pytest.raises(SystemExit):
+        config("--neg-pos-ratio", "0")

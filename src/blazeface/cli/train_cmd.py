@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--optimizer", choices=["sgd", "rmsprop", "adamw"], default=None)
     p.add_argument("--weight-decay", type=non_negative_float, default=None)
     p.add_argument("--cls-loss", choices=["ohem", "focal"], default=None)
+    p.add_argument("--neg-pos-ratio", type=positive_int, default=None, metavar="N",
+                   help="--cls-loss ohem: background priors mined per positive (default 7)")
     p.add_argument("--warmup-epochs", type=non_negative_float, default=None)
     p.add_argument("--epoch-size", type=positive_int, default=None, help="images per epoch (default: all sources' sizes)")
     p.add_argument("--seed", type=int, default=None, help="(default: 0)")

@@ -63,6 +63,7 @@ class TrainOptions:
     optimizer: str | None = None
     weight_decay: float | None = None
     cls_loss: str | None = None
+    neg_pos_ratio: int | None = None
     loc_weight: float | None = None
     cls_weight: float | None = None
     landm_weight: float | None = None
@@ -143,7 +144,8 @@ class TrainOptions:
 
     def train_config(self, base: ModelConfig):
         overrides = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "input_size", "optimizer",
-                                                      "weight_decay", "cls_loss", "loc_weight", "cls_weight",
+                                                      "weight_decay", "cls_loss", "neg_pos_ratio", "loc_weight",
+                                                      "cls_weight",
                                                       "landm_weight", "min_positives", "compensation_iou", "face_weight_floor",
                                                       "warmup_epochs", "bf16",
                                                       "zoom_out_p", "max_zoom_out", "rotate_p", "max_rotation",
