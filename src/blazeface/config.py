@@ -92,9 +92,11 @@ class TrainConfig:
     kd_ignore_labelled_below: float | None = None
     # The first disagreement settled the labels' way: a prior the labels call background (an exhaustively
     # labelled photo) to which the per-prior teacher gives at least this face probability is left out of the
-    # class distillation, so the mined labels alone teach it. On WIDER these are mostly faces its annotators left
-    # unlabelled (heads turned away, blurred crowds), which its evaluation counts as false positives: taught
-    # both ways, the student scores them in between (docs/MODELS.md, session 45). None: off.
+    # class distillation, so the mined labels alone teach it. Such priors are mostly a labelled face's neighbours
+    # that the teacher's box reaches and the label's does not, the rest faces WIDER's annotators left out, which
+    # its evaluation counts as false positives; taught both ways, the student scores them in between. Measured
+    # (docs/MODELS.md, session 45): fewer background false positives, but the faces' scores fall with them and
+    # easy AP with those. None: off.
     kd_ignore_background_above: float | None = None
     # Feature teacher (``train --feature-teacher``): the weight of the feature imitation term
     # (training/feature_distillation.py), about the share of the teacher's head-input features the student
