@@ -140,7 +140,8 @@ def main() -> int:
                 i = gt.index[key]
                 scores, matches, overlaps = matched[name][key]
                 hits, fp = found_faces(scores, matches, score)
-                kinds[name, t] += false_positive_kinds(scores, matches, overlaps, score)
+                if args.false_positive_kinds:
+                    kinds[name, t] += false_positive_kinds(scores, matches, overlaps, score)
                 kept_hits = [k for k in gt.keep[args.setting][i] if k in hits]
                 np.add.at(found[name, t], bins[key][kept_hits], 1)
                 false_positives[name, t] += fp
