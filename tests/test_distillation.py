@@ -766,6 +766,45 @@ def test_runs_sharing_a_teacher_cache_compute_the_candidates_once(tmp_path):
 
 
 @requires_shared
+def test_a_run_listing_the_photos_in_another_order_reads_the_same_cache(tmp_path):
+    """The cache keeps the photos sorted by path: a run that lists them in another order (its --data folders
+    swapped) links the same file and gets each photo's own candidates, in its order."""
+    from blazeface.config import MEAN_BGR
+    from blazeface.training import teacher_cache
+    from blazeface.training.checkpointing import TEACHER_CANDIDATES_FILE
+
+    photos = sorted((DATA / "facemask" / "images").glob("*"))[:4]
+    swapped = photos[2:] + photos[:2]
+    shared = tmp_path / "shared"
+    first = teacher_cache.photo_candidates_for_run([load_teacher(f"yunet:{YUNET}")], photos, MEAN_BGR, 0.05,
+                                                   tmp_path / "a", shared=shared)
+    second = teacher_cache.photo_candidates_for_run([load_teacher(f"yunet:{YUNET}")], swapped, MEAN_BGR, 0.05,
+                                                    tmp_path / "b", shared=shared)
+    [entry] = shared.iterdir()
+    assert (tmp_path / "b" / TEACHER_CANDIDATES_FILE).stat().st_ino == entry.stat().st_ino
+    assert [len(first[k]["teacher_scores"]) for k in range(4)] != [len(second[k]["teacher_scores"]) for k in range(4)]
+    for k, photo in enumerate(swapped):
+        mine = second[k]
+        theirs = first[photos.index(photo)]
+        assert len(theirs["teacher_scores"]) > 0
+        for name in ("teacher_scores", "teacher_boxes", "teacher_points"):
+            np.testing.assert_array_equal(mine[name], theirs[name])
+
+
+def test_photo_candidates_take_photos_in_any_order():
+    from blazeface.training.teacher_cache import PhotoCandidates
+
+    scores = np.arange(6, dtype=np.float32)  # photo 0: 0-1, photo 1: none, photo 2: 2-5
+    found = PhotoCandidates(scores, np.repeat(scores[:, None], 4, 1), np.repeat(scores[:, None, None], 5, 1)
+                            .repeat(2, 2), np.array([0, 2, 2, 6]))
+    taken = found.take([2, 0, 1, 0])
+    assert len(taken) == 4 and list(taken.offsets) == [0, 4, 6, 6, 8]
+    assert taken[0]["teacher_scores"].tolist() == [2, 3, 4, 5] and taken[1]["teacher_scores"].tolist() == [0, 1]
+    assert len(taken[2]["teacher_scores"]) == 0 and taken[3]["teacher_boxes"][:, 0].tolist() == [0, 1]
+    assert taken[0]["teacher_points"].shape == (4, 5, 2)
+
+
+@requires_shared
 def test_candidates_made_while_a_photo_is_missing_are_used_but_not_kept(tmp_path):
     """A photo that cannot be read gets no candidates; such a set is not saved (the key names the photos, so a
     later run with the photo in place would read it as faceless); with every photo there it is saved as usual."""

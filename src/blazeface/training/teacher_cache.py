@@ -16,7 +16,8 @@ the photo's scale, and a zoomed-out crop for faces YuNet found before they were 
 asks, which the ablation in docs/MODELS.md measures.
 
 The candidates of a run are written once to ``OUT/teacher_candidates.npz`` (~100 MB for WIDER train + facemask + MTFL at 1x and 2x) and read back on resume
-when the teacher, its scales, its threshold and the photos are the same.
+when the teacher, its scales, its threshold and the photos are the same. The file keeps the photos sorted by path
+and a run reads them in its own order, so runs that list the same data folders in another order share it.
 """
 from __future__ import annotations
 
@@ -64,6 +65,18 @@ class PhotoCandidates:
         return {"teacher_boxes": self.boxes[a:b].copy(), "teacher_points": self.points[a:b].copy(),
                 "teacher_scores": self.scores[a:b].copy()}
 
+    def take(self, photos: Sequence[int]) -> PhotoCandidates:
+        """These candidates for the photos ``photos`` name, in that order: photo ``j`` of the result is photo
+        ``photos[j]`` of these."""
+        photos = np.asarray(photos, np.int64)
+        starts, ends = self.offsets[:-1][photos], self.offsets[1:][photos]
+        counts = ends - starts
+        # Each kept candidate's index: its photo's start plus its rank within the photo.
+        rank = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows = np.repeat(starts, counts) + rank
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return PhotoCandidates(self.scores[rows], self.boxes[rows], self.points[rows], offsets, self.unreadable)
+
 
 def photo_candidates(teachers: Sequence[GridTeacher], image: np.ndarray, mean_bgr: Sequence[float],
                      min_probability: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -88,8 +101,9 @@ def photo_candidates(teachers: Sequence[GridTeacher], image: np.ndarray, mean_bg
 
 def cache_key(teachers: Sequence[GridTeacher], image_paths: Sequence[Path], min_probability: float) -> str:
     """What the cached candidates depend on: each teacher file (name and size) and its scales, the threshold and
-    the photos in order. (One teacher's key keeps the form of the caches written before several could be.)"""
-    photos = hashlib.sha256("\n".join(str(p) for p in image_paths).encode()).hexdigest()
+    the photos, sorted by path as the file keeps them (runs that list the same photos in another order share a
+    cache). (One teacher's key keeps the form of the caches written before several could be.)"""
+    photos = hashlib.sha256("\n".join(sorted(str(p) for p in image_paths)).encode()).hexdigest()
     each = [{"teacher": str(Path(t.path).resolve()), "bytes": Path(t.path).stat().st_size, "scales": list(t.scales)}
             for t in teachers]
     what = each[0] if len(each) == 1 else {"teachers": each}
@@ -200,6 +214,8 @@ def photo_candidates_for_run(teachers: Sequence[GridTeacher], image_paths: Seque
     in both. Several runs of one data mix and teacher then pay the teachers' minutes once. Candidates made while
     a photo could not be read are used but not kept: the key names the photos, not whether they were there, and a
     later run with every photo in place would read the missing ones' candidates as empty."""
+    by_path = sorted(range(len(image_paths)), key=lambda k: str(image_paths[k]))
+    in_run_order = np.argsort(by_path)  # the run's photo k is the file's photo in_run_order[k]
     key = cache_key(teachers, image_paths, min_probability)
     path = Path(out) / TEACHER_CANDIDATES_FILE
     shared_path = shared_cache_path(shared, key) if shared is not None else None
@@ -208,16 +224,17 @@ def photo_candidates_for_run(teachers: Sequence[GridTeacher], image_paths: Seque
         if found is not None:
             if source != path:
                 _link_or_copy(source, path)
-            return found
-    found = build_photo_candidates(teachers, image_paths, mean_bgr, min_probability, processes=processes, onnx=onnx)
+            return found.take(in_run_order)
+    found = build_photo_candidates(teachers, [image_paths[k] for k in by_path], mean_bgr, min_probability,
+                                   processes=processes, onnx=onnx)
     if found.unreadable:
         print(f"blazeface train: {found.unreadable} of {len(image_paths)} photos could not be read; their teacher "
               "candidates are not kept for later runs", file=sys.stderr)
-        return found
+        return found.take(in_run_order)
     save_photo_candidates(found, key, path)  # atomic_target makes the run folder
     if shared_path is not None:
         _link_or_copy(path, shared_path)
-    return found
+    return found.take(in_run_order)
 
 
 @dataclass
