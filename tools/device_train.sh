@@ -22,6 +22,11 @@
 #   4. if time is left and a run was stopped before its cosine ended:
 #      FINISH_EPOCHS="slim=25 rfb=25 mnet=25" TRAIN_SECONDS=150 bash tools/device_train.sh finish
 #
+# Back here, judge each run and its soup with the weights it started from (session 46: a mosaic length alone
+# trades easy AP for hard, its soup keeps the hard gain): `python tools/average_weights.py
+# src/blazeface/weights/M.pth RUN/weights.pth --model M --write SOUP.pth`, then benchmarks/judge_candidate.py
+# on RUN/weights.pth and on SOUP.pth.
+#
 # train gives each model as many epochs as its calibrated rate fits in TRAIN_SECONDS (the cosine then ends on
 # time) and packs each run (weights.pth, last.pth, metrics, log) as $OUT/<model>.tar every 20 s and at the end;
 # a run still going at the deadline is stopped with SIGTERM (it checkpoints). Every mode appends what it prints
