@@ -213,10 +213,22 @@ def photo_candidates_for_run(teachers: Sequence[GridTeacher], image_paths: Seque
     for the same key, linked into the run folder; else computed now (:func:`build_photo_candidates`) and saved
     in both. Several runs of one data mix and teacher then pay the teachers' minutes once. Candidates made while
     a photo could not be read are used but not kept: the key names the photos, not whether they were there, and a
-    later run with every photo in place would read the missing ones' candidates as empty."""
-    by_path = sorted(range(len(image_paths)), key=lambda k: str(image_paths[k]))
-    in_run_order = np.argsort(by_path)  # the run's photo k is the file's photo in_run_order[k]
-    key = cache_key(teachers, image_paths, min_probability)
+    later run with every photo in place would read the missing ones' candidates as empty.
+
+    The file keeps the photos sorted by path (the key's order); the result is in ``image_paths``' order."""
+    by_path = np.argsort([str(p) for p in image_paths], kind="stable")
+    found = _photo_candidates_by_path(teachers, [image_paths[k] for k in by_path], mean_bgr, min_probability,
+                                      out, processes, onnx, shared)
+    if np.array_equal(by_path, np.arange(len(by_path))):
+        return found
+    return found.take(np.argsort(by_path))  # the run's photo k is the file's photo argsort(by_path)[k]
+
+
+def _photo_candidates_by_path(teachers: Sequence[GridTeacher], sorted_paths: Sequence[Path],
+                              mean_bgr: Sequence[float], min_probability: float, out: Path, processes: int,
+                              onnx: bool, shared: Path | None) -> PhotoCandidates:
+    """:func:`photo_candidates_for_run` for photos already in the file's order."""
+    key = cache_key(teachers, sorted_paths, min_probability)
     path = Path(out) / TEACHER_CANDIDATES_FILE
     shared_path = shared_cache_path(shared, key) if shared is not None else None
     for source in (path, shared_path):
@@ -224,17 +236,17 @@ def photo_candidates_for_run(teachers: Sequence[GridTeacher], image_paths: Seque
         if found is not None:
             if source != path:
                 _link_or_copy(source, path)
-            return found.take(in_run_order)
-    found = build_photo_candidates(teachers, [image_paths[k] for k in by_path], mean_bgr, min_probability,
-                                   processes=processes, onnx=onnx)
+            return found
+    found = build_photo_candidates(teachers, sorted_paths, mean_bgr, min_probability, processes=processes,
+                                   onnx=onnx)
     if found.unreadable:
-        print(f"blazeface train: {found.unreadable} of {len(image_paths)} photos could not be read; their teacher "
+        print(f"blazeface train: {found.unreadable} of {len(sorted_paths)} photos could not be read; their teacher "
               "candidates are not kept for later runs", file=sys.stderr)
-        return found.take(in_run_order)
+        return found
     save_photo_candidates(found, key, path)  # atomic_target makes the run folder
     if shared_path is not None:
         _link_or_copy(path, shared_path)
-    return found.take(in_run_order)
+    return found
 
 
 @dataclass
