@@ -55,7 +55,9 @@ def test_dense_teacher_gives_logits_whose_softmax_is_the_models_probabilities():
 
 def test_a_teacher_through_onnx_runtime_gives_pytorchs_outputs():
     """The trainer runs per-prior teachers through ONNX Runtime on a CPU (half PyTorch's time there): the
-    export folds BatchNorm, so the outputs agree to float rounding, not bit for bit."""
+    export folds BatchNorm, so the outputs agree to float rounding, not bit for bit. The class outputs are
+    log-probabilities, and the distillation uses their probabilities: a background prior at log p = -10.5 may move
+    by 2e-3 in the log (2e-4 relative) while its probability moves by 6e-8, so those are compared as probabilities."""
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     images = torch.rand(3, 3, 96, 128) * 255 - 110
@@ -65,7 +67,12 @@ def test_a_teacher_through_onnx_runtime_gives_pytorchs_outputs():
     through_onnx = teacher.dense(images.contiguous(memory_format=torch.channels_last))
     for name, a, b in zip(("loc", "logits", "landm"), reference, through_onnx):
         assert a.shape == b.shape and b.dtype == torch.float32, name
-        assert torch.allclose(a, b, atol=2e-4, rtol=1e-4), (name, (a - b).abs().max())
+        if name == "logits":
+            a, b = a.exp(), b.exp()
+            assert torch.allclose(a.sum(-1), torch.ones(()), atol=1e-5), name
+            assert torch.allclose(a, b, atol=1e-5, rtol=0), (name, (a - b).abs().max())
+        else:
+            assert torch.allclose(a, b, atol=2e-4, rtol=1e-4), (name, (a - b).abs().max())
 
 
 def test_the_teacher_runtime_is_chosen_once_and_checked(data, tmp_path):
