@@ -12,7 +12,7 @@ import torch
 
 from blazeface import BlazefaceError, FaceDetector
 from blazeface.checkpoint import META_KEY, read_state_dict
-from blazeface.training.checkpointing import load_checkpoint, save_atomic
+from blazeface.training.checkpointing import load_checkpoint, pack_checkpoint, save_atomic
 from blazeface.training.trainer import Trainer, TrainOptions
 from conftest import REPO
 
@@ -51,14 +51,20 @@ def options(data, out, **kw):
     return TrainOptions(**base)
 
 
-def test_resume_continues_exactly(data, tmp_path):
+@pytest.mark.parametrize("packed", [False, True], ids=["last.pth", "packed"])
+def test_resume_continues_exactly(data, tmp_path, packed):
     straight = Trainer(options(data, tmp_path / "a", max_steps=6))
     straight.run()
     first = Trainer(options(data, tmp_path / "b", max_steps=3))  # stops mid-epoch (4 steps per epoch)
     first.run()
-    ckpt = load_checkpoint(tmp_path / "b" / "last.pth")
+    state, out = tmp_path / "b" / "last.pth", tmp_path / "b"
+    if packed:  # the repository's form of a run's state (tools/pack_checkpoint.py), resumed into a new folder
+        before, after = pack_checkpoint(state, tmp_path / "b.pth.xz")
+        assert after < before
+        state, out = tmp_path / "b.pth.xz", tmp_path / "c"
+    ckpt = load_checkpoint(state)
     assert ckpt["position"]["step"] == 3
-    resumed = Trainer(options(data, tmp_path / "b", max_steps=6, resume=tmp_path / "b" / "last.pth"))
+    resumed = Trainer(options(data, out, max_steps=6, resume=state))
     resumed.run()
     a = straight.model.state_dict()
     b = resumed.model.state_dict()
@@ -66,9 +72,26 @@ def test_resume_continues_exactly(data, tmp_path):
         assert torch.equal(a[key], b[key]), key
     for key, value in straight.ema.module.state_dict().items():
         assert torch.equal(value, resumed.ema.module.state_dict()[key]), key
-    logged = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert logged == [1, 2, 3, 4, 5, 6]
-    assert (tmp_path / "b" / "weights.pth").is_file() and (tmp_path / "b" / "loss.png").is_file()
+    logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged == ([4, 5, 6] if packed else [1, 2, 3, 4, 5, 6])
+    assert (out / "weights.pth").is_file() and (out / "loss.png").is_file()
+
+
+def test_a_packed_checkpoint_is_never_its_own_target_and_a_torn_one_is_one_line(data, tmp_path):
+    Trainer(options(data, tmp_path / "a", max_steps=1)).run()
+    state = tmp_path / "a" / "last.pth"
+    with pytest.raises(BlazefaceError, match="is the checkpoint being packed"):
+        pack_checkpoint(state, state)
+    with pytest.raises(BlazefaceError, match="not a readable checkpoint"):
+        pack_checkpoint(REPO / "README.md", tmp_path / "readme.xz")
+    assert not (tmp_path / "readme.xz").exists()
+    packed = tmp_path / "a.pth.xz"
+    pack_checkpoint(state, packed)
+    torn = tmp_path / "torn.pth.xz"
+    torn.write_bytes(packed.read_bytes()[: packed.stat().st_size // 2])
+    with pytest.raises(BlazefaceError, match=r"torn\.pth\.xz: not a readable checkpoint") as err:
+        load_checkpoint(torn)
+    assert "\n" not in str(err.value)
 
 
 def test_resume_refuses_other_model_or_batch(data, tmp_path):

@@ -23,8 +23,8 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/train)")
     p.add_argument("--resume", type=Path, default=None, metavar="CKPT",
-                   help="continue from this checkpoint (OUT/last.pth); model, data and options come from it, "
-                        "flags given here override them")
+                   help="continue from this checkpoint (OUT/last.pth, or a copy packed by tools/pack_checkpoint.py); "
+                        "model, data and options come from it, flags given here override them")
     p.add_argument("--init-weights", type=Path, default=None, help="start from these weights (fine-tuning)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="global batch (split over processes)")
     p.add_argument("--lr", type=positive_float, default=None)
