@@ -77,7 +77,7 @@ def test_resume_continues_exactly(data, tmp_path, packed):
     assert (out / "weights.pth").is_file() and (out / "loss.png").is_file()
 
 
-def test_a_packed_checkpoint_is_never_its_own_target_and_a_torn_one_is_one_line(data, tmp_path):
+def test_a_packed_checkpoint_is_never_its_own_target_nor_packed_twice_and_a_torn_one_is_one_line(data, tmp_path):
     Trainer(options(data, tmp_path / "a", max_steps=1)).run()
     state = tmp_path / "a" / "last.pth"
     with pytest.raises(BlazefaceError, match="is the checkpoint being packed"):
@@ -85,8 +85,10 @@ def test_a_packed_checkpoint_is_never_its_own_target_and_a_torn_one_is_one_line(
     with pytest.raises(BlazefaceError, match="not a readable checkpoint"):
         pack_checkpoint(REPO / "README.md", tmp_path / "readme.xz")
     assert not (tmp_path / "readme.xz").exists()
-    packed = tmp_path / "a.pth.xz"
+    packed, repacked = tmp_path / "a.pth.xz", tmp_path / "again.pth.xz"
     pack_checkpoint(state, packed)
+    pack_checkpoint(packed, repacked)  # packed once, not twice: load_checkpoint unpacks one layer
+    assert repacked.read_bytes() == packed.read_bytes()
     torn = tmp_path / "torn.pth.xz"
     torn.write_bytes(packed.read_bytes()[: packed.stat().st_size // 2])
     with pytest.raises(BlazefaceError, match=r"torn\.pth\.xz: not a readable checkpoint") as err:

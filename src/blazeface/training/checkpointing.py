@@ -71,31 +71,36 @@ XZ_MAGIC = b"\xfd7zXZ\x00"
 def load_checkpoint(path: str | Path) -> dict:
     """A training checkpoint as ``save_atomic`` wrote it, or packed by :func:`pack_checkpoint` (told apart by
     its first bytes, not its name)."""
+    return _read_checkpoint(path)[1]
+
+
+def _read_checkpoint(path: str | Path) -> tuple[bytes, dict]:
+    """-> (the checkpoint's torch.save bytes, unpacked where packed; the checkpoint), the file read once."""
     path = Path(path)
     if not path.is_file():
         raise BlazefaceError(f"{path}: checkpoint not found")
     try:
-        with open(path, "rb") as fh:
-            packed = fh.read(len(XZ_MAGIC)) == XZ_MAGIC
-        source = io.BytesIO(lzma.decompress(path.read_bytes())) if packed else path
-        ckpt = torch.load(source, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
+        if data.startswith(XZ_MAGIC):
+            data = lzma.decompress(data)
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BlazefaceError(f"{path}: not a readable checkpoint ({first})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "position" not in ckpt:
         raise BlazefaceError(f"{path}: not a blazeface training checkpoint (no model/position)")
-    return ckpt
+    return data, ckpt
 
 
 def pack_checkpoint(source: str | Path, target: str | Path) -> tuple[int, int]:
-    """Write ``source`` (a training checkpoint) xz-compressed to ``target``, atomically -> (bytes before,
-    bytes after). A state with feature adapters (5.4-5.8 MB: weights, EMA, momentum, adapters) packs to
-    4-4.6 MB, under the repository's 5 MB file limit; ``--resume`` reads the packed file as it is."""
+    """Write ``source`` (a training checkpoint, plain or already packed) xz-compressed to ``target``,
+    atomically -> (bytes unpacked, bytes packed). A state with feature adapters (5.4-5.8 MB: weights, EMA,
+    momentum, adapters) packs to 4-4.6 MB, under the repository's 5 MB file limit; ``--resume`` reads the
+    packed file as it is."""
     source, target = Path(source), Path(target)
     if same_file(source, target):
         raise BlazefaceError(f"{target}: is the checkpoint being packed; name another file")
-    load_checkpoint(source)  # one line, before anything is written, for a file that is not a checkpoint
-    data = source.read_bytes()
+    data, _ = _read_checkpoint(source)  # one line, before anything is written, for a file that is not one
     packed = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
     with atomic_target(target, durable=True) as partial:
         partial.write_bytes(packed)
