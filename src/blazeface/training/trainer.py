@@ -573,6 +573,14 @@ class Trainer:
             with open(self.metrics_path, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
 
+    def precision(self) -> str:
+        """How the student's forward and backward run here, and why."""
+        if self.train_cfg.bf16:
+            return "bf16 autocast"
+        if self.opt.bf16 is None and get_config(self.opt.model).train.bf16:
+            return "fp32 (bf16 is the model's default, but this CPU has no native bf16)"
+        return "fp32"
+
     def run(self) -> Path:
         # One run writes a folder at a time (io.exclusive_folder); the main process holds it for all of them.
         with exclusive_folder(self.out) if self.world.is_main else nullcontext():
@@ -585,6 +593,11 @@ class Trainer:
         if self.world.is_main:
             remove_stale_temporaries(self.out)  # left by a run killed while saving
             (self.out / "options.json").write_text(json.dumps(self.opt.to_json(), indent=2))
+            # options.json holds what was asked (None: the model's default); this file holds what runs, which
+            # can differ between machines (bf16 falls back to fp32 on a CPU without it).
+            (self.out / "train_config.json").write_text(json.dumps(asdict(self.train_cfg), indent=2))
+            print(f"blazeface train: {self.opt.model} on {self.opt.device}, {self.precision()}, step {self.step:,} of "
+                  f"{self.total_steps:,}; recipe in {self.out / 'train_config.json'}", file=sys.stderr)
         last_save = time.monotonic()
         end = self.total_steps if self.opt.max_steps is None else min(self.total_steps, self.opt.max_steps)
         self.set_train_mode()
