@@ -294,10 +294,12 @@ class Trainer:
             torch.set_num_threads(options.threads)
         base = get_config(options.model)
         self.train_cfg = options.train_config(base)
+        self.precision = "bf16 autocast" if self.train_cfg.bf16 else "fp32"  # said in the run's first line
         if options.bf16 is None and self.train_cfg.bf16 and not native_bf16(options.device):
             # The model's bf16 default was measured on CPUs with bf16 instructions; elsewhere autocast
             # emulates bf16 and a step is many times slower (an AVX2-only CPU: ~30x for slim).
             self.train_cfg = replace(self.train_cfg, bf16=False)
+            self.precision = "fp32 (bf16 is the model's default, but this CPU has no native bf16)"
         if self.train_cfg.batch_size % self.world.size:
             raise BlazefaceError(f"batch size {self.train_cfg.batch_size} does not split over {self.world.size} "
                                  "processes")
@@ -573,14 +575,6 @@ class Trainer:
             with open(self.metrics_path, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
 
-    def precision(self) -> str:
-        """How the student's forward and backward run here, and why."""
-        if self.train_cfg.bf16:
-            return "bf16 autocast"
-        if self.opt.bf16 is None and get_config(self.opt.model).train.bf16:
-            return "fp32 (bf16 is the model's default, but this CPU has no native bf16)"
-        return "fp32"
-
     def run(self) -> Path:
         # One run writes a folder at a time (io.exclusive_folder); the main process holds it for all of them.
         with exclusive_folder(self.out) if self.world.is_main else nullcontext():
@@ -596,7 +590,7 @@ class Trainer:
             # options.json holds what was asked (None: the model's default); this file holds what runs, which
             # can differ between machines (bf16 falls back to fp32 on a CPU without it).
             (self.out / "train_config.json").write_text(json.dumps(asdict(self.train_cfg), indent=2))
-            print(f"blazeface train: {self.opt.model} on {self.opt.device}, {self.precision()}, step {self.step:,} of "
+            print(f"blazeface train: {self.opt.model} on {self.opt.device}, {self.precision}, step {self.step:,} of "
                   f"{self.total_steps:,}; recipe in {self.out / 'train_config.json'}", file=sys.stderr)
         last_save = time.monotonic()
         end = self.total_steps if self.opt.max_steps is None else min(self.total_steps, self.opt.max_steps)
