@@ -71,13 +71,18 @@ def assert_same_faces(fp32, int8, candidates):
     before NMS (IoU >= 0.9). Which member of an NMS cluster wins is a tie-break that int8 may decide the other
     way: the new slim has two candidates at 0.792 on one sample face, 0.75 IoU apart, and int8 scores them
     0.807 / 0.788; with blaze_kd1 the sample's 0.66 face has two candidates 7 px apart, and int8 picks the
-    other one whatever the calibration. So boxes are compared with the candidates, faces with the faces."""
+    other one whatever the calibration; slim_mos50's fp32 candidates 0.700 and 0.645 (0.45 IoU, between two faces)
+    come back 0.712 and 0.720, and NMS keeps the other. So a face is found among the other model's faces or, as
+    its cluster's other winner, among its candidates at >= CONF - BAND (IoU >= 0.9)."""
     assert sum(f.score >= CONF for f in fp32) >= 5
     for these, those, other_candidates in ((fp32, int8, candidates["int8"]), (int8, fp32, candidates["fp32"])):
         for face in these:
             if face.score < CONF + BAND:
                 continue
-            assert max(box_iou(face.box, other.box) for other in those) >= 0.5, (face.box, face.score)
+            as_face = max(box_iou(face.box, other.box) for other in those)
+            as_candidate = max(box_iou(face.box, other.box) for other in other_candidates
+                               if other.score >= CONF - BAND)
+            assert as_face >= 0.5 or as_candidate >= 0.9, (face.box, face.score, as_face, as_candidate)
             if face.score >= 0.8:
                 best = max(box_iou(face.box, other.box) for other in other_candidates)
                 assert best >= 0.9, (face.box, face.score, best)
