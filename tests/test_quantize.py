@@ -67,11 +67,12 @@ BAND = 0.1
 
 def assert_same_faces(fp32, int8, candidates):
     """The same faces at CONF: every face either model scores >= CONF + BAND is one of the other model's
-    candidate boxes before NMS at >= CONF - BAND (IoU >= 0.9) or, below 0.8, one of its faces (IoU >= 0.5).
-    Which member of an NMS cluster wins is a tie-break that int8 may decide the other way: the new slim has two candidates at 0.792 on one sample face, 0.75 IoU apart, and int8 scores them
-    0.807 / 0.788; with blaze_kd1 the sample's 0.66 face has two candidates 7 px apart, and int8 picks the
-    other one whatever the calibration; slim_mos50's fp32 candidates 0.700 and 0.645 (0.45 IoU, between two faces)
-    come back 0.712 and 0.720, and NMS keeps the other. So boxes are compared with the candidates, and only a
+    candidate boxes before NMS at >= CONF - BAND (IoU >= 0.9) or, if it scores under 0.8, one of its faces
+    (IoU >= 0.5). Which member of an NMS cluster wins is a tie-break that int8 may decide the other way: the
+    new slim has two candidates at 0.792 on one sample face, 0.75 IoU apart, and int8 scores them 0.807 /
+    0.788; with blaze_kd1 the sample's 0.66 face has two candidates 7 px apart, and int8 picks the other one
+    whatever the calibration; slim_mos50's fp32 candidates 0.700 and 0.645 (0.45 IoU, between two faces) come
+    back 0.712 and 0.720, and NMS keeps the other. So boxes are compared with the candidates, and only a
     weaker face may instead be matched loosely with a face."""
     assert sum(f.score >= CONF for f in fp32) >= 5
     for these, those, other_candidates in ((fp32, int8, candidates["int8"]), (int8, fp32, candidates["fp32"])):
