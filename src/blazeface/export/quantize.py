@@ -13,6 +13,8 @@ The output is a drop-in replacement for the fp32 export: same input, outputs and
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -184,19 +186,21 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, calibration: str | Pat
         formats = {"qdq": quantization.QuantFormat.QDQ, "qoperator": quantization.QuantFormat.QOperator}
         weights = {"int8": quantization.QuantType.QInt8, "uint8": quantization.QuantType.QUInt8}
         partial = Path(tmp) / "int8.onnx"
-        quantization.quantize_static(
-            str(prepared), str(partial), _reader(files, mean_bgr, multiple, long_side),
-            quant_format=formats[quant_format], op_types_to_quantize=list(op_types),
-            per_channel=per_channel, reduce_range=reduce_range,
-            activation_type=quantization.QuantType.QUInt8, weight_type=weights[weight_type],
-            calibrate_method=methods[method], nodes_to_exclude=list(exclude),
-            # One photo per calibration pass: ONNX Runtime's calibrators otherwise keep every photo's
-            # activations until the end (gigabytes for 300 photos at 640), and its histogram calibrators
-            # (entropy, percentile) stack them into one array, which fails on photos of different shapes.
-            # Min/max ranges merge exactly; histograms merge by re-binning (ONNX Runtime's own merge).
-            extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False,
-                           "CalibMovingAverage": False, "CalibStridedMinMax": 1},
-            calibration_providers=["CPUExecutionProvider"])
+        # ONNX Runtime's histogram calibrators print a progress line per pass (300 with one photo per pass).
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantization.quantize_static(
+                str(prepared), str(partial), _reader(files, mean_bgr, multiple, long_side),
+                quant_format=formats[quant_format], op_types_to_quantize=list(op_types),
+                per_channel=per_channel, reduce_range=reduce_range,
+                activation_type=quantization.QuantType.QUInt8, weight_type=weights[weight_type],
+                calibrate_method=methods[method], nodes_to_exclude=list(exclude),
+                # One photo per calibration pass: ONNX Runtime's calibrators otherwise keep every photo's
+                # activations until the end (gigabytes for 300 photos at 640), and its histogram calibrators
+                # (entropy, percentile) stack them into one array, which fails on photos of different shapes.
+                # Min/max ranges merge exactly; histograms merge by re-binning (ONNX Runtime's own merge).
+                extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False,
+                               "CalibMovingAverage": False, "CalibStridedMinMax": 1},
+                calibration_providers=["CPUExecutionProvider"])
         quantized = onnx.load(str(partial))
     meta.update({"precision": "int8",
                  "quantization": json.dumps({"format": {"qdq": "QDQ", "qoperator": "QOperator"}[quant_format],
