@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
 from . import add_model_args
 
 
@@ -27,8 +28,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "e.g. ../shared/data/widerface/train/images")
     p.add_argument("--calibration-count", type=int, default=300, metavar="N",
                    help="with --int8: how many of the folder's images, spread over its sorted listing (default 300)")
-    p.add_argument("--calibration-method", default="minmax", choices=["minmax", "entropy", "percentile"],
-                   help="with --int8: how activation ranges are chosen (default minmax)")
+    p.add_argument("--calibration-method", default=DEFAULT_CALIBRATION_METHOD, choices=CALIBRATION_METHODS,
+                   help=f"with --int8: how activation ranges are chosen (default {DEFAULT_CALIBRATION_METHOD}: "
+                        "each activation's range with its outer 0.001 %% of values clipped; minmax: the whole range)")
     p.add_argument("--long-side", type=int, default=640,
                    help="with --int8: calibration images are letterboxed to this long side (default 640)")
     p.set_defaults(func=run)
