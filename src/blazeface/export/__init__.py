@@ -14,6 +14,7 @@ from ..optional import require
 from ..models import create_model, model_name_for, resolve_weights
 from .ncnn import export_ncnn
 from .onnx import export_onnx
+from .quantize import DEFAULT_CALIBRATION_METHOD
 
 FORMATS = ("onnx", "ncnn")
 
@@ -22,13 +23,13 @@ __all__ = ["FORMATS", "OUTPUT_NAMES", "export_model", "model_metadata"]
 
 def export_model(model_name: str | None, weights, out: str | Path, fmt: str = "onnx", *, fp16: bool = False,
                  int8: bool = False, calibration: str | Path | None = None, calibration_count: int = 300,
-                 calibration_method: str | None = None, long_side: int = 640) -> list[Path]:
+                 calibration_method: str = DEFAULT_CALIBRATION_METHOD, long_side: int = 640) -> list[Path]:
     """Build ``model_name`` with ``weights`` (None: the shipped ones) and export it; returns the files written.
     ``model_name`` None: the model the weights file names (default blaze).
 
     ``int8``: ONNX only, statically quantized (see :mod:`blazeface.export.quantize`), calibrated on
     ``calibration_count`` images of the folder ``calibration`` letterboxed to ``long_side``, activation ranges
-    chosen by ``calibration_method`` (None: :data:`~blazeface.export.quantize.DEFAULT_CALIBRATION_METHOD`)."""
+    chosen by ``calibration_method`` (percentile, minmax or entropy)."""
     if fmt not in FORMATS:
         raise BlazefaceError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if fp16 and fmt != "ncnn":
@@ -51,13 +52,12 @@ def export_model(model_name: str | None, weights, out: str | Path, fmt: str = "o
     if fmt == "onnx" and int8:
         import tempfile
 
-        from .quantize import DEFAULT_CALIBRATION_METHOD, calibration_images, quantize_onnx
+        from .quantize import calibration_images, quantize_onnx
 
         images = calibration_images(calibration, calibration_count)  # a bad folder fails before any work
         with tempfile.TemporaryDirectory(prefix="blazeface-export-") as tmp:
             fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", weights_sha256=digest)
-            quantize_onnx(fp32, out, images, long_side=long_side,
-                          method=calibration_method or DEFAULT_CALIBRATION_METHOD,
+            quantize_onnx(fp32, out, images, long_side=long_side, method=calibration_method,
                           source=f"{len(images)} images of {Path(calibration).name}/")
         return [out]
     if fmt == "onnx":

@@ -200,10 +200,10 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, calibration: str | Pat
                 per_channel=per_channel, reduce_range=reduce_range,
                 activation_type=quantization.QuantType.QUInt8, weight_type=weights[weight_type],
                 calibrate_method=methods[method], nodes_to_exclude=list(exclude),
-                # One photo per calibration pass: ONNX Runtime's calibrators otherwise keep every photo's
-                # activations until the end (gigabytes for 300 photos at 640), and its histogram calibrators
-                # (entropy, percentile) stack them into one array, which fails on photos of different shapes.
-                # Min/max ranges merge exactly; histograms merge by re-binning (ONNX Runtime's own merge).
+                # One photo per calibration pass: ONNX Runtime's histogram calibrators (entropy, percentile)
+                # otherwise keep every photo's activations to the end (5.6 GB for 60 photos at 640) and stack
+                # them into one array, which fails on photos of different shapes. Min/max ranges merge
+                # exactly (the same file as without strides); histograms merge by ONNX Runtime's re-binning.
                 extra_options={"CalibTensorRangeSymmetric": False, "ActivationSymmetric": False,
                                "CalibMovingAverage": False, "CalibStridedMinMax": 1},
                 calibration_providers=["CPUExecutionProvider"])
